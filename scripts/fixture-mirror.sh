@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Prepares the kernel mirror the tests (and the quickstart) build from, offline:
+# Debian's linux-source-6.12 tarball imported by `kforge mirror import-tarball`, plus a few
+# test branches made with git plumbing. Cached: a second run with the same tarball reuses it.
+#
+#   scripts/fixture-mirror.sh [KFORGE_BINARY]    prints the mirror's path on stdout
+#
+# Layout of the mirror:
+#   tag    v<version>        the tarball as imported (annotated)
+#   branch master            the same commit
+#   branch test/comment      + a comment in init/version.c (a different tree that builds)
+#   branch test/broken       + a syntax error in init/version.c (a build that fails)
+#   tag    kf-test-1         annotated, on test/comment
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+kforge=${1:-"$here/target/debug/kforge"}
+tarball=${KFORGE_KERNEL_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
+cache=${KFORGE_FIXTURE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kforge/fixture}
+
+if [[ ! -f $tarball ]]; then
+  echo "fixture: $tarball is missing: run scripts/install-deps.sh (package linux-source-6.12)" >&2
+  exit 1
+fi
+[[ -x $kforge ]] || { echo "fixture: no kforge binary at $kforge (cargo build)" >&2; exit 1; }
+
+# The version is in the tarball's top Makefile; reading it means decompressing the
+# tarball, so it is remembered per tarball (size and mtime).
+mkdir -p "$cache"
+key="$cache/version-$(stat -c '%s-%Y' "$tarball")"
+if [[ ! -s $key ]]; then
+  makefile=$( (tar -xOf "$tarball" --wildcards '*/Makefile' --exclude='*/*/*' 2>/dev/null || true) | head -6)
+  awk '/^VERSION =/{a=$3} /^PATCHLEVEL =/{b=$3} /^SUBLEVEL =/{c=$3} END{print a"."b"."c}' <<<"$makefile" >"$key"
+fi
+v=$(cat "$key")
+[[ $v =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { rm -f "$key"; echo "fixture: cannot read the version of $tarball" >&2; exit 1; }
+mirror="$cache/linux-$v.git"
+stamp="$mirror/kforge-fixture-complete"
+
+if [[ -f $stamp ]]; then
+  echo "fixture: reusing $mirror" >&2
+  echo "$mirror"
+  exit 0
+fi
+
+rm -rf "$mirror"
+mkdir -p "$cache"
+echo "fixture: importing $tarball as v$v into $mirror (about 2 minutes)" >&2
+"$kforge" --mirror "$mirror" mirror import-tarball "$tarball" --tag "v$v" --branch master >&2
+
+export GIT_DIR=$mirror
+export GIT_AUTHOR_NAME="kforge fixture" GIT_AUTHOR_EMAIL=fixture@kforge.invalid
+export GIT_COMMITTER_NAME="kforge fixture" GIT_COMMITTER_EMAIL=fixture@kforge.invalid
+export GIT_AUTHOR_DATE="@1700000000 +0000" GIT_COMMITTER_DATE="@1700000000 +0000"
+base=$(git rev-parse "refs/tags/v$v^{commit}")
+idx=$(mktemp)
+trap 'rm -f "$idx"' EXIT
+
+# commit_with FILE CONTENT_CMD MESSAGE -> prints the new commit on top of $base
+commit_with() {
+  local file=$1 message=$3 blob tree
+  blob=$(git cat-file blob "$base:$file" | eval "$2" | git hash-object -w --stdin)
+  GIT_INDEX_FILE=$idx git read-tree "$base"
+  GIT_INDEX_FILE=$idx git update-index --cacheinfo "100644,$blob,$file"
+  tree=$(GIT_INDEX_FILE=$idx git write-tree)
+  git commit-tree "$tree" -p "$base" -m "$message"
+}
+
+comment=$(commit_with init/version.c "cat; echo '/* kforge test branch: a comment only */'" "test: add a comment")
+git update-ref refs/heads/test/comment "$comment"
+git tag -a -m "kforge test tag" kf-test-1 "$comment"
+
+broken=$(commit_with init/version.c "cat; echo 'this is not C;'" "test: break the build")
+git update-ref refs/heads/test/broken "$broken"
+
+touch "$stamp"
+echo "fixture: ready: $(git tag | tr '\n' ' ')/ $(git for-each-ref --format='%(refname:short)' refs/heads | tr '\n' ' ')" >&2
+echo "$mirror"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the system packages kforge and its test suite drive, on Debian/Ubuntu.
+# Idempotent: only missing packages are installed. Run as root (or with sudo).
+set -euo pipefail
+
+PKGS=(
+  # git and the kernel build (see the README's "What kforge drives")
+  git make gcc libc6-dev build-essential flex bison bc libelf-dev libssl-dev
+  cpio kmod xz-utils python3 rsync
+  # clang/LLVM toolchain (compiler=clang)
+  clang lld llvm
+  # compile cache
+  ccache
+  # the kernel source the fixture mirror is made from
+  linux-source-6.12
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  SUDO=()
+  [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all packages present" >&2
+fi

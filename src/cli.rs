@@ -1,0 +1,314 @@
+//! The command line: one struct per command; `kforge build`'s flags carry the spec's input
+//! names, grouped under the spec's input groups (each heading holds the group's summary).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use kforge::request::{ConfigMethod, KernelRequest, OneOrMany};
+use kforge::toolchain::Compiler;
+
+const AFTER_HELP: &str = "\
+Environment: KFORGE_WORKERS_DIR, KFORGE_WORKER_INDEX, KFORGE_SYSTEM_DIR, KFORGE_MIRROR,
+KFORGE_LIBRARY, KFORGE_CCACHE_DIR and KFORGE_CONFIG (a TOML file with the same keys in
+lower case) set the defaults of the global options.
+
+Exit status: 0 success, 1 build failed, 2 bad input (nothing was touched),
+3 machine problem (missing tool, I/O), 4 slot busy.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kforge",
+    version,
+    about = "Build a Linux kernel reproducibly at a pinned ref, with an identity that `uname -r` reports",
+    long_about = "kforge builds a Linux kernel from a bare git mirror at a pinned ref, in a warm \
+worktree slot, reproducibly. Every build gets a content-addressed identity \
+<version>-<label>-<digest> that the kernel reports in `uname -r`; the result is a JSON \
+manifest on stdout (logs go to stderr).\n\n\
+Start with:\n  kforge mirror import-tarball /usr/src/linux-source-6.12.tar.xz --tag v6.12.117\n  \
+kforge build --preset tiny_guest_defconfig",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file (TOML) with defaults for the options below.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the worker slots live [env: KFORGE_WORKERS_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub workers_dir: Option<PathBuf>,
+    /// Which slot this build uses: WORKERS_DIR/<index>/main/linux [env: KFORGE_WORKER_INDEX].
+    #[arg(long, global = true, value_name = "N")]
+    pub worker_index: Option<u32>,
+    /// kforge's own state (mirrors, registry) [env: KFORGE_SYSTEM_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub system_dir: Option<PathBuf>,
+    /// The kernel's bare mirror [env: KFORGE_MIRROR; default SYSTEM_DIR/mirrors/linux.git].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub mirror: Option<PathBuf>,
+    /// A kconfig library directory (defconfigs/, fragments/) replacing the built-in one.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub library: Option<PathBuf>,
+    /// Show every command and all of make's output.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Show only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a kernel: prepare_worktree -> build_flags -> configure -> compile -> install ->
+    /// install_modules -> collect; prints the manifest.
+    #[command(
+        after_help = "Examples:\n  kforge build v6.12.117\n  kforge build --preset tiny_guest_defconfig --compiler clang\n  kforge build --config-method make --defconfig defconfig --defconfig kvm_guest.config\n  kforge build --config-method fragments --fragment core/base --fragment debug/kasan\n  kforge build --request build.json"
+    )]
+    Build(BuildArgs),
+    /// Run up to configure and print the build identity with every input of its digest.
+    Identity(BuildArgs),
+    /// Print the JSON Schema (2020-12) of a build request.
+    Schema,
+    /// List the kconfig library's presets and fragments.
+    Library,
+    /// Create or fill the bare mirror builds come from.
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Make the bare mirror as a clone of a URL or a local repository.
+    Init {
+        /// URL or path of the repository to mirror.
+        #[arg(long, value_name = "URL_OR_PATH")]
+        from: String,
+    },
+    /// Import a release tarball (e.g. Debian's linux-source-*.tar.xz) as a commit with an
+    /// annotated tag; creates the mirror if needed.
+    ImportTarball {
+        /// The tarball (any compression tar understands).
+        file: PathBuf,
+        /// The annotated tag to create, e.g. v6.12.117.
+        #[arg(long)]
+        tag: String,
+        /// Also point this branch at the imported commit.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Print the mirror's path, tags and branches as JSON.
+    Show,
+}
+
+/// `--flag[=BOOL]`: the bare flag means true.
+macro_rules! bool_flag {
+    () => {
+        clap::builder::ArgAction::Set
+    };
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BuildArgs {
+    /// The ref to build (same as --git-ref).
+    #[arg(value_name = "GIT_REF")]
+    pub git_ref_pos: Option<String>,
+    /// A request file (JSON, or TOML by its .toml name) with any inputs; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub request: Option<PathBuf>,
+    /// Wait for a busy slot instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Tag, branch or commit from the mirror [default: the newest v* tag].
+    #[arg(
+        long,
+        value_name = "REF",
+        help_heading = "Worktree: which source is built, its label, the slot's tree"
+    )]
+    pub git_ref: Option<String>,
+    /// Name the build yourself (<=40 chars of [A-Za-z0-9._-]); implies --custom-label.
+    #[arg(
+        long,
+        help_heading = "Worktree: which source is built, its label, the slot's tree"
+    )]
+    pub label: Option<String>,
+    /// Use --label instead of the inferred vanilla/branch label.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
+    pub custom_label: Option<bool>,
+    /// Lay a fresh checkout, discarding build/ and destdir/.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
+    pub recreate_build_worktree: Option<bool>,
+    /// Remove build/ before configuring (a clean build).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
+    pub wipe_build: Option<bool>,
+
+    /// How .config is produced [default: preset].
+    #[arg(
+        long,
+        value_enum,
+        help_heading = "Configuration: how .config is produced"
+    )]
+    pub config_method: Option<ConfigMethod>,
+    /// Library preset for --config-method preset [default: imageless_defconfig]; implies it.
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Configuration: how .config is produced"
+    )]
+    pub preset: Option<String>,
+    /// In-tree config goal(s) for --config-method make (repeat: defconfig, kvm_guest.config); implies it.
+    #[arg(
+        long,
+        value_name = "GOAL",
+        help_heading = "Configuration: how .config is produced"
+    )]
+    pub defconfig: Vec<String>,
+    /// Library fragment <category>/<name> for --config-method fragments (repeat); implies it.
+    #[arg(
+        long = "fragment",
+        alias = "fragments",
+        value_name = "ID",
+        help_heading = "Configuration: how .config is produced"
+    )]
+    pub fragments: Vec<String>,
+    /// Fragments start from allnoconfig (true) or alldefconfig (false) [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Configuration: how .config is produced")]
+    pub allnoconfig_base: Option<bool>,
+
+    /// Extra make goal to narrow the build (repeat) [default: vmlinux, bzImage, modules].
+    #[arg(
+        long = "target",
+        alias = "targets",
+        value_name = "GOAL",
+        help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
+    )]
+    pub targets: Vec<String>,
+    /// gcc, or clang with LLVM=1 [default: gcc].
+    #[arg(
+        long,
+        value_enum,
+        help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
+    )]
+    pub compiler: Option<Compiler>,
+    /// Extra make flag, VAR=VALUE or a reporting switch like -k (repeat); never via a shell.
+    #[arg(
+        long = "make-flag",
+        alias = "make-flags",
+        value_name = "FLAG",
+        allow_hyphen_values = true,
+        help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
+    )]
+    pub make_flags: Vec<String>,
+    /// Pin KBUILD_BUILD_TIMESTAMP/USER/HOST/VERSION [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Build: compiler, make goals and flags, reproducibility, ccache")]
+    pub reproducible: Option<bool>,
+    /// Take the pinned timestamp from the commit date [default: false, the epoch].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Build: compiler, make goals and flags, reproducibility, ccache")]
+    pub timestamp_from_commit: Option<bool>,
+    /// Compile through the shared, kforge-managed ccache [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Build: compiler, make goals and flags, reproducibility, ccache")]
+    pub ccache: Option<bool>,
+    /// The cache's size limit [default: 10G].
+    #[arg(
+        long,
+        value_name = "SIZE",
+        help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
+    )]
+    pub ccache_max_size: Option<String>,
+
+    /// make install the boot image into destdir/boot [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Installation: what goes into destdir/")]
+    pub install: Option<bool>,
+    /// make modules_install into destdir/lib/modules [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Installation: what goes into destdir/")]
+    pub modules_install: Option<bool>,
+    /// Add lib/modules/<release>/source pointing at the tree [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Installation: what goes into destdir/")]
+    pub source_symlink: Option<bool>,
+}
+
+impl BuildArgs {
+    /// The request: the file's inputs (or the defaults), with every given flag on top.
+    pub fn to_request(&self) -> Result<KernelRequest, String> {
+        let mut r = match &self.request {
+            Some(path) => {
+                let text = fs_err::read_to_string(path).map_err(|e| e.to_string())?;
+                KernelRequest::from_file_text(&path.to_string_lossy(), &text)?
+            }
+            None => KernelRequest::default(),
+        };
+        if let (Some(a), Some(b)) = (&self.git_ref_pos, &self.git_ref)
+            && a != b
+        {
+            return Err(format!("two refs given: `{a}` and --git-ref `{b}`"));
+        }
+        if let Some(g) = self.git_ref.clone().or_else(|| self.git_ref_pos.clone()) {
+            r.git_ref = Some(g);
+        }
+        if let Some(l) = &self.label {
+            r.label = Some(l.clone());
+            r.custom_label = true;
+        }
+        set(&mut r.custom_label, self.custom_label);
+        set(&mut r.recreate_build_worktree, self.recreate_build_worktree);
+        set(&mut r.wipe_build, self.wipe_build);
+        if let Some(p) = &self.preset {
+            r.preset = p.clone();
+            r.config_method = ConfigMethod::Preset;
+        }
+        if !self.defconfig.is_empty() {
+            r.defconfig = OneOrMany::Many(self.defconfig.clone());
+            r.config_method = ConfigMethod::Make;
+        }
+        if !self.fragments.is_empty() {
+            r.fragments = self.fragments.clone();
+            r.config_method = ConfigMethod::Fragments;
+        }
+        let implied = [
+            self.preset.is_some(),
+            !self.defconfig.is_empty(),
+            !self.fragments.is_empty(),
+        ];
+        if implied.iter().filter(|x| **x).count() > 1 && self.config_method.is_none() {
+            return Err(
+                "--preset, --defconfig and --fragment choose different config methods; pass --config-method".into(),
+            );
+        }
+        if let Some(m) = self.config_method {
+            r.config_method = m;
+        }
+        set(&mut r.allnoconfig_base, self.allnoconfig_base);
+        if !self.targets.is_empty() {
+            r.targets = self.targets.clone();
+        }
+        if let Some(c) = self.compiler {
+            r.compiler = c;
+        }
+        if !self.make_flags.is_empty() {
+            r.make_flags = OneOrMany::Many(self.make_flags.clone());
+        }
+        set(&mut r.reproducible, self.reproducible);
+        set(&mut r.timestamp_from_commit, self.timestamp_from_commit);
+        set(&mut r.ccache, self.ccache);
+        if let Some(s) = &self.ccache_max_size {
+            r.ccache_max_size = s.clone();
+        }
+        set(&mut r.install, self.install);
+        set(&mut r.modules_install, self.modules_install);
+        set(&mut r.source_symlink, self.source_symlink);
+        Ok(r)
+    }
+}
+
+fn set(field: &mut bool, value: Option<bool>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}

@@ -1,0 +1,167 @@
+//! Where kforge keeps things: workers dir, worker index, system dir, mirrors, ccache.
+//!
+//! Each setting comes from a flag, else the environment (`KFORGE_*`), else the config file
+//! (`$KFORGE_CONFIG` or `$XDG_CONFIG_HOME/kforge/config.toml`), else an XDG default.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The config file's keys (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub workers_dir: Option<PathBuf>,
+    pub worker_index: Option<u32>,
+    pub system_dir: Option<PathBuf>,
+    pub mirror: Option<PathBuf>,
+    pub library: Option<PathBuf>,
+    pub ccache_dir: Option<PathBuf>,
+}
+
+/// Values given on the command line (highest precedence).
+#[derive(Debug, Default, Clone)]
+pub struct DirFlags {
+    pub config: Option<PathBuf>,
+    pub workers_dir: Option<PathBuf>,
+    pub worker_index: Option<u32>,
+    pub system_dir: Option<PathBuf>,
+    pub mirror: Option<PathBuf>,
+    pub library: Option<PathBuf>,
+}
+
+/// The resolved locations.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub workers_dir: PathBuf,
+    pub worker_index: u32,
+    pub system_dir: PathBuf,
+    /// The kernel's bare mirror.
+    pub mirror: PathBuf,
+    /// A user's kconfig library directory, replacing the built-in one.
+    pub library: Option<PathBuf>,
+    pub ccache_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirsError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("KFORGE_WORKER_INDEX=`{0}` is not a whole number")]
+    BadIndex(String),
+    #[error("no home directory: set HOME or KFORGE_SYSTEM_DIR and KFORGE_WORKERS_DIR")]
+    NoHome,
+}
+
+fn env_path(key: &str) -> Option<PathBuf> {
+    std::env::var_os(key)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn xdg(var: &str, fallback: &str) -> Result<PathBuf, DirsError> {
+    if let Some(p) = env_path(var).filter(|p| p.is_absolute()) {
+        return Ok(p);
+    }
+    let home = env_path("HOME").ok_or(DirsError::NoHome)?;
+    Ok(home.join(fallback))
+}
+
+/// Makes a path absolute against the current directory (paths end up in make's argv and
+/// in manifests, where a relative path would be ambiguous).
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir().map_or_else(|_| p.to_owned(), |cwd| cwd.join(p))
+    }
+}
+
+impl Dirs {
+    pub fn resolve(flags: &DirFlags) -> Result<Self, DirsError> {
+        let config_path = flags
+            .config
+            .clone()
+            .or_else(|| env_path("KFORGE_CONFIG"))
+            .map_or_else(
+                || xdg("XDG_CONFIG_HOME", ".config").map(|d| d.join("kforge/config.toml")),
+                Ok,
+            )?;
+        let file = match fs_err::read_to_string(&config_path) {
+            Ok(text) => toml::from_str::<ConfigFile>(&text).map_err(|e| DirsError::Parse {
+                path: config_path.clone(),
+                source: Box::new(e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
+            Err(e) => {
+                return Err(DirsError::Read {
+                    path: config_path,
+                    source: e,
+                });
+            }
+        };
+        let system_dir = match flags
+            .system_dir
+            .clone()
+            .or_else(|| env_path("KFORGE_SYSTEM_DIR"))
+            .or(file.system_dir)
+        {
+            Some(p) => p,
+            None => xdg("XDG_DATA_HOME", ".local/share")?.join("kforge"),
+        };
+        let system_dir = absolute(&system_dir);
+        let workers_dir = absolute(
+            &flags
+                .workers_dir
+                .clone()
+                .or_else(|| env_path("KFORGE_WORKERS_DIR"))
+                .or(file.workers_dir)
+                .unwrap_or_else(|| system_dir.join("workers")),
+        );
+        let worker_index = match flags.worker_index {
+            Some(i) => i,
+            None => match std::env::var("KFORGE_WORKER_INDEX") {
+                Ok(v) if !v.is_empty() => v.parse().map_err(|_| DirsError::BadIndex(v))?,
+                _ => file.worker_index.unwrap_or(0),
+            },
+        };
+        let mirror = absolute(
+            &flags
+                .mirror
+                .clone()
+                .or_else(|| env_path("KFORGE_MIRROR"))
+                .or(file.mirror)
+                .unwrap_or_else(|| system_dir.join("mirrors/linux.git")),
+        );
+        let library = flags
+            .library
+            .clone()
+            .or_else(|| env_path("KFORGE_LIBRARY"))
+            .or(file.library)
+            .map(|p| absolute(&p));
+        let ccache_dir = absolute(
+            &env_path("KFORGE_CCACHE_DIR")
+                .or(file.ccache_dir)
+                .map_or_else(
+                    || xdg("XDG_CACHE_HOME", ".cache").map(|d| d.join("kforge/ccache")),
+                    Ok,
+                )?,
+        );
+        Ok(Self {
+            workers_dir,
+            worker_index,
+            system_dir,
+            mirror,
+            library,
+            ccache_dir,
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! The kernel flow (`f/kernel/build`): its steps in the spec's order, one file each, on the
+//! generic runner, slots and toolchain parts.
+//!
+//! `plan` does every check that needs no change on disk (request, mirror, ref, library,
+//! config goals, toolchain); only then is the slot locked and touched.
+
+pub mod kbuild;
+
+mod build_flags;
+mod collect;
+mod compile;
+mod configure;
+mod install;
+mod install_modules;
+mod prepare_worktree;
+
+use std::path::PathBuf;
+
+use crate::dirs::Dirs;
+use crate::error::Error;
+use crate::flow::{self, Reporter, Step, StepRecord};
+use crate::identity::IdentityInputs;
+use crate::library::Library;
+use crate::manifest::Manifest;
+use crate::request::{ConfigMethod, KernelRequest};
+use crate::slot::{Mirror, ResolvedRef, Slot};
+use crate::toolchain::{self, ToolchainIdentity};
+
+pub use build_flags::BuildFlags;
+pub use configure::Configured;
+
+/// The project name of this flow's slots and mirror.
+pub const PROJECT: &str = "linux";
+
+/// A checked request, ready to run: nothing on disk has been changed to make it.
+#[derive(Debug)]
+pub struct Plan {
+    pub request: KernelRequest,
+    pub dirs: Dirs,
+    pub mirror: Mirror,
+    pub library: Library,
+    pub slot: Slot,
+    pub resolved: ResolvedRef,
+    pub toolchain: ToolchainIdentity,
+    /// The files the configure step will feed Kconfig, read from the library now so an
+    /// unknown name fails before anything is touched.
+    pub config_inputs: Vec<(String, String)>,
+}
+
+/// State shared by the steps of one run.
+#[derive(Debug)]
+pub struct KernelRun {
+    pub plan: Plan,
+    pub tree: Option<String>,
+    pub flags: Option<BuildFlags>,
+    pub configured: Option<Configured>,
+    pub bz_image: Option<PathBuf>,
+    pub modules_dir: Option<PathBuf>,
+    pub manifest: Option<Manifest>,
+}
+
+impl KernelRun {
+    fn flags(&self) -> &BuildFlags {
+        self.flags.as_ref().expect("build_flags ran")
+    }
+    fn configured(&self) -> &Configured {
+        self.configured.as_ref().expect("configure ran")
+    }
+}
+
+/// Checks a request against the mirror, the library and the host before any change.
+pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
+    request.validate()?;
+    let mirror = Mirror::open(&dirs.mirror)?;
+    let git_ref = match &request.git_ref {
+        Some(r) => r.clone(),
+        None => mirror.newest_tag()?,
+    };
+    let resolved = mirror.resolve(&git_ref)?;
+    let library = Library::new(dirs.library.clone());
+    let config_inputs = match request.config_method {
+        ConfigMethod::Preset => vec![(request.preset.clone(), library.preset(&request.preset)?)],
+        ConfigMethod::Fragments => crate::library::canonical_order(&request.fragments)
+            .into_iter()
+            .map(|id| library.fragment(&id).map(|text| (id, text)))
+            .collect::<Result<_, _>>()?,
+        ConfigMethod::Make => {
+            check_goals_exist(&mirror, &resolved.commit, &request.config_goals())?;
+            Vec::new()
+        }
+    };
+    let toolchain = toolchain::resolve(request.compiler)?;
+    let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
+    Ok(Plan {
+        request: KernelRequest {
+            git_ref: Some(git_ref),
+            ..request
+        },
+        dirs: dirs.clone(),
+        mirror,
+        library,
+        slot,
+        resolved,
+        toolchain,
+        config_inputs,
+    })
+}
+
+/// In-tree config goals must exist in the commit being built: `<name>_defconfig` under
+/// `arch/x86/configs/`, `<name>.config` there or under `kernel/configs/`.
+fn check_goals_exist(mirror: &Mirror, commit: &str, goals: &[String]) -> Result<(), Error> {
+    let arch = mirror.list_dir(commit, "arch/x86/configs")?;
+    let kernel = mirror.list_dir(commit, "kernel/configs")?;
+    for goal in goals {
+        if kbuild::BUILTIN_CONFIG_GOALS.contains(&goal.as_str()) {
+            continue;
+        }
+        let found = if goal.ends_with("_defconfig") {
+            arch.contains(goal)
+        } else if goal.ends_with(".config") {
+            arch.contains(goal) || kernel.contains(goal)
+        } else {
+            false
+        };
+        if !found {
+            let mut known: Vec<String> = kbuild::BUILTIN_CONFIG_GOALS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+            known.extend(arch.iter().chain(kernel.iter()).cloned());
+            return Err(Error::Input(format!(
+                "unknown config goal `{goal}` at {}; known goals: {}",
+                &commit[..12.min(commit.len())],
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How far a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Up to configure: the identity is known.
+    Identity,
+    /// The whole flow: built, installed, manifest collected.
+    Collect,
+}
+
+/// The steps of the kernel flow, in the spec's order. Steps for the store, series and
+/// developer worktree arrive with their issues.
+fn steps(until: Until) -> Vec<&'static dyn Step<KernelRun>> {
+    let mut v: Vec<&'static dyn Step<KernelRun>> = vec![
+        &prepare_worktree::PrepareWorktree,
+        &build_flags::BuildFlagsStep,
+        &configure::Configure,
+    ];
+    if until == Until::Collect {
+        v.extend::<[&'static dyn Step<KernelRun>; 4]>([
+            &compile::Compile,
+            &install::Install,
+            &install_modules::InstallModules,
+            &collect::Collect,
+        ]);
+    }
+    v
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct Finished {
+    pub run: KernelRun,
+    pub steps: Vec<StepRecord>,
+}
+
+/// Locks the plan's slot and runs the flow up to `until`.
+pub fn run(
+    plan: Plan,
+    until: Until,
+    wait: bool,
+    reporter: &dyn Reporter,
+) -> Result<Finished, Error> {
+    let _guard = plan.slot.lock(wait, &mut |msg| {
+        reporter.event(&flow::Event::Info {
+            step: "prepare_worktree",
+            message: msg,
+        });
+    })?;
+    let mut run = KernelRun {
+        plan,
+        tree: None,
+        flags: None,
+        configured: None,
+        bz_image: None,
+        modules_dir: None,
+        manifest: None,
+    };
+    let steps = steps(until);
+    let records = flow::run(&steps, &mut run, reporter)?;
+    Ok(Finished {
+        run,
+        steps: records,
+    })
+}
+
+/// What `kforge identity` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IdentityReport {
+    pub uts_release: String,
+    pub version: String,
+    pub label: String,
+    pub digest: String,
+    pub commit: String,
+    pub git_ref: String,
+    pub config: String,
+    pub inputs: IdentityInputs,
+}
+
+impl IdentityReport {
+    pub fn of(run: &KernelRun) -> Self {
+        let c = run.configured();
+        Self {
+            uts_release: c.uts_release.clone(),
+            version: c.version.clone(),
+            label: c.label.clone(),
+            digest: c.digest.clone(),
+            commit: run.plan.resolved.commit.clone(),
+            git_ref: run.plan.resolved.name.clone(),
+            config: run.plan.slot.build.join(".config").display().to_string(),
+            inputs: c.inputs.clone(),
+        }
+    }
+}
+
+/// Forwards a tool's output lines to the reporter as events of `step`.
+pub(crate) fn forward<'a>(step: &'a str, reporter: &'a dyn Reporter) -> impl FnMut(&str) + 'a {
+    move |line: &str| reporter.event(&flow::Event::Output { step, line })
+}
+
+/// Runs `make O=build <flags> <extra>` in the slot's tree, streaming its lines as events.
+pub(crate) fn run_make(
+    ctx: &KernelRun,
+    step: &'static str,
+    extra: &[std::ffi::OsString],
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
+    let flags = ctx.flags();
+    let mut cmd = crate::process::Cmd::new("make")
+        .cwd(&ctx.plan.slot.src)
+        .args(kbuild::make_argv(&flags.make, &[]))
+        .args(extra.iter().cloned())
+        .hints(kbuild::build_hints);
+    for (k, v) in &flags.make.env {
+        cmd = cmd.env(k, v);
+    }
+    reporter.event(&flow::Event::Command {
+        step,
+        command: &cmd.display(),
+    });
+    cmd.stream(&mut forward(step, reporter))?;
+    Ok(())
+}

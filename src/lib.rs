@@ -1,0 +1,19 @@
+//! kforge: build a Linux kernel from source, reproducibly, at a pinned ref, with a
+//! content-addressed identity that the booted kernel reports in `uname -r`.
+//!
+//! The library emits events and returns typed results; the `kforge` binary renders them.
+
+pub mod dirs;
+pub mod error;
+pub mod flow;
+pub mod fsutil;
+pub mod identity;
+pub mod kernel;
+pub mod library;
+pub mod manifest;
+pub mod process;
+pub mod request;
+pub mod slot;
+pub mod toolchain;
+
+pub use error::Error;

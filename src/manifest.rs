@@ -1,0 +1,45 @@
+//! The output contract: the manifest `collect` writes, as the spec's "output contract"
+//! defines it, plus kforge's own fields (schema version, identity, label, modules dir).
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::IdentityInputs;
+
+/// Bumped when a field changes meaning or disappears.
+pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema_version: u32,
+    /// The commit built (the resolved ref, with any series applied).
+    pub commit: String,
+    /// `<version>-<label>-<digest>`: what `uname -r` prints.
+    pub uts_release: String,
+    /// The boot image: `destdir/boot/vmlinuz-<release>` when installed, else the build's.
+    #[serde(rename = "bzImage")]
+    pub bz_image: Option<String>,
+    pub build_dir: String,
+    pub config: String,
+    pub config_method: String,
+    pub destdir: String,
+    /// `LINUX_COMPILER` from the generated headers.
+    pub linux_compiler: String,
+    /// `UTS_VERSION` (what `uname -v` prints).
+    pub uts_version: String,
+    pub uts_machine: String,
+    pub linux_compile_by: String,
+    pub linux_compile_host: String,
+    // kforge's additions
+    pub git_ref: String,
+    pub ref_kind: String,
+    pub version: String,
+    pub label: String,
+    pub digest: String,
+    pub compiler: String,
+    /// `destdir/lib/modules/<release>` when modules were installed.
+    pub modules_dir: Option<String>,
+    pub worker_index: u32,
+    /// Every input of the digest.
+    pub identity: IdentityInputs,
+}

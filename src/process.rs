@@ -1,0 +1,478 @@
+//! The one wrapper through which kforge runs every external program.
+//!
+//! It owns how a child is started (argv only, a scrubbed environment, stdin closed, its own
+//! process group, killed when kforge dies), how its output is streamed and kept, and how a
+//! failure is reported. It must not know what the programs mean: callers do.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+/// Lines of output kept for an error report.
+const TAIL_LINES: usize = 40;
+
+/// Environment variables passed through to children; everything else is dropped, so a
+/// stray `ARCH`, `LLVM`, `CC`, `MAKEFLAGS` or `GIT_DIR` in the user's shell cannot change
+/// a build behind the build identity's back.
+const PASS_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_NOSYSTEM",
+    "SOURCE_DATE_EPOCH",
+];
+
+/// Process groups of running children, killed on Ctrl-C or termination.
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Kills every registered child process group (used by the signal handler).
+pub fn kill_all_children() {
+    if let Ok(groups) = CHILDREN.lock() {
+        for &pgid in groups.iter() {
+            // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGTERM);
+            }
+        }
+    }
+}
+
+/// A failed command: what ran, how it ended, and the end of what it printed.
+#[derive(Debug, thiserror::Error)]
+pub struct ProcessError {
+    pub command: String,
+    pub status: String,
+    pub tail: Vec<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` failed: {}", self.command, self.status)?;
+        if !self.tail.is_empty() {
+            write!(f, "\n--- last {} lines of output ---", self.tail.len())?;
+            for line in &self.tail {
+                write!(f, "\n{line}")?;
+            }
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\nhint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors from starting a program at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("`{program}` was not found in PATH: install it (apt-get install {package})")]
+    NotFound { program: String, package: String },
+    #[error("could not start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Failed(#[from] ProcessError),
+}
+
+/// The Debian package that provides a program, for "not found" messages.
+fn package_of(program: &str) -> &str {
+    match program {
+        "gcc" | "cc" => "gcc",
+        "clang" => "clang",
+        "ld.lld" => "lld",
+        "ld" => "binutils",
+        "llvm-ar" | "llvm-nm" | "llvm-objcopy" => "llvm",
+        "tar" => "tar",
+        "xz" => "xz-utils",
+        "flex" => "flex",
+        "bison" => "bison",
+        "bc" => "bc",
+        "depmod" => "kmod",
+        other => other,
+    }
+}
+
+/// Finds `program` in PATH (or accepts a path), turning absence into an install hint.
+pub fn find_program(program: &str) -> Result<PathBuf, RunError> {
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(RunError::NotFound {
+                program: program.to_owned(),
+                package: package_of(program).to_owned(),
+            })
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(RunError::NotFound {
+        program: program.to_owned(),
+        package: package_of(program).to_owned(),
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Quotes one word for display the way a POSIX shell would read it back.
+pub fn shell_quote(word: &OsStr) -> String {
+    let s = word.to_string_lossy();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%^".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// A command to run: built as argv, never through a shell.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    cwd: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    hints: fn(&[String]) -> Option<String>,
+}
+
+fn no_hint(_: &[String]) -> Option<String> {
+    None
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<OsString>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            hints: no_hint,
+        }
+    }
+
+    #[must_use]
+    pub fn arg(mut self, a: impl Into<OsString>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    #[must_use]
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    #[must_use]
+    pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// A function that turns the tail of a failed run's output into a `hint:` line.
+    #[must_use]
+    pub fn hints(mut self, f: fn(&[String]) -> Option<String>) -> Self {
+        self.hints = f;
+        self
+    }
+
+    pub fn get_args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The command line as a shell would show it (for logs and errors).
+    pub fn display(&self) -> String {
+        let mut out = String::new();
+        if let Some(dir) = &self.cwd {
+            out.push_str("(cd ");
+            out.push_str(&shell_quote(dir.as_os_str()));
+            out.push_str(" && ");
+        }
+        out.push_str(&shell_quote(&self.program));
+        for a in &self.args {
+            out.push(' ');
+            out.push_str(&shell_quote(a));
+        }
+        if self.cwd.is_some() {
+            out.push(')');
+        }
+        out
+    }
+
+    fn command(&self) -> Result<Command, RunError> {
+        let program = find_program(&self.program.to_string_lossy())?;
+        let mut c = Command::new(program);
+        c.args(&self.args);
+        c.env_clear();
+        for k in PASS_ENV {
+            if let Some(v) = std::env::var_os(k) {
+                c.env(k, v);
+            }
+        }
+        c.env("LC_ALL", "C");
+        c.env("GIT_TERMINAL_PROMPT", "0");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            c.current_dir(dir);
+        }
+        c.stdin(Stdio::null());
+        c.process_group(0);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours;
+        // it makes the child get SIGTERM (make then stops its jobs) if kforge dies.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        Ok(c)
+    }
+
+    fn status_error(&self, status: ExitStatus, tail: Vec<String>) -> RunError {
+        let hint = (self.hints)(&tail);
+        RunError::Failed(ProcessError {
+            command: self.display(),
+            status: describe_status(status),
+            tail,
+            hint,
+        })
+    }
+
+    /// Runs to completion, capturing stdout; fails on a non-zero exit with stderr's tail.
+    pub fn output(&self) -> Result<String, RunError> {
+        let mut c = self.command()?;
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().map_err(|source| RunError::Spawn {
+            command: self.display(),
+            source,
+        })?;
+        let _guard = ChildGuard::register(child.id());
+        let out = child.wait_with_output().map_err(|source| RunError::Spawn {
+            command: self.display(),
+            source,
+        })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+            if text.trim().is_empty() {
+                text = String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            Err(self.status_error(out.status, tail_of(&text)))
+        }
+    }
+
+    /// Runs to completion and reports only whether it exited 0 (for probes like
+    /// `git rev-parse --verify --quiet`); a program that cannot start is still an error.
+    pub fn succeeds(&self) -> Result<bool, RunError> {
+        match self.output() {
+            Ok(_) => Ok(true),
+            Err(RunError::Failed(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs to completion, handing every stdout/stderr line to `on_line` as it comes and
+    /// keeping the last lines for the error report.
+    pub fn stream(&self, on_line: &mut dyn FnMut(&str)) -> Result<(), RunError> {
+        let mut c = self.command()?;
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|source| RunError::Spawn {
+            command: self.display(),
+            source,
+        })?;
+        let guard = ChildGuard::register(child.id());
+        let (tx, rx) = mpsc::channel::<String>();
+        let readers: Vec<_> = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(r);
+                let mut buf = Vec::new();
+                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                    buf.clear();
+                }
+            })
+        })
+        .collect();
+        drop(tx);
+        let mut tail = VecDeque::with_capacity(TAIL_LINES);
+        for line in rx {
+            on_line(&line);
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait().map_err(|source| RunError::Spawn {
+            command: self.display(),
+            source,
+        })?;
+        guard.disarm();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(self.status_error(status, tail.into_iter().collect()))
+        }
+    }
+}
+
+/// Keeps a child's process group registered for the signal handler while it runs, and
+/// kills the group if the run is abandoned early.
+struct ChildGuard {
+    pgid: i32,
+    armed: std::cell::Cell<bool>,
+}
+
+impl ChildGuard {
+    fn register(pid: u32) -> Self {
+        let pgid = i32::try_from(pid).unwrap_or(i32::MAX);
+        if let Ok(mut g) = CHILDREN.lock() {
+            g.push(pgid);
+        }
+        Self {
+            pgid,
+            armed: std::cell::Cell::new(true),
+        }
+    }
+    fn disarm(&self) {
+        self.armed.set(false);
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(mut g) = CHILDREN.lock() {
+            g.retain(|&p| p != self.pgid);
+        }
+        if self.armed.get() && std::thread::panicking() {
+            // SAFETY: signals our own child's process group.
+            unsafe {
+                libc::kill(-self.pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn tail_of(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(TAIL_LINES);
+    lines[start..].iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// "exit status 2" or "killed by signal 9 (SIGKILL)".
+pub fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exit status {code}")
+    } else if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGINT => "SIGINT",
+            libc::SIGKILL => "SIGKILL",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGSEGV => "SIGSEGV",
+            libc::SIGABRT => "SIGABRT",
+            libc::SIGHUP => "SIGHUP",
+            libc::SIGPIPE => "SIGPIPE",
+            _ => "signal",
+        };
+        format!("killed by signal {sig} ({name})")
+    } else {
+        "unknown status".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_round_trips_through_a_shell_reading() {
+        assert_eq!(shell_quote(OsStr::new("W=1")), "W=1");
+        assert_eq!(shell_quote(OsStr::new("CC=ccache gcc")), "'CC=ccache gcc'");
+        assert_eq!(shell_quote(OsStr::new("it's")), r"'it'\''s'");
+        assert_eq!(shell_quote(OsStr::new("")), "''");
+        assert_eq!(shell_quote(OsStr::new("$(rm -rf /)")), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn missing_program_names_its_package() {
+        let e = find_program("ld.lld-does-not-exist").unwrap_err();
+        assert!(e.to_string().contains("apt-get install"), "{e}");
+    }
+
+    #[test]
+    fn failure_carries_status_and_tail() {
+        let e = Cmd::new("sh")
+            .args(["-c", "echo one; echo two >&2; exit 3"])
+            .stream(&mut |_| {})
+            .unwrap_err();
+        let RunError::Failed(p) = e else {
+            panic!("not a process failure")
+        };
+        assert_eq!(p.status, "exit status 3");
+        assert_eq!(p.tail.len(), 2);
+        assert!(p.tail.contains(&"two".to_owned()));
+    }
+
+    #[test]
+    fn environment_is_scrubbed() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("MAKEFLAGS", "-j99") };
+        let out = Cmd::new("sh")
+            .args(["-c", "echo \"[$MAKEFLAGS][$LC_ALL]\""])
+            .output()
+            .unwrap();
+        assert_eq!(out.trim(), "[][C]");
+    }
+}

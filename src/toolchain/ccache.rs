@@ -1,0 +1,119 @@
+//! The managed ccache configuration, one helper for every flow (kernel and QEMU).
+//!
+//! kforge writes the whole config file and points ccache at it with `CCACHE_CONFIGPATH`,
+//! so no user or system ccache.conf changes what a build does. `base_dir` is the workers
+//! dir and `hash_dir` is off, so two slots compiling the same file hit the same entry.
+
+use std::path::{Path, PathBuf};
+
+use crate::fsutil::write_atomic;
+
+/// The settings kforge manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CcacheSettings {
+    /// The shared cache directory.
+    pub cache_dir: PathBuf,
+    /// `max_size`, as ccache reads it (`10G`, `500M`).
+    pub max_size: String,
+    /// Paths below this are rewritten to relative ones before hashing.
+    pub base_dir: PathBuf,
+}
+
+/// Checks a size the way ccache reads `max_size`: a number with an optional
+/// k/M/G/T (decimal) or Ki/Mi/Gi/Ti (binary) suffix.
+pub fn validate_max_size(size: &str) -> Result<(), String> {
+    let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &size[digits.len()..];
+    let number_ok = !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && digits.parse::<f64>().is_ok();
+    let suffix_ok = matches!(
+        suffix,
+        "" | "k" | "K" | "M" | "G" | "T" | "Ki" | "Mi" | "Gi" | "Ti" | "KB" | "MB" | "GB" | "TB"
+    );
+    if number_ok && suffix_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "ccache_max_size `{size}` is not a size such as 10G, 500M or 2Ti"
+        ))
+    }
+}
+
+/// The text of the managed config file.
+pub fn render(settings: &CcacheSettings) -> String {
+    format!(
+        "# Written by kforge on every build; edits here are overwritten.\n\
+         cache_dir = {}\n\
+         max_size = {}\n\
+         base_dir = {}\n\
+         hash_dir = false\n\
+         sloppiness = include_file_ctime,include_file_mtime\n\
+         compiler_check = mtime\n",
+        settings.cache_dir.display(),
+        settings.max_size,
+        settings.base_dir.display(),
+    )
+}
+
+/// Writes the managed config (atomically) and returns its path, for `CCACHE_CONFIGPATH`.
+pub fn write_ccache_conf(settings: &CcacheSettings) -> std::io::Result<PathBuf> {
+    fs_err::create_dir_all(&settings.cache_dir)?;
+    let path = settings.cache_dir.join("kforge-ccache.conf");
+    write_atomic(&path, render(settings).as_bytes())?;
+    Ok(path)
+}
+
+/// The environment a ccache-wrapped build needs.
+pub fn env_for(conf: &Path) -> Vec<(String, String)> {
+    vec![(
+        "CCACHE_CONFIGPATH".to_owned(),
+        conf.to_string_lossy().into_owned(),
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        for ok in ["10G", "500M", "2Ti", "1.5G", "0"] {
+            assert!(validate_max_size(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "G", "ten", "10 G", "10X", "-1G", "10G;rm"] {
+            assert!(validate_max_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_shares_entries_across_slots() {
+        let s = CcacheSettings {
+            cache_dir: "/c".into(),
+            max_size: "10G".into(),
+            base_dir: "/w".into(),
+        };
+        let text = render(&s);
+        assert!(text.contains("base_dir = /w\n"));
+        assert!(text.contains("hash_dir = false\n"));
+        assert!(text.contains("max_size = 10G\n"));
+    }
+
+    #[test]
+    fn written_atomically_and_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = CcacheSettings {
+            cache_dir: dir.path().join("cache"),
+            max_size: "1G".into(),
+            base_dir: dir.path().into(),
+        };
+        let p = write_ccache_conf(&s).unwrap();
+        s.max_size = "2G".into();
+        assert_eq!(write_ccache_conf(&s).unwrap(), p);
+        assert!(
+            fs_err::read_to_string(&p)
+                .unwrap()
+                .contains("max_size = 2G")
+        );
+    }
+}
