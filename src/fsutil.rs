@@ -74,6 +74,20 @@ impl FileLock {
         }
     }
 
+    /// Lets child processes inherit the lock: flock belongs to the open file, so the lock
+    /// then lasts until the last process holding it exits. A make orphaned by a killed
+    /// kforge keeps the slot locked until it is gone, instead of racing the next build.
+    pub fn inherit_by_children(&self) -> std::io::Result<()> {
+        let fd = self.file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Records who holds the lock (read by a second build to explain why it cannot start).
     pub fn describe_holder(&mut self, text: &str) {
         use std::io::Seek as _;

@@ -100,6 +100,7 @@ impl Slot {
                 FileLock::acquire(&path)?
             }
         };
+        lock.inherit_by_children()?;
         lock.describe_holder(&format!(
             "held by kforge pid {} since unix time {}\n",
             std::process::id(),

@@ -1,0 +1,362 @@
+//! The command line without kernel builds: help, schema, library, mirror commands, and
+//! every kind of bad input refused before anything is touched.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Run, TestContext};
+
+#[test]
+fn build_help_groups_inputs_with_summaries() {
+    let ctx = TestContext::with_mirror("help", "/nonexistent".into());
+    let help = ctx.run(&["build", "--help"]).ok().stdout;
+    for heading in [
+        "Worktree: which source is built",
+        "Configuration: how .config is produced",
+        "Build: compiler, make goals and flags",
+        "Installation: what goes into destdir/",
+    ] {
+        assert!(
+            help.contains(heading),
+            "missing heading {heading:?} in:\n{help}"
+        );
+    }
+    for flag in [
+        "--git-ref",
+        "--label",
+        "--custom-label",
+        "--recreate-build-worktree",
+        "--wipe-build",
+        "--config-method",
+        "--preset",
+        "--defconfig",
+        "--fragment",
+        "--allnoconfig-base",
+        "--target",
+        "--compiler",
+        "--make-flag",
+        "--reproducible",
+        "--timestamp-from-commit",
+        "--ccache",
+        "--ccache-max-size",
+        "--install",
+        "--modules-install",
+        "--source-symlink",
+        "--request",
+    ] {
+        assert!(help.contains(flag), "missing {flag}");
+    }
+    // Each group's flags sit under its heading.
+    let worktree = help.find("Worktree:").unwrap();
+    let config = help.find("Configuration:").unwrap();
+    let label = help.find("--label").unwrap();
+    assert!(worktree < label && label < config);
+}
+
+#[test]
+fn schema_is_2020_12_with_groups() {
+    let ctx = TestContext::with_mirror("schema", "/nonexistent".into());
+    let s: serde_json::Value = ctx.run(&["schema"]).ok().json();
+    assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(s["properties"]["compiler"]["default"], "gcc");
+    assert_eq!(s["properties"]["config_method"]["x-group"], "Configuration");
+    assert_eq!(s["properties"]["wipe_build"]["title"], "Wipe build/");
+    let groups: Vec<&str> = s["x-groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            "Worktree",
+            "Configuration",
+            "Build",
+            "Reuse",
+            "Installation"
+        ]
+    );
+}
+
+#[test]
+fn library_lists_presets_and_fragments() {
+    let ctx = TestContext::with_mirror("library", "/nonexistent".into());
+    let l: serde_json::Value = ctx.run(&["library"]).ok().json();
+    let presets: Vec<&str> = l["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(presets.contains(&"imageless_defconfig") && presets.contains(&"tiny_guest_defconfig"));
+    assert!(
+        l["fragments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "debug/kasan")
+    );
+    // Another library directory replaces the built-in one.
+    let other = ctx.dir.path().join("lib");
+    std::fs::create_dir_all(other.join("defconfigs")).unwrap();
+    std::fs::create_dir_all(other.join("fragments/core")).unwrap();
+    std::fs::write(other.join("defconfigs/mine_defconfig"), "CONFIG_64BIT=y\n").unwrap();
+    std::fs::write(other.join("fragments/core/x.config"), "CONFIG_64BIT=y\n").unwrap();
+    let l: serde_json::Value = ctx
+        .run(&["--library", other.to_str().unwrap(), "library"])
+        .ok()
+        .json();
+    assert_eq!(l["presets"], serde_json::json!(["mine_defconfig"]));
+    assert_eq!(l["fragments"], serde_json::json!(["core/x"]));
+}
+
+/// Asserts a refused request: exit 2, the message, and no slot created.
+#[track_caller]
+fn refused(ctx: &TestContext, args: &[&str], needle: &str) {
+    let r: Run = ctx.run(args);
+    assert_eq!(
+        r.code, 2,
+        "{args:?} should be refused as bad input:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(needle),
+        "{args:?}: expected {needle:?} in:\n{}",
+        r.stderr
+    );
+    assert!(!ctx.workers().exists(), "{args:?} touched the workers dir");
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_touched() {
+    let ctx = TestContext::new("badinput");
+    refused(&ctx, &["build", "no-such-ref"], "not in the mirror");
+    refused(
+        &ctx,
+        &["build", "--git-ref=--upload-pack=touch /tmp/kforge-pwned"],
+        "like an option",
+    );
+    refused(&ctx, &["build", "--git-ref=-x"], "like an option");
+    refused(&ctx, &["build", "--git-ref", "v1..v2"], "`..`");
+    refused(&ctx, &["build", "--label", "a/b"], "may only hold");
+    refused(&ctx, &["build", "--label", "../x"], "may only hold");
+    refused(&ctx, &["build", "--label", "has space"], "may only hold");
+    refused(&ctx, &["build", "--label=--upload-pack=x"], "may only hold");
+    refused(
+        &ctx,
+        &["build", "--label", &"a".repeat(41)],
+        "longer than 40",
+    );
+    refused(
+        &ctx,
+        &["build", "--preset", "nope_defconfig"],
+        "unknown preset `nope_defconfig`",
+    );
+    refused(
+        &ctx,
+        &["build", "--preset", "nope_defconfig"],
+        "tiny_guest_defconfig",
+    );
+    refused(
+        &ctx,
+        &["build", "--fragment", "debug/nope"],
+        "unknown fragment `debug/nope`",
+    );
+    refused(&ctx, &["build", "--fragment", "debug/nope"], "debug/kasan");
+    refused(
+        &ctx,
+        &["build", "--defconfig", "nope_defconfig"],
+        "unknown config goal `nope_defconfig`",
+    );
+    refused(
+        &ctx,
+        &["build", "--defconfig", "nope_defconfig"],
+        "x86_64_defconfig",
+    );
+    refused(&ctx, &["build", "--defconfig", "menuconfig"], "interactive");
+    for flag in [
+        "-f",
+        "-C/tmp",
+        "O=/tmp/out",
+        "--eval=all:",
+        "-E",
+        "KBUILD_OUTPUT=/x",
+        "-j64",
+        "INSTALL_MOD_PATH=/",
+    ] {
+        refused(&ctx, &["build", &format!("--make-flag={flag}")], "refused");
+    }
+    refused(&ctx, &["build", "--make-flag", "notaflag"], "not VAR=VALUE");
+    refused(&ctx, &["build", "--target", "install"], "refused");
+    refused(&ctx, &["build", "--ccache-max-size", "lots"], "not a size");
+    // All problems of a request file are reported at once.
+    let req = ctx.dir.path().join("bad.json");
+    std::fs::write(
+        &req,
+        r#"{"git_ref":"-x","custom_label":true,"label":"a b","make_flags":["-f"]}"#,
+    )
+    .unwrap();
+    let r = ctx.run(&["build", "--request", req.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    for needle in ["like an option", "may only hold", "`-f` is refused"] {
+        assert!(r.stderr.contains(needle), "{needle}: {}", r.stderr);
+    }
+    // Unknown keys in a request file are an error, not ignored.
+    std::fs::write(&req, r#"{"gitref":"v6.12.117"}"#).unwrap();
+    let r = ctx.run(&["build", "--request", req.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown field `gitref`"), "{}", r.stderr);
+    assert!(!ctx.workers().exists());
+    assert!(!Path::new("/tmp/kforge-pwned").exists());
+}
+
+#[test]
+fn missing_mirror_says_how_to_make_one() {
+    let ctx = TestContext::with_mirror("nomirror", "/nonexistent/mirror.git".into());
+    let r = ctx.run(&["build"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("kforge mirror import-tarball"),
+        "{}",
+        r.stderr
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn import_tarball_makes_an_annotated_tag_and_cuts_the_debian_block() {
+    let ctx = TestContext::with_mirror("import", "/unused".into());
+    let src = ctx.dir.path().join("linux-source-9.9");
+    std::fs::create_dir_all(src.join("kernel")).unwrap();
+    std::fs::write(
+        src.join("Makefile"),
+        "VERSION = 9\nPATCHLEVEL = 9\nSUBLEVEL = 0\nEXTRAVERSION =\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("kernel/fork.c"), "int x;\n").unwrap();
+    std::fs::write(src.join("vmlinux.lds"), "tracked though ignored\n").unwrap();
+    std::fs::write(
+        src.join(".gitignore"),
+        "*.lds\n\n#\n# Debian packaging: ignore everything at the top level\n#\n/*\n!/debian/\n",
+    )
+    .unwrap();
+    let tarball = ctx.dir.path().join("linux-source-9.9.tar.xz");
+    let st = std::process::Command::new("tar")
+        .arg("-cJf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(ctx.dir.path())
+        .arg("linux-source-9.9")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mirror = ctx.dir.path().join("m.git");
+    let run = |tag: &str| {
+        ctx.run(&[
+            "--mirror",
+            mirror.to_str().unwrap(),
+            "mirror",
+            "import-tarball",
+            tarball.to_str().unwrap(),
+            "--tag",
+            tag,
+            "--branch",
+            "master",
+        ])
+    };
+    let out: serde_json::Value = run("v9.9").ok().json();
+    let commit = out["commit"].as_str().unwrap();
+    assert_eq!(
+        git(&mirror, &["cat-file", "-t", "v9.9"]),
+        "tag",
+        "tag is not annotated"
+    );
+    assert_eq!(git(&mirror, &["rev-parse", "v9.9^{commit}"]), commit);
+    assert_eq!(git(&mirror, &["rev-parse", "master"]), commit);
+    let files = git(&mirror, &["ls-tree", "-r", "--name-only", commit]);
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        [".gitignore", "Makefile", "kernel/fork.c", "vmlinux.lds"]
+    );
+    assert_eq!(
+        git(&mirror, &["show", &format!("{commit}:.gitignore")]),
+        "*.lds"
+    );
+    // Importing again is idempotent: same commit, tag untouched.
+    let again: serde_json::Value = run("v9.9").ok().json();
+    assert_eq!(again["commit"], out["commit"]);
+    // A tag or branch shaped like an option is refused.
+    let r = ctx.run(&[
+        "--mirror",
+        mirror.to_str().unwrap(),
+        "mirror",
+        "import-tarball",
+        tarball.to_str().unwrap(),
+        "--tag=--x",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // mirror init --from clones it; show lists it.
+    let clone = ctx.dir.path().join("clone.git");
+    ctx.run(&[
+        "--mirror",
+        clone.to_str().unwrap(),
+        "mirror",
+        "init",
+        "--from",
+        mirror.to_str().unwrap(),
+    ])
+    .ok();
+    let shown: serde_json::Value = ctx
+        .run(&["--mirror", clone.to_str().unwrap(), "mirror", "show"])
+        .ok()
+        .json();
+    assert_eq!(shown["tags"], serde_json::json!(["v9.9"]));
+    assert_eq!(shown["branches"], serde_json::json!(["master"]));
+    let r = ctx.run(&[
+        "--mirror",
+        clone.to_str().unwrap(),
+        "mirror",
+        "init",
+        "--from",
+        mirror.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "init over an existing mirror must be refused");
+}
+
+#[test]
+fn a_busy_slot_fails_clearly_and_is_not_touched() {
+    let ctx = TestContext::new("busy");
+    let state = ctx.workers().join("0/main/.kforge/linux");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut lock = kforge::fsutil::FileLock::try_acquire(&state.join("lock"))
+        .unwrap()
+        .unwrap();
+    lock.describe_holder("held by the test\n");
+    let r = ctx.run(&["identity", "--preset", "tiny_guest_defconfig"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is busy") && r.stderr.contains("held by the test"),
+        "{}",
+        r.stderr
+    );
+    assert!(!ctx.slot(0).exists(), "a busy slot was touched");
+    drop(lock);
+}

@@ -1,0 +1,204 @@
+//! configure and the build identity, for real: Kconfig runs on the fixture kernel through
+//! `kforge identity` (everything up to configure, no compile).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{IdentityContract, TestContext, assert_release_format};
+
+fn identity(ctx: &TestContext, args: &[&str]) -> (IdentityContract, String) {
+    let mut all = vec!["identity"];
+    all.extend_from_slice(args);
+    let id: IdentityContract = ctx.run(&all).ok().json();
+    let config = std::fs::read_to_string(&id.config).unwrap();
+    (id, config)
+}
+
+fn symbols(config: &str) -> BTreeMap<String, String> {
+    config
+        .lines()
+        .filter_map(|l| {
+            if let Some(s) = l
+                .strip_prefix("# ")
+                .and_then(|r| r.strip_suffix(" is not set"))
+            {
+                Some((s.to_owned(), "n".to_owned()))
+            } else {
+                l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
+            }
+        })
+        .collect()
+}
+
+#[track_caller]
+fn has(config: &str, want: &[(&str, &str)]) {
+    let s = symbols(config);
+    for (k, v) in want {
+        assert_eq!(s.get(*k).map(String::as_str), Some(*v), "{k}");
+    }
+}
+
+#[test]
+fn the_three_config_methods_produce_their_symbols() {
+    let ctx = TestContext::new("methods");
+    // preset
+    let (id, config) = identity(&ctx, &["--preset", "tiny_guest_defconfig"]);
+    assert_release_format(&id.uts_release, "6.12.117", "vanilla");
+    assert_eq!(
+        id.git_ref, "v6.12.117",
+        "the default ref is the newest v* tag"
+    );
+    has(
+        &config,
+        &[
+            ("CONFIG_64BIT", "y"),
+            ("CONFIG_VIRTIO_FS", "y"),
+            ("CONFIG_VSOCKETS", "m"),
+            ("CONFIG_VSOCKETS_LOOPBACK", "m"),
+            ("CONFIG_SERIAL_8250_CONSOLE", "y"),
+            ("CONFIG_LOCALVERSION_AUTO", "n"),
+        ],
+    );
+    let localversion = format!("\"-vanilla-{}\"", id.digest);
+    has(&config, &[("CONFIG_LOCALVERSION", &localversion)]);
+    // The default preset is the imageless guest.
+    let (_, config) = identity(&ctx, &[]);
+    has(
+        &config,
+        &[
+            ("CONFIG_VIRTIO_FS", "y"),
+            ("CONFIG_9P_FS", "y"),
+            ("CONFIG_VSOCKETS", "m"),
+            ("CONFIG_CGROUPS", "y"),
+            ("CONFIG_DEVTMPFS", "y"),
+            ("CONFIG_MODULES", "y"),
+        ],
+    );
+    // make: a list of goals, the ordinary way.
+    let (id_make, config) = identity(
+        &ctx,
+        &[
+            "--defconfig",
+            "defconfig",
+            "--defconfig",
+            "kvm_guest.config",
+        ],
+    );
+    has(
+        &config,
+        &[
+            ("CONFIG_KVM_GUEST", "y"),
+            ("CONFIG_VIRTIO_NET", "y"),
+            ("CONFIG_64BIT", "y"),
+        ],
+    );
+    assert_ne!(id_make.digest, id.digest);
+    // fragments: any order gives the same .config and digest.
+    let a = [
+        "core/base",
+        "arch/x86_64",
+        "virtio/pci",
+        "virtio/virtiofs",
+        "debug/kasan",
+        "builtin/vsock",
+        "net/vsock",
+    ];
+    let mut args_a = vec![];
+    for f in a {
+        args_a.extend(["--fragment", f]);
+    }
+    let (id_a, config_a) = identity(&ctx, &args_a);
+    let mut args_b = vec![];
+    for f in a.iter().rev() {
+        args_b.extend(["--fragment", *f]);
+    }
+    let (id_b, config_b) = identity(&ctx, &args_b);
+    assert_eq!(config_a, config_b, "fragment order changed the .config");
+    assert_eq!(id_a.digest, id_b.digest);
+    // builtin/ overrides land last: vsock is =y although net/vsock asks for =m.
+    has(
+        &config_a,
+        &[
+            ("CONFIG_KASAN", "y"),
+            ("CONFIG_VIRTIO_FS", "y"),
+            ("CONFIG_VSOCKETS", "y"),
+        ],
+    );
+    // allnoconfig base (default) vs alldefconfig base.
+    args_a.push("--allnoconfig-base=false");
+    let (id_c, config_c) = identity(&ctx, &args_a);
+    assert_ne!(id_c.digest, id_a.digest);
+    assert!(
+        symbols(&config_c).values().filter(|v| *v == "y").count()
+            > symbols(&config_a).values().filter(|v| *v == "y").count()
+    );
+}
+
+#[test]
+fn each_identity_input_moves_the_digest_and_nothing_else_does() {
+    let ctx = TestContext::new("digest");
+    let tiny = ["--preset", "tiny_guest_defconfig"];
+    let run = |extra: &[&str]| {
+        let mut a: Vec<&str> = tiny.to_vec();
+        a.extend_from_slice(extra);
+        identity(&ctx, &a).0
+    };
+    let base = run(&["v6.12.117"]);
+    assert_eq!(base.inputs["toolchain"]["compiler"], "gcc");
+
+    // Things that change the bytes change the digest.
+    let clang = run(&["v6.12.117", "--compiler", "clang"]);
+    assert_ne!(clang.digest, base.digest);
+    assert_eq!(clang.inputs["toolchain"]["compiler"], "clang");
+    assert_ne!(
+        clang.inputs["config_sha256"], base.inputs["config_sha256"],
+        "Kconfig records the compiler"
+    );
+    let w1 = run(&["v6.12.117", "--make-flag", "W=1"]);
+    assert_ne!(w1.digest, base.digest);
+    assert_eq!(w1.inputs["config_sha256"], base.inputs["config_sha256"]);
+    let symbol = identity(
+        &ctx,
+        &[
+            "v6.12.117",
+            "--fragment",
+            "core/base",
+            "--fragment",
+            "arch/x86_64",
+        ],
+    )
+    .0;
+    assert_ne!(symbol.digest, base.digest);
+    let branch = run(&["test/comment"]);
+    assert_ne!(branch.digest, base.digest);
+    assert_ne!(branch.inputs["tree"], base.inputs["tree"]);
+    assert_eq!(branch.label, "test-comment");
+    assert_release_format(&branch.uts_release, "6.12.117", "test-comment");
+
+    // The digest keys on the tree: a tag on the same commit is the same build.
+    let tag = run(&["kf-test-1"]);
+    assert_eq!(tag.label, "vanilla");
+    assert_eq!(tag.digest, branch.digest);
+
+    // Things that do not change the bytes leave the digest alone.
+    assert_eq!(run(&["v6.12.117", "--ccache=false"]).digest, base.digest);
+    assert_eq!(
+        run(&["v6.12.117", "--ccache-max-size", "1G"]).digest,
+        base.digest
+    );
+    let custom = run(&["v6.12.117", "--label", "my-experiment"]);
+    assert_eq!(custom.digest, base.digest);
+    assert_eq!(
+        custom.uts_release,
+        format!("6.12.117-my-experiment-{}", base.digest)
+    );
+    // Another slot (another worker path, another prefix-map value): same digest.
+    let mut a = vec!["identity", "--worker-index", "1", "v6.12.117"];
+    a.extend_from_slice(&tiny);
+    let other: IdentityContract = ctx.run(&a).ok().json();
+    assert_eq!(other.digest, base.digest);
+    assert!(other.config.contains("/1/main/linux/"));
+    // And the same request again in the warm slot: same digest.
+    assert_eq!(run(&["v6.12.117"]), base);
+}
