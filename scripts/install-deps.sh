@@ -6,7 +6,9 @@ set -euo pipefail
 PKGS=(
   # git and the kernel build (see the README's "What kforge drives")
   git make gcc libc6-dev build-essential flex bison bc libelf-dev libssl-dev
-  cpio kmod xz-utils python3 rsync
+  cpio kmod xz-utils python3
+  # the benchmark (scripts/bench.sh): JSON on the command line, a venv for tuxmake and virtme-ng
+  jq python3-venv
   # clang/LLVM toolchain (compiler=clang)
   clang lld llvm
   # compile cache

@@ -260,7 +260,7 @@ impl BuildArgs {
         set(&mut r.recreate_build_worktree, self.recreate_build_worktree);
         set(&mut r.wipe_build, self.wipe_build);
         if let Some(p) = &self.preset {
-            r.preset = p.clone();
+            r.preset.clone_from(p);
             r.config_method = ConfigMethod::Preset;
         }
         if !self.defconfig.is_empty() {
@@ -268,7 +268,7 @@ impl BuildArgs {
             r.config_method = ConfigMethod::Make;
         }
         if !self.fragments.is_empty() {
-            r.fragments = self.fragments.clone();
+            r.fragments.clone_from(&self.fragments);
             r.config_method = ConfigMethod::Fragments;
         }
         let implied = [
@@ -286,7 +286,7 @@ impl BuildArgs {
         }
         set(&mut r.allnoconfig_base, self.allnoconfig_base);
         if !self.targets.is_empty() {
-            r.targets = self.targets.clone();
+            r.targets.clone_from(&self.targets);
         }
         if let Some(c) = self.compiler {
             r.compiler = c;
@@ -298,7 +298,7 @@ impl BuildArgs {
         set(&mut r.timestamp_from_commit, self.timestamp_from_commit);
         set(&mut r.ccache, self.ccache);
         if let Some(s) = &self.ccache_max_size {
-            r.ccache_max_size = s.clone();
+            r.ccache_max_size.clone_from(s);
         }
         set(&mut r.install, self.install);
         set(&mut r.modules_install, self.modules_install);

@@ -53,9 +53,8 @@ impl Error {
                 MirrorError::Run(_) | MirrorError::Io(_) => exit::INFRASTRUCTURE,
             },
             Error::Slot(SlotError::Busy { .. }) => exit::BUSY,
-            Error::Slot(_) | Error::Io(_) => exit::INFRASTRUCTURE,
             Error::Run(RunError::Failed(_)) | Error::Build(_) => exit::BUILD_FAILED,
-            Error::Run(_) => exit::INFRASTRUCTURE,
+            Error::Slot(_) | Error::Io(_) | Error::Run(_) => exit::INFRASTRUCTURE,
             Error::Step { source, .. } => source.exit_code(),
         }
     }

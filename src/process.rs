@@ -376,10 +376,10 @@ struct ChildGuard {
 }
 
 impl ChildGuard {
-    fn register(pid: u32) -> Self {
-        let pgid = i32::try_from(pid).unwrap_or(i32::MAX);
-        if let Ok(mut g) = CHILDREN.lock() {
-            g.push(pgid);
+    fn register(child_id: u32) -> Self {
+        let pgid = i32::try_from(child_id).unwrap_or(i32::MAX);
+        if let Ok(mut groups) = CHILDREN.lock() {
+            groups.push(pgid);
         }
         Self {
             pgid,

@@ -39,7 +39,7 @@ impl Ui {
         }
     }
 
-    fn line(&self, st: &mut State, text: &str) {
+    fn line(st: &mut State, text: &str) {
         let mut err = std::io::stderr().lock();
         if st.status_shown {
             let _ = write!(err, "\r\x1b[K");
@@ -63,13 +63,13 @@ impl Reporter for Ui {
         let mut st = self.state.lock().expect("ui lock");
         match event {
             Event::Warn { step, message } => {
-                self.line(&mut st, &format!("warning: [{step}] {message}"))
+                Self::line(&mut st, &format!("warning: [{step}] {message}"));
             }
             _ if self.level == Level::Quiet => {}
             Event::StepStarted { step } => {
                 st.step_start = Instant::now();
                 if self.level == Level::Verbose || !self.tty {
-                    self.line(&mut st, &format!("==> {step}"));
+                    Self::line(&mut st, &format!("==> {step}"));
                 }
             }
             Event::StepFinished {
@@ -77,18 +77,20 @@ impl Reporter for Ui {
                 elapsed,
                 outcome,
             } => match outcome {
-                Outcome::Ran => self.line(&mut st, &format!("ok  {step} ({})", secs(*elapsed))),
-                Outcome::Skipped(why) => self.line(&mut st, &format!("--  {step} skipped: {why}")),
+                Outcome::Ran => Self::line(&mut st, &format!("ok  {step} ({})", secs(*elapsed))),
+                Outcome::Skipped(why) => Self::line(&mut st, &format!("--  {step} skipped: {why}")),
             },
-            Event::Info { step, message } => self.line(&mut st, &format!("    [{step}] {message}")),
+            Event::Info { step, message } => {
+                Self::line(&mut st, &format!("    [{step}] {message}"));
+            }
             Event::Command { step, command } => {
                 if self.level == Level::Verbose {
-                    self.line(&mut st, &format!("    [{step}] $ {command}"));
+                    Self::line(&mut st, &format!("    [{step}] $ {command}"));
                 }
             }
             Event::Output { step, line } => {
                 if self.level == Level::Verbose {
-                    self.line(&mut st, line);
+                    Self::line(&mut st, line);
                 } else if self.tty {
                     // A status line, redrawn at most 10 times a second.
                     let now = Instant::now();

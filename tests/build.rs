@@ -266,7 +266,7 @@ fn a_failed_or_killed_build_leaves_the_slot_usable() {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(300))
+    rx.recv_timeout(Duration::from_mins(5))
         .expect("the build reached compile");
     std::thread::sleep(Duration::from_secs(3));
     // SAFETY: SIGKILL to our own child.

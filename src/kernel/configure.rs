@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::fmt::Write as _;
 
 use sha2::{Digest as _, Sha256};
 
@@ -10,7 +11,7 @@ use super::{KernelRun, kbuild, run_make};
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
 use crate::identity::{
-    IdentityInputs, LabelSource, compose_release, config_for_digest, infer_label,
+    IdentityInputs, LabelSource, compose_release, config_for_digest, infer_label, to_hex,
 };
 use crate::process::Cmd;
 use crate::request::ConfigMethod;
@@ -40,10 +41,10 @@ pub fn set_symbols(config: &str, symbols: &[(&str, Option<&str>)]) -> String {
         }
     }
     for (sym, value) in symbols {
-        match value {
-            Some(v) => out.push_str(&format!("{sym}={v}\n")),
-            None => out.push_str(&format!("# {sym} is not set\n")),
-        }
+        let _ = match value {
+            Some(v) => writeln!(out, "{sym}={v}"),
+            None => writeln!(out, "# {sym} is not set"),
+        };
     }
     out
 }
@@ -178,7 +179,7 @@ impl Step<KernelRun> for Configure {
         )?;
         run_make(ctx, step, &["olddefconfig".into()], reporter)?;
         let text = fs_err::read_to_string(&config_path)?;
-        let config_sha256 = hex(&Sha256::digest(config_for_digest(&text).as_bytes()));
+        let config_sha256 = to_hex(&Sha256::digest(config_for_digest(&text).as_bytes()));
         let flags = ctx.flags();
         let inputs = IdentityInputs {
             scheme: IdentityInputs::SCHEME.to_owned(),
@@ -223,10 +224,6 @@ impl Step<KernelRun> for Configure {
         });
         Ok(Outcome::Ran)
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

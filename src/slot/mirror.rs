@@ -69,8 +69,7 @@ impl Mirror {
         let bare = git(path)
             .args(["rev-parse", "--is-bare-repository"])
             .output()
-            .map(|o| o.trim() == "true")
-            .unwrap_or(false);
+            .is_ok_and(|o| o.trim() == "true");
         if !bare {
             return Err(MirrorError::NotBare(path.to_owned()));
         }

@@ -78,27 +78,26 @@ impl Slot {
     pub fn lock(&self, wait: bool, on_wait: &mut dyn FnMut(&str)) -> Result<SlotGuard, SlotError> {
         fs_err::create_dir_all(&self.state)?;
         let path = self.state.join("lock");
-        let mut lock = match FileLock::try_acquire(&path)? {
-            Some(l) => l,
-            None => {
-                let holder = fs_err::read_to_string(&path)
-                    .ok()
-                    .filter(|s| !s.trim().is_empty())
-                    .unwrap_or_else(|| "another kforge process holds it".to_owned());
-                if !wait {
-                    return Err(SlotError::Busy {
-                        index: self.index,
-                        path: self.src.clone(),
-                        holder: holder.trim().to_owned(),
-                    });
-                }
-                on_wait(&format!(
-                    "slot {} is busy ({}); waiting",
-                    self.index,
-                    holder.trim()
-                ));
-                FileLock::acquire(&path)?
+        let mut lock = if let Some(l) = FileLock::try_acquire(&path)? {
+            l
+        } else {
+            let holder = fs_err::read_to_string(&path)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| "another kforge process holds it".to_owned());
+            if !wait {
+                return Err(SlotError::Busy {
+                    index: self.index,
+                    path: self.src.clone(),
+                    holder: holder.trim().to_owned(),
+                });
             }
+            on_wait(&format!(
+                "slot {} is busy ({}); waiting",
+                self.index,
+                holder.trim()
+            ));
+            FileLock::acquire(&path)?
         };
         lock.inherit_by_children()?;
         lock.describe_holder(&format!(

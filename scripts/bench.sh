@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# kforge's benchmark: side by side, in one run, on the same kernel tree and config:
+#   - a plain shell script around make (clone, configure, make, install, modules_install)
+#   - kforge build, cold slot, without ccache (the overhead target: <= 3% over plain make)
+#   - kforge build, cold slot, cold ccache; and a cold slot with a warm ccache
+#   - tuxmake and virtme-ng (from PyPI) building the same tree with the same .config
+# and writes the figures to docs/benchmarks.md. Takes about half an hour on 2 cores.
+#
+#   scripts/bench.sh            BENCH_PRESET=imageless_defconfig scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+bash scripts/install-deps.sh
+cargo build --locked --release
+kforge=$root/target/release/kforge
+mirror=$(bash scripts/fixture-mirror.sh "$kforge")
+preset=${BENCH_PRESET:-tiny_guest_defconfig}
+work=${BENCH_DIR:-/var/tmp/kforge-bench}
+venv=${BENCH_VENV:-$work-venv}
+rm -rf "$work"
+mkdir -p "$work"
+tag=$(git --git-dir "$mirror" tag --list --sort=-v:refname 'v*' | head -n 1)
+commit=$(git --git-dir "$mirror" rev-parse "$tag^{commit}")
+jobs=$(nproc)
+
+declare -A secs notes
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+
+kf() { # kf NAME ARGS...: a kforge run with its own home
+  local name=$1; shift
+  KFORGE_CONFIG=/nonexistent KFORGE_MIRROR=$mirror KFORGE_SYSTEM_DIR=$work/$name/system \
+    KFORGE_WORKERS_DIR=$work/$name/workers KFORGE_CCACHE_DIR=${CCACHE_FOR:-$work/$name/ccache} \
+    "$kforge" "$@"
+}
+
+checkout() { # checkout DIR: a fresh tree at the benchmark commit
+  git clone --quiet --shared --no-checkout "$mirror" "$1"
+  git -C "$1" checkout --quiet --detach "$commit"
+}
+
+echo "bench: $tag ($commit), preset $preset, $jobs jobs" >&2
+
+# 1. kforge, cold slot, no ccache.
+t=$(now)
+kf nocache build "$tag" --preset "$preset" --ccache=false >"$work/nocache.json" 2>"$work/nocache.log"
+secs[kforge_nocache]=$(elapsed "$t")
+config=$(jq -r .config "$work/nocache.json")
+release=$(jq -r .uts_release "$work/nocache.json")
+compile_ms=$(grep -o 'ok  compile ([^)]*)' "$work/nocache.log" || true)
+
+# 2. The plain script around make, same tree, same config inputs.
+t=$(now)
+(
+  set -e
+  checkout "$work/plain/tree"
+  cd "$work/plain/tree"
+  mk=(make O=build ARCH=x86_64 "--jobs=$jobs")
+  cp "$root/kconfig-library/defconfigs/$preset" "$work/plain/preset"
+  "${mk[@]}" -s KCONFIG_ALLCONFIG="$work/plain/preset" alldefconfig
+  scripts/config --file build/.config -d LOCALVERSION_AUTO --set-str LOCALVERSION "${release#"${tag#v}"}"
+  "${mk[@]}" -s olddefconfig
+  "${mk[@]}" LOCALVERSION= KBUILD_BUILD_TIMESTAMP='Thu Jan  1 00:00:00 UTC 1970' \
+    KBUILD_BUILD_USER=kforge KBUILD_BUILD_HOST=kforge KBUILD_BUILD_VERSION=1
+  "${mk[@]}" LOCALVERSION= INSTALL_PATH="$work/plain/dest/boot" install
+  "${mk[@]}" LOCALVERSION= INSTALL_MOD_PATH="$work/plain/dest" modules_install
+) >"$work/plain.log" 2>&1
+secs[plain_make]=$(elapsed "$t")
+if diff <(grep -v '^#' "$config") <(grep -v '^#' "$work/plain/tree/build/.config") >/dev/null; then
+  notes[plain_make]="same .config as kforge"
+else
+  notes[plain_make]="WARNING: .config differs from kforge's"
+fi
+if cmp -s "$(jq -r .bzImage "$work/nocache.json")" "$work/plain/tree/build/arch/x86/boot/bzImage"; then
+  notes[plain_make]+="; byte-identical bzImage"
+fi
+
+# 3. kforge, cold slot, cold ccache; 4. cold slot, warm ccache.
+t=$(now)
+CCACHE_FOR=$work/shared-ccache kf ccache-cold build "$tag" --preset "$preset" >"$work/cold.json" 2>"$work/cold.log"
+secs[kforge_ccache_cold]=$(elapsed "$t")
+t=$(now)
+CCACHE_FOR=$work/shared-ccache kf ccache-warm build "$tag" --preset "$preset" >"$work/warm.json" 2>"$work/warm.log"
+secs[kforge_ccache_warm]=$(elapsed "$t")
+notes[kforge_ccache_warm]="another slot, same identity: $(jq -r .uts_release "$work/warm.json")"
+
+# 5./6. tuxmake and virtme-ng, from PyPI, on fresh trees with kforge's .config.
+if [[ ! -x $venv/bin/tuxmake || ! -x $venv/bin/vng ]]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet tuxmake virtme-ng
+fi
+tux_version=$("$venv/bin/tuxmake" --version 2>&1 | head -n 1)
+vng_version=$("$venv/bin/vng" --version 2>&1 | head -n 1)
+checkout "$work/tux/tree"
+t=$(now)
+if "$venv/bin/tuxmake" --runtime null --target-arch x86_64 --toolchain gcc --jobs "$jobs" \
+  --directory "$work/tux/tree" --build-dir "$work/tux/build" --output-dir "$work/tux/out" \
+  --kconfig "$config" config kernel modules >"$work/tux.log" 2>&1; then
+  secs[tuxmake]=$(elapsed "$t")
+  notes[tuxmake]="$tux_version, --kconfig kforge's .config, targets config kernel modules"
+else
+  secs[tuxmake]="failed"
+  notes[tuxmake]="$tux_version: $(tail -n 1 "$work/tux.log")"
+fi
+checkout "$work/vng/tree"
+t=$(now)
+if (cd "$work/vng/tree" && "$venv/bin/vng" --build --config "$config" --jobs "$jobs") >"$work/vng.log" 2>&1; then
+  secs[virtme_ng]=$(elapsed "$t")
+  notes[virtme_ng]="$vng_version, --build --config kforge's .config (vng adds its own options on top)"
+else
+  secs[virtme_ng]="failed"
+  notes[virtme_ng]="$vng_version: $(tail -n 1 "$work/vng.log" | cut -c1-160)"
+fi
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 > 0 && a ~ /^[0-9.]+$/) printf "%.3f", a/b; else print "-" }'; }
+base=${secs[plain_make]}
+overhead=$(awk -v a="${secs[kforge_nocache]}" -v b="$base" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}')
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB)."
+  echo "Kernel $tag from the fixture mirror, preset \`$preset\`, gcc $(gcc -dumpversion), $jobs make jobs."
+  echo "One run each, in this order, in one invocation; wall-clock seconds from an empty build dir."
+  echo
+  echo "## Cold build: kforge against plain make and the other tools"
+  echo
+  echo "| what | seconds | vs plain make | notes |"
+  echo "|---|---:|---:|---|"
+  for k in plain_make kforge_nocache kforge_ccache_cold kforge_ccache_warm tuxmake virtme_ng; do
+    echo "| $k | ${secs[$k]} | $(ratio "${secs[$k]}" "$base") | ${notes[$k]:-} |"
+  done
+  echo
+  echo "kforge's overhead over plain make (cold, no ccache, checkout + configure + build +"
+  echo "install + modules_install on both sides): **$overhead** (target: at most +3%)."
+  echo "kforge's compile step alone: ${compile_ms:-n/a}."
+  echo
+  echo "plain make is the shell script a kernel developer writes: clone the tree, \`make"
+  echo "KCONFIG_ALLCONFIG=<preset> alldefconfig\`, set LOCALVERSION, \`make\`, \`make install\`,"
+  echo "\`make modules_install\`. tuxmake and virtme-ng build a fresh checkout of the same commit"
+  echo "with kforge's .config; virtme-ng adds the options its guests need, so its config is larger."
+} >"$root/docs/benchmarks.md"
+cat "$root/docs/benchmarks.md"
