@@ -133,6 +133,20 @@ pub struct BuildArgs {
         help_heading = "Worktree: which source is built, its label, the slot's tree"
     )]
     pub git_ref: Option<String>,
+    /// A mailed series to apply on top: message-id or lore URL.
+    #[arg(
+        long,
+        value_name = "MSGID",
+        help_heading = "Worktree: which source is built, its label, the slot's tree"
+    )]
+    pub b4_series: Option<String>,
+    /// The thread as a local mbox file or maildir (offline), for --b4-series.
+    #[arg(
+        long,
+        value_name = "PATH",
+        help_heading = "Worktree: which source is built, its label, the slot's tree"
+    )]
+    pub b4_mbox: Option<PathBuf>,
     /// Name the build yourself (<=40 chars of [A-Za-z0-9._-]); implies --custom-label.
     #[arg(
         long,
@@ -251,6 +265,12 @@ impl BuildArgs {
         }
         if let Some(g) = self.git_ref.clone().or_else(|| self.git_ref_pos.clone()) {
             r.git_ref = Some(g);
+        }
+        if let Some(s) = &self.b4_series {
+            r.b4_series = Some(s.clone());
+        }
+        if let Some(m) = &self.b4_mbox {
+            r.b4_mbox = Some(m.clone());
         }
         if let Some(l) = &self.label {
             r.label = Some(l.clone());

@@ -5,6 +5,7 @@
 use crate::library::LibraryError;
 use crate::process::RunError;
 use crate::request::InvalidRequest;
+use crate::series::SeriesError;
 use crate::slot::mirror::MirrorError;
 use crate::slot::worktree::SlotError;
 
@@ -22,6 +23,8 @@ pub enum Error {
     Library(#[from] LibraryError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Series(#[from] SeriesError),
     #[error("{0}")]
     Build(String),
     #[error("step {step} failed: {source}")]
@@ -55,6 +58,13 @@ impl Error {
             Error::Slot(SlotError::Busy { .. }) => exit::BUSY,
             Error::Run(RunError::Failed(_)) | Error::Build(_) => exit::BUILD_FAILED,
             Error::Slot(_) | Error::Io(_) | Error::Run(_) => exit::INFRASTRUCTURE,
+            Error::Series(SeriesError::BadMessageId(..) | SeriesError::BadMbox(_)) => {
+                exit::BAD_INPUT
+            }
+            Error::Series(SeriesError::Run(RunError::NotFound { .. }) | SeriesError::Io(_)) => {
+                exit::INFRASTRUCTURE
+            }
+            Error::Series(_) => exit::BUILD_FAILED,
             Error::Step { source, .. } => source.exit_code(),
         }
     }

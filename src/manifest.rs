@@ -40,6 +40,8 @@ pub struct Manifest {
     /// `destdir/lib/modules/<release>` when modules were installed.
     pub modules_dir: Option<String>,
     pub worker_index: u32,
+    /// The mailed series applied on top of `git_ref`, when one was.
+    pub series: Option<crate::series::Applied>,
     /// Every input of the digest.
     pub identity: IdentityInputs,
 }

@@ -117,6 +117,23 @@ pub struct KernelRequest {
     #[schemars(extend("x-group" = "Worktree"))]
     pub git_ref: Option<String>,
 
+    /// b4 series
+    ///
+    /// A mailed patch series to apply on top of `git_ref`: a message-id (with or without
+    /// `<>`) or a lore-style URL. b4 downloads it (`b4 am`), `git am` applies it, and it is
+    /// published to the mirror as `refs/heads/b4/<slug>`.
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Worktree"))]
+    pub b4_series: Option<String>,
+
+    /// b4 local mbox
+    ///
+    /// With `b4_series`: a local mbox file or maildir holding the thread, handed to
+    /// `b4 am --use-local-mbox` instead of fetching from the list archive (offline machines).
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Worktree"))]
+    pub b4_mbox: Option<std::path::PathBuf>,
+
     /// Custom label
     ///
     /// Name the build yourself: `label` replaces the inferred `vanilla` / branch name.
@@ -298,6 +315,14 @@ impl KernelRequest {
             && let Err(e) = validate_ref(r)
         {
             errs.push(e);
+        }
+        if let Some(s) = &self.b4_series
+            && let Err(e) = crate::series::parse_message_id(s)
+        {
+            errs.push(e.to_string());
+        }
+        if self.b4_mbox.is_some() && self.b4_series.is_none() {
+            errs.push("b4_mbox is given without b4_series (which message-id?)".to_owned());
         }
         match (&self.label, self.custom_label) {
             (Some(l), true) => {
@@ -491,6 +516,8 @@ mod tests {
         );
         for name in [
             "git_ref",
+            "b4_series",
+            "b4_mbox",
             "custom_label",
             "label",
             "recreate_build_worktree",

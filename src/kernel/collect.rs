@@ -28,7 +28,7 @@ impl Step<KernelRun> for Collect {
         };
         let manifest = Manifest {
             schema_version: MANIFEST_SCHEMA_VERSION,
-            commit: ctx.plan.resolved.commit.clone(),
+            commit: ctx.head_commit().to_owned(),
             uts_release: c.uts_release.clone(),
             bz_image: ctx.bz_image.as_ref().map(|p| p.display().to_string()),
             build_dir: slot.build.display().to_string(),
@@ -51,6 +51,7 @@ impl Step<KernelRun> for Collect {
             compiler: ctx.plan.request.compiler.as_str().to_owned(),
             modules_dir: ctx.modules_dir.as_ref().map(|p| p.display().to_string()),
             worker_index: slot.index,
+            series: ctx.series.clone(),
             identity: c.inputs.clone(),
         };
         let uts_release_header = header("UTS_RELEASE")?;

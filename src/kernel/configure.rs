@@ -194,6 +194,10 @@ impl Step<KernelRun> for Configure {
             .ok_or_else(|| Error::Build("cannot read the kernel version from Makefile".into()))?;
         let source = if req.custom_label {
             LabelSource::Custom(req.label.as_deref().unwrap_or_default())
+        } else if let Some(s) = &ctx.series {
+            LabelSource::Series {
+                subject: &s.subject,
+            }
         } else if ctx.plan.resolved.kind == RefKind::Tag {
             LabelSource::Tag
         } else {

@@ -45,6 +45,8 @@ pub struct Plan {
     /// The files the configure step will feed Kconfig, read from the library now so an
     /// unknown name fails before anything is touched.
     pub config_inputs: Vec<(String, String)>,
+    /// The series' message-id and local thread copy, checked.
+    pub series: Option<(String, Option<PathBuf>)>,
 }
 
 /// State shared by the steps of one run.
@@ -52,6 +54,8 @@ pub struct Plan {
 pub struct KernelRun {
     pub plan: Plan,
     pub tree: Option<String>,
+    /// The applied series, when `b4_series` is set.
+    pub series: Option<crate::series::Applied>,
     pub flags: Option<BuildFlags>,
     pub configured: Option<Configured>,
     pub bz_image: Option<PathBuf>,
@@ -60,6 +64,12 @@ pub struct KernelRun {
 }
 
 impl KernelRun {
+    /// The commit built: the series' HEAD when one was applied, else the ref's commit.
+    pub fn head_commit(&self) -> &str {
+        self.series
+            .as_ref()
+            .map_or(self.plan.resolved.commit.as_str(), |s| s.head.as_str())
+    }
     fn flags(&self) -> &BuildFlags {
         self.flags.as_ref().expect("build_flags ran")
     }
@@ -89,6 +99,21 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
             Vec::new()
         }
     };
+    let series = match &request.b4_series {
+        Some(s) => {
+            let msgid =
+                crate::series::parse_message_id(s).map_err(|e| Error::Input(e.to_string()))?;
+            let mbox = request
+                .b4_mbox
+                .as_deref()
+                .map(crate::series::check_mbox)
+                .transpose()
+                .map_err(|e| Error::Input(e.to_string()))?;
+            crate::process::find_program("b4")?;
+            Some((msgid, mbox))
+        }
+        None => None,
+    };
     let toolchain = toolchain::resolve(request.compiler)?;
     let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
     Ok(Plan {
@@ -103,6 +128,7 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
         resolved,
         toolchain,
         config_inputs,
+        series,
     })
 }
 
@@ -189,6 +215,7 @@ pub fn run(
     let mut run = KernelRun {
         plan,
         tree: None,
+        series: None,
         flags: None,
         configured: None,
         bz_image: None,
@@ -224,7 +251,7 @@ impl IdentityReport {
             version: c.version.clone(),
             label: c.label.clone(),
             digest: c.digest.clone(),
-            commit: run.plan.resolved.commit.clone(),
+            commit: run.head_commit().to_owned(),
             git_ref: run.plan.resolved.name.clone(),
             config: run.plan.slot.build.join(".config").display().to_string(),
             inputs: c.inputs.clone(),

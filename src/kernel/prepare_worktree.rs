@@ -3,6 +3,7 @@
 use super::KernelRun;
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
+use crate::identity::{LabelSource, infer_label};
 
 pub struct PrepareWorktree;
 
@@ -48,6 +49,38 @@ impl Step<KernelRun> for PrepareWorktree {
             step: self.name(),
             message: &what,
         });
+        if let Some((msgid, mbox)) = &plan.series {
+            let mut applied = crate::series::apply(
+                &slot.src,
+                &slot.state.join("b4"),
+                msgid,
+                mbox.as_deref(),
+                &plan.resolved.commit,
+            )?;
+            let (base, suffix) = infer_label(&LabelSource::Series {
+                subject: &applied.subject,
+            });
+            let branch = crate::series::publish(
+                &slot.src,
+                &plan.mirror.path,
+                &format!("{base}{suffix}"),
+                &applied.head,
+            )
+            .map_err(|e| Error::Input(e.to_string()))?;
+            reporter.event(&Event::Info {
+                step: self.name(),
+                message: &format!(
+                    "applied {} patch(es) of \"{}\" on {}; published as {branch}",
+                    applied.patches.len(),
+                    applied.subject,
+                    short(&plan.resolved.commit)
+                ),
+            });
+            applied.branch = Some(branch);
+            ctx.series = Some(applied);
+        }
+        let plan = &ctx.plan;
+        let slot = &plan.slot;
         if plan.request.wipe_build {
             reporter.event(&Event::Info {
                 step: self.name(),

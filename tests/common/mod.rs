@@ -151,6 +151,7 @@ pub struct ManifestContract {
     pub compiler: String,
     pub modules_dir: Option<String>,
     pub worker_index: u32,
+    pub series: Option<serde_json::Value>,
     pub identity: serde_json::Value,
 }
 
