@@ -11,8 +11,8 @@ PKGS=(
   jq python3-venv
   # clang/LLVM toolchain (compiler=clang)
   clang lld llvm
-  # compile cache
-  ccache
+  # compile cache; mailed patch series
+  ccache b4
   # the kernel source the fixture mirror is made from
   linux-source-6.12
 )

@@ -70,6 +70,11 @@ impl Reporter for Ui {
                 st.step_start = Instant::now();
                 if self.level == Level::Verbose || !self.tty {
                     Self::line(&mut st, &format!("==> {step}"));
+                } else {
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[K    {step} ...");
+                    let _ = err.flush();
+                    st.status_shown = true;
                 }
             }
             Event::StepFinished {

@@ -360,3 +360,56 @@ fn a_busy_slot_fails_clearly_and_is_not_touched() {
     assert!(!ctx.slot(0).exists(), "a busy slot was touched");
     drop(lock);
 }
+
+#[test]
+fn config_file_env_and_flags_set_the_directories_in_that_order() {
+    let ctx = TestContext::new("dirs");
+    let cfg = ctx.dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!("mirror = \"{}\"\nworker_index = 7\n", ctx.mirror.display()),
+    )
+    .unwrap();
+    let show = |cmd: &mut std::process::Command| -> Run { Run::from(cmd.output().unwrap()) };
+    // From the config file alone.
+    let r = show(
+        ctx.command()
+            .env_remove("KFORGE_MIRROR")
+            .env("KFORGE_CONFIG", &cfg)
+            .args(["mirror", "show"]),
+    )
+    .ok();
+    let v: serde_json::Value = r.json();
+    assert_eq!(v["mirror"], ctx.mirror.display().to_string());
+    assert!(
+        v["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "v6.12.117")
+    );
+    // The environment beats the file, a flag beats both.
+    let r = show(
+        ctx.command()
+            .env("KFORGE_MIRROR", "/nonexistent/env.git")
+            .env("KFORGE_CONFIG", &cfg)
+            .args(["mirror", "show"]),
+    );
+    assert!(r.stderr.contains("/nonexistent/env.git"), "{}", r.stderr);
+    let r = show(
+        ctx.command()
+            .env("KFORGE_MIRROR", "/nonexistent/env.git")
+            .env("KFORGE_CONFIG", &cfg)
+            .args(["--mirror", "/nonexistent/flag.git", "mirror", "show"]),
+    );
+    assert!(r.stderr.contains("/nonexistent/flag.git"), "{}", r.stderr);
+    // A broken config file is reported with its path.
+    std::fs::write(&cfg, "workers_dir = [").unwrap();
+    let r = show(
+        ctx.command()
+            .env("KFORGE_CONFIG", &cfg)
+            .args(["mirror", "show"]),
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("config.toml"), "{}", r.stderr);
+}
