@@ -113,6 +113,28 @@ else
   notes[virtme_ng]="$vng_version: $(tail -n 1 "$work/vng.log" | cut -c1-160)"
 fi
 
+# 7. Boot: kforge boot --check against virtme-ng running the same kernel, to a verified
+#    `uname -r` (TCG here; both pick KVM when it works).
+image=$(jq -r .bzImage "$work/nocache.json")
+t=$(now)
+if kf nocache boot --check "$work/nocache/workers/0/main/linux.manifest.json" >"$work/boot.json" 2>"$work/boot.log" \
+  && [[ $(jq -r .guest_release "$work/boot.json") == "$release" ]]; then
+  secs[boot_kforge]=$(elapsed "$t")
+  notes[boot_kforge]="guest uname -r = $release, vsock_loopback loaded from virtiofs, accel $(jq -r .accel "$work/boot.json")"
+else
+  secs[boot_kforge]="failed"
+  notes[boot_kforge]="$(tail -n 1 "$work/boot.log" | cut -c1-160)"
+fi
+t=$(now)
+if (cd "$work/vng/tree" && timeout 300 "$venv/bin/vng" --run "$image" --exec 'uname -r') >"$work/vng-run.log" 2>&1 \
+  && grep -qx "$release" "$work/vng-run.log"; then
+  secs[boot_vng]=$(elapsed "$t")
+  notes[boot_vng]="$vng_version, vng --run <same bzImage> --exec 'uname -r' printed $release"
+else
+  secs[boot_vng]="failed"
+  notes[boot_vng]="$vng_version: $(grep -v '^$' "$work/vng-run.log" | tail -n 1 | cut -c1-160)"
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b+0 > 0 && a ~ /^[0-9.]+$/) printf "%.3f", a/b; else print "-" }'; }
 base=${secs[plain_make]}
 overhead=$(awk -v a="${secs[kforge_nocache]}" -v b="$base" 'BEGIN{printf "%+.1f%%", (a/b-1)*100}')
@@ -139,5 +161,17 @@ overhead=$(awk -v a="${secs[kforge_nocache]}" -v b="$base" 'BEGIN{printf "%+.1f%
   echo "KCONFIG_ALLCONFIG=<preset> alldefconfig\`, set LOCALVERSION, \`make\`, \`make install\`,"
   echo "\`make modules_install\`. tuxmake and virtme-ng build a fresh checkout of the same commit"
   echo "with kforge's .config; virtme-ng adds the options its guests need, so its config is larger."
+  echo
+  echo "## Boot to a verified \`uname -r\`"
+  echo
+  echo "| what | seconds | notes |"
+  echo "|---|---:|---|"
+  for k in boot_kforge boot_vng; do
+    echo "| $k | ${secs[$k]} | ${notes[$k]:-} |"
+  done
+  echo
+  echo "From the command to a verified \`uname -r\`, on the kernel kforge built without ccache:"
+  echo "kforge boots it with its own initramfs and the modules over virtiofs; virtme-ng runs the"
+  echo "same bzImage with the host's root filesystem."
 } >"$root/docs/benchmarks.md"
 cat "$root/docs/benchmarks.md"

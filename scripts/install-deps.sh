@@ -13,6 +13,9 @@ PKGS=(
   clang lld llvm
   # compile cache; mailed patch series
   ccache b4
+  # the guest layer: QEMU, a static busybox for the initramfs, virtiofsd's build deps,
+  # systemd (guests run as qemu-system@<vm>.service; the tests run one in a namespace)
+  qemu-system-x86 busybox-static libcap-ng-dev libseccomp-dev systemd util-linux
   # the kernel source the fixture mirror is made from
   linux-source-6.12
 )
@@ -33,4 +36,11 @@ if ((${#missing[@]})); then
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all packages present" >&2
+fi
+
+# virtiofsd is not packaged in Debian 12: build it from crates.io (about a minute).
+if ! command -v virtiofsd >/dev/null && [[ ! -x ${HOME:-/root}/.cargo/bin/virtiofsd ]] \
+  && [[ ! -x /usr/libexec/virtiofsd ]]; then
+  echo "install-deps: cargo install virtiofsd" >&2
+  cargo install --locked --quiet virtiofsd
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kforge's main job on a fresh Debian machine, in one command:
 #   installs what is missing, builds kforge, prepares a local kernel mirror from the
-#   distro's kernel source when none is configured, builds a kernel and prints its manifest.
+#   distro's kernel source when none is configured, builds a kernel, boots it in QEMU
+#   and checks it, and prints its manifest.
 #
 #   scripts/quickstart.sh [extra `kforge build` arguments]
 #
@@ -34,4 +35,6 @@ fi
 if [[ $# -eq 0 ]]; then
   set -- --preset tiny_guest_defconfig
 fi
-exec "$kforge" build "$@"
+# Build, then boot the kernel in QEMU with its modules over virtiofs and check that the
+# guest's `uname -r` is the build identity and a module loads from the share.
+exec "$kforge" build --boot "$@"

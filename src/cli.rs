@@ -74,6 +74,14 @@ pub enum Command {
     Build(BuildArgs),
     /// Run up to configure and print the build identity with every input of its digest.
     Identity(BuildArgs),
+    /// Boot a built kernel in QEMU (modules over virtiofs) and check it: `uname -r` in the
+    /// guest must be the manifest's uts_release and a module must load from the share.
+    #[command(
+        after_help = "Examples:\n  kforge boot --check                       # the slot's last build\n  kforge boot --check path/to/linux.manifest.json --accel tcg\n  kforge boot --command 'cat /proc/version'"
+    )]
+    Boot(BootArgs),
+    /// Named guests run by systemd as qemu-system@<vm>.service (or in the foreground).
+    Vm(VmArgs),
     /// Print the JSON Schema (2020-12) of a build request.
     Schema,
     /// List the kconfig library's presets and fragments.
@@ -107,6 +115,98 @@ pub enum MirrorCommand {
     Show,
 }
 
+#[derive(Debug, Args, Clone)]
+pub struct BootArgs {
+    /// Fail (exit 1) unless the check passes.
+    #[arg(long)]
+    pub check: bool,
+    /// A manifest file [default: the slot's last manifest, WORKERS_DIR/<index>/main/linux.manifest.json].
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GuestArgs {
+    /// kvm, tcg, or auto: KVM only when /dev/kvm opens and the CPU has vmx/svm.
+    #[arg(long, value_enum, default_value = "auto", help_heading = "Guest")]
+    pub accel: kforge::guest::Accel,
+    /// Give up after this many seconds.
+    #[arg(
+        long,
+        default_value_t = 120,
+        value_name = "SECS",
+        help_heading = "Guest"
+    )]
+    pub timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(
+        long,
+        default_value_t = 512,
+        value_name = "MIB",
+        help_heading = "Guest"
+    )]
+    pub memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 1, help_heading = "Guest")]
+    pub cpus: u32,
+    /// The module that must load from the modules share.
+    #[arg(long, default_value = "vsock_loopback", help_heading = "Guest")]
+    pub module: String,
+    /// A command the guest runs (busybox sh) before it powers off.
+    #[arg(long, value_name = "CMD", help_heading = "Guest")]
+    pub command: Option<String>,
+    /// The QEMU binary [default: qemu-system-x86_64 on PATH].
+    #[arg(long, value_name = "PATH", help_heading = "Guest")]
+    pub qemu: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    /// Where the systemd units go [env: KFORGE_UNIT_DIR; default /etc/systemd/system].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub unit_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: VmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Define (or redefine) a guest from a manifest: its initramfs, vm.json and units
+    /// (qemu-system@.service, kforge-virtiofsd@.service, and the guest's drop-ins).
+    Define {
+        /// The guest's name (1-32 of [a-z0-9_-]).
+        name: String,
+        /// A manifest file [default: the slot's last manifest].
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Reboot (ending the service) after the command instead of staying up.
+        #[arg(long)]
+        oneshot: bool,
+        #[command(flatten)]
+        guest: GuestArgs,
+    },
+    /// Start qemu-system@<name>.service (and its virtiofsd).
+    Start { name: String },
+    /// Stop the guest and its virtiofsd.
+    Stop { name: String },
+    /// The guest's state as systemd sees it (JSON).
+    Status { name: String },
+    /// Print the guest's serial console log.
+    Console { name: String },
+    /// Stop the guest and remove its definition and drop-ins.
+    Rm { name: String },
+    /// Run the guest in the foreground with the same command line (no systemd needed);
+    /// the serial console goes to stdout, Ctrl-C stops it.
+    Run {
+        name: String,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
+}
+
 /// `--flag[=BOOL]`: the bare flag means true.
 macro_rules! bool_flag {
     () => {
@@ -125,6 +225,11 @@ pub struct BuildArgs {
     /// Wait for a busy slot instead of failing.
     #[arg(long)]
     pub wait: bool,
+    /// After the build, boot the kernel and check it (as `kforge boot --check`).
+    #[arg(long)]
+    pub boot: bool,
+    #[command(flatten)]
+    pub guest: GuestArgs,
 
     /// Tag, branch or commit from the mirror [default: the newest v* tag].
     #[arg(

@@ -7,6 +7,7 @@ pub mod dirs;
 pub mod error;
 pub mod flow;
 pub mod fsutil;
+pub mod guest;
 pub mod identity;
 pub mod kernel;
 pub mod library;

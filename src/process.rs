@@ -368,6 +368,99 @@ impl Cmd {
     }
 }
 
+/// A long-running child (QEMU, virtiofsd): its stdout and stderr lines arrive on a channel,
+/// and its whole process group is killed when the handle is dropped, whatever the reason
+/// (success, error, timeout, panic).
+pub struct Background {
+    child: std::process::Child,
+    pgid: i32,
+    lines: mpsc::Receiver<String>,
+    pub command: String,
+}
+
+impl Background {
+    /// The next output line, waiting at most `timeout`; `Err` when none came in time or the
+    /// child closed its output.
+    pub fn next_line(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<String, mpsc::RecvTimeoutError> {
+        self.lines.recv_timeout(timeout)
+    }
+
+    /// The exit status, if the child has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Kills the process group and reaps the child.
+    pub fn kill(&mut self) {
+        // SAFETY: signals the process group of our own child.
+        unsafe {
+            libc::kill(-self.pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+        if let Ok(mut groups) = CHILDREN.lock() {
+            groups.retain(|&p| p != self.pgid);
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Cmd {
+    /// Starts the command in the background (see [`Background`]).
+    pub fn spawn_background(&self) -> Result<Background, RunError> {
+        let mut c = self.command()?;
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(|source| RunError::Spawn {
+            command: self.display(),
+            source,
+        })?;
+        let pgid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        if let Ok(mut groups) = CHILDREN.lock() {
+            groups.push(pgid);
+        }
+        let (tx, rx) = mpsc::channel::<String>();
+        for r in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(r);
+                let mut buf = Vec::new();
+                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                    buf.clear();
+                }
+            });
+        }
+        Ok(Background {
+            child,
+            pgid,
+            lines: rx,
+            command: self.display(),
+        })
+    }
+}
+
 /// Keeps a child's process group registered for the signal handler while it runs, and
 /// kills the group if the run is abandoned early.
 struct ChildGuard {

@@ -27,6 +27,7 @@ use crate::slot::{Mirror, ResolvedRef, Slot};
 use crate::toolchain::{self, ToolchainIdentity};
 
 pub use build_flags::BuildFlags;
+pub use collect::manifest_path as collect_manifest_path;
 pub use configure::Configured;
 
 /// The project name of this flow's slots and mirror.

@@ -1,0 +1,190 @@
+//! The default guest root: a tiny initramfs kforge writes itself (newc cpio, fixed owners
+//! and times, so equal inputs give equal bytes) around a static busybox. Its /init mounts
+//! the modules share at `/lib/modules/$(uname -r)`, reports what the check needs on the
+//! serial console, runs an optional command, and reboots (with QEMU's -no-reboot, that
+//! ends QEMU: tiny configs have no ACPI, so poweroff would only halt).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Lines /init prints, parsed by the check.
+pub const MARK_UNAME: &str = "KFORGE-UNAME ";
+pub const MARK_MOUNT: &str = "KFORGE-MODULES-MOUNTED ";
+pub const MARK_MODULE: &str = "KFORGE-MODULE-LOADED ";
+pub const MARK_DONE: &str = "KFORGE-DONE";
+
+/// The /init script; `module` is loaded with modprobe from the share. With `stay`, the
+/// guest keeps running after its report (a service guest) instead of rebooting.
+pub fn init_script(module: &str, command: Option<&str>, stay: bool) -> String {
+    let run = command.map_or(String::new(), |c| {
+        format!(
+            "echo 'KFORGE-COMMAND {c}'\n/bin/sh -c '{}'\necho \"KFORGE-COMMAND-EXIT $?\"\n",
+            c.replace('\'', r"'\''")
+        )
+    });
+    format!(
+        r#"#!/bin/busybox sh
+# kforge's guest init: mount the modules share, report, run, reboot.
+/bin/busybox --install -s /bin
+mkdir -p /sbin && ln -sf /bin/modprobe /sbin/modprobe
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+release=$(uname -r)
+echo "{MARK_UNAME}$release"
+mkdir -p "/lib/modules/$release"
+if mount -t virtiofs modules "/lib/modules/$release"; then
+  echo "{MARK_MOUNT}$release"
+  if modprobe {module}; then
+    grep -q '^{module} ' /proc/modules && echo "{MARK_MODULE}{module}"
+  fi
+fi
+{run}echo "{MARK_DONE}"
+{end}
+"#,
+        end = if stay {
+            "while :; do sleep 3600; done"
+        } else {
+            "reboot -f"
+        }
+    )
+}
+
+/// One cpio "newc" entry.
+fn entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
+    let namesize = u32::try_from(name.len() + 1).expect("short name");
+    let filesize = u32::try_from(data.len()).expect("file under 4 GiB");
+    let header = format!(
+        "070701{ino:08X}{mode:08X}{:08X}{:08X}{:08X}{:08X}{filesize:08X}{:08X}{:08X}{:08X}{:08X}{namesize:08X}{:08X}",
+        0, 0, 1, 0, 0, 0, 0, 0, 0
+    );
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+    out.extend_from_slice(data);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// The archive: directories, /bin/busybox, /init.
+pub fn build_cpio(busybox: &[u8], init: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(busybox.len() + 4096);
+    let mut ino = 1;
+    for dir in [
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "lib",
+        "lib/modules",
+        "sbin",
+        "tmp",
+    ] {
+        entry(&mut out, ino, dir, 0o040_755, &[]);
+        ino += 1;
+    }
+    entry(&mut out, ino, "bin/busybox", 0o100_755, busybox);
+    entry(&mut out, ino + 1, "init", 0o100_755, init.as_bytes());
+    entry(&mut out, 0, "TRAILER!!!", 0, &[]);
+    out
+}
+
+/// True for an ELF executable without a program interpreter (statically linked).
+pub fn is_static_elf(bytes: &[u8]) -> bool {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes"));
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        bytes
+            .get(o..o + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().expect("4 bytes")) != 3) // PT_INTERP
+    })
+}
+
+/// Finds a static busybox on the host (Debian's busybox-static installs /bin/busybox).
+pub fn find_static_busybox() -> Result<PathBuf, String> {
+    let mut candidates = vec![
+        PathBuf::from("/bin/busybox"),
+        PathBuf::from("/usr/bin/busybox"),
+    ];
+    if let Ok(p) = crate::process::find_program("busybox") {
+        candidates.insert(0, p);
+    }
+    for c in candidates {
+        if let Ok(bytes) = std::fs::read(&c)
+            && is_static_elf(&bytes)
+        {
+            return Ok(c);
+        }
+    }
+    Err("no static busybox found: install it (apt-get install busybox-static)".to_owned())
+}
+
+/// Writes the initramfs to `path` (atomically).
+pub fn write(
+    path: &Path,
+    busybox: &Path,
+    module: &str,
+    command: Option<&str>,
+    stay: bool,
+) -> std::io::Result<()> {
+    let bb = fs_err::read(busybox)?;
+    let cpio = build_cpio(&bb, &init_script(module, command, stay));
+    let tmp = path.with_extension("tmp");
+    let mut f = fs_err::File::create(&tmp)?;
+    f.write_all(&cpio)?;
+    f.sync_all()?;
+    fs_err::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpio_is_newc_and_deterministic() {
+        let a = build_cpio(
+            b"\x7fELFbusybox",
+            &init_script("vsock_loopback", None, false),
+        );
+        let b = build_cpio(
+            b"\x7fELFbusybox",
+            &init_script("vsock_loopback", None, false),
+        );
+        assert_eq!(a, b);
+        assert!(a.starts_with(b"070701"));
+        assert_eq!(a.len() % 4, 0);
+        let text = String::from_utf8_lossy(&a);
+        assert!(text.contains("bin/busybox") && text.contains("TRAILER!!!"));
+    }
+
+    #[test]
+    fn init_reports_and_quotes_the_command() {
+        let s = init_script("vsock_loopback", Some("echo 'hi'"), false);
+        assert!(s.contains("modprobe vsock_loopback"));
+        assert!(s.contains("mount -t virtiofs modules \"/lib/modules/$release\""));
+        assert!(s.contains(r"/bin/sh -c 'echo '\''hi'\'''"));
+        assert!(s.trim_end().ends_with("reboot -f"));
+        let stay = init_script("vsock_loopback", None, true);
+        assert!(stay.trim_end().ends_with("while :; do sleep 3600; done"));
+    }
+
+    #[test]
+    fn static_elf_detection() {
+        if let Ok(bytes) = std::fs::read("/bin/sh") {
+            assert!(!is_static_elf(&bytes), "/bin/sh is dynamic on Debian");
+        }
+        assert!(!is_static_elf(b"#!/bin/sh"));
+    }
+}

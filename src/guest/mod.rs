@@ -1,0 +1,274 @@
+//! The guest layer: boot a built kernel in QEMU with its `/lib/modules` tree shared over
+//! virtiofs, and check it (`uname -r` is the identity, a module loads from the share).
+//!
+//! It reads manifests and runs QEMU and virtiofsd; it never builds. Every process it starts
+//! is killed with its process group when the check ends, also on timeout or Ctrl-C.
+
+pub mod initramfs;
+pub mod qemu;
+pub mod units;
+pub mod vm;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::flow::{Event, Reporter};
+use crate::manifest::Manifest;
+use crate::process::{Cmd, find_program};
+pub use qemu::Accel;
+
+/// How to boot and what to check.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    pub accel: Accel,
+    pub timeout: Duration,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// The module that must load from the share.
+    pub module: String,
+    /// A command the guest runs before it reboots.
+    pub command: Option<String>,
+    /// Where the initramfs and sockets go.
+    pub workdir: PathBuf,
+    /// The QEMU binary (the system's `qemu-system-x86_64` by default).
+    pub qemu: Option<PathBuf>,
+}
+
+/// The check's result, printed as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootReport {
+    pub passed: bool,
+    pub expected_release: String,
+    /// What `uname -r` printed in the guest.
+    pub guest_release: Option<String>,
+    pub modules_mounted: bool,
+    pub module: String,
+    pub module_loaded: bool,
+    pub accel: Accel,
+    pub seconds: f64,
+    /// Why the check failed.
+    pub failure: Option<String>,
+    /// The last lines of the serial console.
+    pub console_tail: Vec<String>,
+}
+
+/// virtiofsd: on PATH, where `cargo install` puts it, or where distributions do.
+pub fn find_virtiofsd() -> Result<PathBuf, Error> {
+    if let Ok(p) = find_program("virtiofsd") {
+        return Ok(p);
+    }
+    let mut candidates: Vec<PathBuf> = vec![
+        "/usr/libexec/virtiofsd".into(),
+        "/usr/lib/qemu/virtiofsd".into(),
+    ];
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.insert(0, Path::new(&home).join(".cargo/bin/virtiofsd"));
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        Error::Input("virtiofsd was not found: install it (cargo install virtiofsd; it needs libcap-ng-dev and libseccomp-dev)".into())
+    })
+}
+
+/// Checks a manifest before booting: the image exists and the modules tree is this
+/// release's.
+pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), Error> {
+    let image =
+        m.bz_image.as_ref().map(PathBuf::from).ok_or_else(|| {
+            Error::Input(format!("the manifest of {} has no bzImage", m.uts_release))
+        })?;
+    if !image.is_file() {
+        return Err(Error::Input(format!(
+            "the boot image {} is missing",
+            image.display()
+        )));
+    }
+    let modules = m.modules_dir.as_ref().map(PathBuf::from).ok_or_else(|| {
+        Error::Input(format!(
+            "the manifest of {} has no modules tree (modules_install was off?)",
+            m.uts_release
+        ))
+    })?;
+    if !modules.join("modules.dep").is_file() {
+        return Err(Error::Input(format!(
+            "the modules tree {} is missing (no modules.dep)",
+            modules.display()
+        )));
+    }
+    let release = modules
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if release != m.uts_release {
+        return Err(Error::Input(format!(
+            "the modules tree {} belongs to release {release}, not {}",
+            modules.display(),
+            m.uts_release
+        )));
+    }
+    Ok((image, modules))
+}
+
+/// Boots the manifest's kernel and checks it.
+pub fn boot_check(
+    m: &Manifest,
+    opts: &BootOptions,
+    reporter: &dyn Reporter,
+) -> Result<BootReport, Error> {
+    const STEP: &str = "boot";
+    let (image, modules) = precheck(m)?;
+    let qemu = match &opts.qemu {
+        Some(q) => q.clone(),
+        None => find_program("qemu-system-x86_64")?,
+    };
+    let virtiofsd = find_virtiofsd()?;
+    let busybox = initramfs::find_static_busybox().map_err(Error::Input)?;
+    fs_err::create_dir_all(&opts.workdir)?;
+    let initrd = opts.workdir.join("initramfs.cpio");
+    initramfs::write(
+        &initrd,
+        &busybox,
+        &opts.module,
+        opts.command.as_deref(),
+        false,
+    )?;
+    let socket = opts.workdir.join("modules.sock");
+    let _ = fs_err::remove_file(&socket);
+    let accel = qemu::probe_accel(opts.accel);
+
+    let start = Instant::now();
+    let vfs_cmd = Cmd::new(virtiofsd.as_os_str()).args(qemu::virtiofsd_args(&socket, &modules));
+    reporter.event(&Event::Command {
+        step: STEP,
+        command: &vfs_cmd.display(),
+    });
+    let mut vfs = vfs_cmd.spawn_background()?;
+    while !socket.exists() {
+        if let Some(status) = vfs.try_wait() {
+            let tail: Vec<String> =
+                std::iter::from_fn(|| vfs.next_line(Duration::from_millis(10)).ok()).collect();
+            return Err(Error::Build(format!(
+                "virtiofsd exited ({}) before serving {}: {}",
+                crate::process::describe_status(status),
+                modules.display(),
+                tail.join("\n")
+            )));
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(Error::Build(
+                "virtiofsd did not create its socket within 10 s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let spec = qemu::GuestSpec {
+        kernel: image,
+        initrd,
+        modules_socket: socket,
+        memory_mib: opts.memory_mib,
+        cpus: opts.cpus,
+        accel,
+        append: vec!["quiet".into()],
+    };
+    let qemu_cmd = Cmd::new(qemu.as_os_str()).args(qemu::qemu_args(&spec));
+    reporter.event(&Event::Command {
+        step: STEP,
+        command: &qemu_cmd.display(),
+    });
+    reporter.event(&Event::Info {
+        step: STEP,
+        message: &format!(
+            "booting {} under {}",
+            m.uts_release,
+            if accel == Accel::Kvm { "KVM" } else { "TCG" }
+        ),
+    });
+    let mut vm = qemu_cmd.spawn_background()?;
+    let deadline = start + opts.timeout;
+    let mut console: Vec<String> = Vec::new();
+    let mut report = BootReport {
+        passed: false,
+        expected_release: m.uts_release.clone(),
+        guest_release: None,
+        modules_mounted: false,
+        module: opts.module.clone(),
+        module_loaded: false,
+        accel,
+        seconds: 0.0,
+        failure: None,
+        console_tail: Vec::new(),
+    };
+    let mut done = false;
+    let mut timed_out = false;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            timed_out = true;
+            break;
+        }
+        match vm.next_line(deadline - now) {
+            Ok(line) => {
+                reporter.event(&Event::Output {
+                    step: STEP,
+                    line: &line,
+                });
+                let clean = line.trim_end_matches('\r');
+                if let Some(r) = clean.strip_prefix(initramfs::MARK_UNAME) {
+                    report.guest_release = Some(r.trim().to_owned());
+                } else if clean.starts_with(initramfs::MARK_MOUNT) {
+                    report.modules_mounted = true;
+                } else if clean
+                    .strip_prefix(initramfs::MARK_MODULE)
+                    .is_some_and(|m| m.trim() == opts.module)
+                {
+                    report.module_loaded = true;
+                } else if clean == initramfs::MARK_DONE {
+                    done = true;
+                }
+                console.push(clean.to_owned());
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if done {
+        // /init rebooted: with -no-reboot QEMU exits; give it a moment, then make sure.
+        let until = Instant::now() + Duration::from_secs(5);
+        while vm.try_wait().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    vm.kill();
+    vfs.kill();
+    report.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+    report.console_tail = console.iter().rev().take(30).rev().cloned().collect();
+    report.failure = if timed_out && !done {
+        Some(format!(
+            "the guest did not finish within {} s",
+            opts.timeout.as_secs()
+        ))
+    } else if report.guest_release.as_deref() != Some(m.uts_release.as_str()) {
+        Some(format!(
+            "uname -r in the guest is {:?}, expected {}",
+            report.guest_release.as_deref().unwrap_or("(not printed)"),
+            m.uts_release
+        ))
+    } else if !report.modules_mounted {
+        Some("the guest could not mount the modules share over virtiofs".to_owned())
+    } else if !report.module_loaded {
+        Some(format!(
+            "module {} did not load from the modules share",
+            opts.module
+        ))
+    } else {
+        None
+    };
+    report.passed = report.failure.is_none();
+    Ok(report)
+}

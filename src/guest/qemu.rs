@@ -1,0 +1,189 @@
+//! QEMU and virtiofsd command lines, as pure functions (unit-tested; logged in full with -v).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Hardware acceleration.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when it really works here, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// What a guest is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestSpec {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// virtiofsd's socket for the modules share.
+    pub modules_socket: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    pub append: Vec<String>,
+}
+
+/// The virtiofs tag the guest mounts at `/lib/modules/$(uname -r)`.
+pub const MODULES_TAG: &str = "modules";
+
+pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
+    let mut v: Vec<OsString> = Vec::new();
+    let mut push = |s: &str| v.push(s.into());
+    push("-nodefaults");
+    push("-no-user-config");
+    push("-display");
+    push("none");
+    push("-no-reboot");
+    push("-accel");
+    push(match g.accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg | Accel::Auto => "tcg",
+    });
+    if g.accel == Accel::Kvm {
+        push("-cpu");
+        push("host");
+    }
+    push("-smp");
+    push(&g.cpus.to_string());
+    push("-m");
+    push(&format!("{}M", g.memory_mib));
+    // vhost-user devices need guest memory the daemon can map: a shared memfd.
+    push("-object");
+    push(&format!(
+        "memory-backend-memfd,id=mem,size={}M,share=on",
+        g.memory_mib
+    ));
+    push("-numa");
+    push("node,memdev=mem");
+    push("-serial");
+    push("stdio");
+    v.push("-chardev".into());
+    let mut chardev = OsString::from("socket,id=modules,path=");
+    chardev.push(&g.modules_socket);
+    v.push(chardev);
+    v.push("-device".into());
+    v.push(format!("vhost-user-fs-pci,chardev=modules,tag={MODULES_TAG}").into());
+    v.push("-kernel".into());
+    v.push(g.kernel.clone().into());
+    v.push("-initrd".into());
+    v.push(g.initrd.clone().into());
+    v.push("-append".into());
+    let mut append = vec![
+        "console=ttyS0".to_owned(),
+        "panic=-1".to_owned(),
+        "rdinit=/init".to_owned(),
+    ];
+    append.extend(g.append.iter().cloned());
+    v.push(append.join(" ").into());
+    v
+}
+
+/// virtiofsd serving `dir` read-only on `socket` (no sandbox: kforge may run unprivileged
+/// or inside a container without namespaces).
+pub fn virtiofsd_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
+    let mut s = OsString::from("--socket-path=");
+    s.push(socket);
+    let mut d = OsString::from("--shared-dir=");
+    d.push(dir);
+    vec![
+        s,
+        d,
+        "--sandbox=none".into(),
+        "--readonly".into(),
+        "--cache=auto".into(),
+    ]
+}
+
+/// Decides the accelerator: KVM only when `/dev/kvm` opens and the CPU has vmx or svm (a
+/// /dev/kvm without them hangs the guest at "Booting from ROM", see the notes).
+pub fn probe_accel(requested: Accel) -> Accel {
+    if requested != Accel::Auto {
+        return requested;
+    }
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let cpu_virt = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("flags"))
+            .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+    });
+    if kvm_opens && cpu_virt {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(accel: Accel) -> GuestSpec {
+        GuestSpec {
+            kernel: "/d/boot/vmlinuz-6.12-x-0123456789ab".into(),
+            initrd: "/s/initramfs.cpio".into(),
+            modules_socket: "/s/modules.sock".into(),
+            memory_mib: 512,
+            cpus: 2,
+            accel,
+            append: vec!["quiet".into()],
+        }
+    }
+
+    #[test]
+    fn tcg_guest_line() {
+        let a: Vec<String> = qemu_args(&spec(Accel::Tcg))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        let joined = a.join(" ");
+        assert!(joined.contains("-accel tcg -smp 2 -m 512M"));
+        assert!(
+            joined.contains("memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem")
+        );
+        assert!(joined.contains("-chardev socket,id=modules,path=/s/modules.sock -device vhost-user-fs-pci,chardev=modules,tag=modules"));
+        assert!(
+            joined
+                .contains("-kernel /d/boot/vmlinuz-6.12-x-0123456789ab -initrd /s/initramfs.cpio")
+        );
+        assert_eq!(
+            a.last().unwrap(),
+            "console=ttyS0 panic=-1 rdinit=/init quiet"
+        );
+        assert!(a.contains(&"-no-reboot".to_owned()));
+        assert!(!a.contains(&"host".to_owned()));
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu() {
+        let a: Vec<String> = qemu_args(&spec(Accel::Kvm))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert!(a.join(" ").contains("-accel kvm -cpu host"));
+    }
+
+    #[test]
+    fn virtiofsd_line() {
+        let a = virtiofsd_args("/s/m.sock".as_ref(), "/d/lib/modules/r".as_ref());
+        assert_eq!(
+            a,
+            vec![
+                "--socket-path=/s/m.sock",
+                "--shared-dir=/d/lib/modules/r",
+                "--sandbox=none",
+                "--readonly",
+                "--cache=auto"
+            ]
+        );
+        assert_eq!(probe_accel(Accel::Tcg), Accel::Tcg);
+    }
+}

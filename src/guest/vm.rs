@@ -1,0 +1,365 @@
+//! Named guests: `kforge vm define|start|stop|status|console|rm|run`. A definition lives in
+//! `SYSTEM_DIR/vms/<name>/` (vm.json, the initramfs, the console log, the virtiofsd socket)
+//! and as systemd units; `run` is the very same command line in the foreground, for hosts
+//! where systemd is not running.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{initramfs, qemu, units};
+use crate::error::Error;
+use crate::fsutil::write_atomic;
+use crate::manifest::Manifest;
+use crate::process::{Cmd, find_program};
+
+/// A guest's definition (vm.json).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDef {
+    pub name: String,
+    pub uts_release: String,
+    pub manifest: PathBuf,
+    pub kernel: PathBuf,
+    pub modules_dir: PathBuf,
+    pub initrd: PathBuf,
+    pub socket: PathBuf,
+    pub console_log: PathBuf,
+    pub qemu: PathBuf,
+    pub virtiofsd: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: qemu::Accel,
+    pub module: String,
+    pub command: Option<String>,
+    /// The guest reboots (and so ends) after its command instead of staying up.
+    pub oneshot: bool,
+}
+
+impl VmDef {
+    pub fn spec(&self) -> qemu::GuestSpec {
+        qemu::GuestSpec {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            modules_socket: self.socket.clone(),
+            memory_mib: self.memory_mib,
+            cpus: self.cpus,
+            accel: self.accel,
+            append: vec!["quiet".into()],
+        }
+    }
+}
+
+/// Guest names become unit instance names and directory names.
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Input(format!(
+            "guest name `{name}` must be 1-32 of [a-z0-9_-], starting with a letter or digit"
+        )))
+    }
+}
+
+/// Where guests and units live.
+#[derive(Debug, Clone)]
+pub struct VmHome {
+    pub vms_dir: PathBuf,
+    pub unit_dir: PathBuf,
+}
+
+impl VmHome {
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.vms_dir.join(name)
+    }
+
+    pub fn load(&self, name: &str) -> Result<VmDef, Error> {
+        validate_name(name)?;
+        let p = self.dir(name).join("vm.json");
+        let text = fs_err::read_to_string(&p).map_err(|_| {
+            Error::Input(format!(
+                "no guest `{name}`: define it with kforge vm define {name}"
+            ))
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", p.display())))
+    }
+}
+
+/// True when systemd runs as the init system here (sd_booted(3)).
+pub fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+fn systemctl(args: &[&str]) -> Result<String, Error> {
+    Ok(Cmd::new("systemctl").args(args).output()?)
+}
+
+/// What a definition needs besides the manifest.
+#[derive(Debug, Clone)]
+pub struct DefineOptions {
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: qemu::Accel,
+    pub module: String,
+    pub command: Option<String>,
+    pub oneshot: bool,
+    pub qemu: Option<PathBuf>,
+}
+
+/// Defines (or redefines) a guest from a manifest: its files and its units.
+pub fn define(
+    home: &VmHome,
+    name: &str,
+    manifest: &Manifest,
+    manifest_path: &Path,
+    o: &DefineOptions,
+) -> Result<VmDef, Error> {
+    validate_name(name)?;
+    let (kernel, modules_dir) = super::precheck(manifest)?;
+    let qemu_bin = match &o.qemu {
+        Some(q) => crate::dirs::absolute(q),
+        None => find_program("qemu-system-x86_64")?,
+    };
+    let virtiofsd = super::find_virtiofsd()?;
+    let busybox = initramfs::find_static_busybox().map_err(Error::Input)?;
+    let dir = home.dir(name);
+    fs_err::create_dir_all(&dir)?;
+    let def = VmDef {
+        name: name.to_owned(),
+        uts_release: manifest.uts_release.clone(),
+        manifest: crate::dirs::absolute(manifest_path),
+        kernel,
+        modules_dir,
+        initrd: dir.join("initramfs.cpio"),
+        socket: dir.join("modules.sock"),
+        console_log: dir.join("console.log"),
+        qemu: qemu_bin,
+        virtiofsd,
+        memory_mib: o.memory_mib,
+        cpus: o.cpus,
+        accel: qemu::probe_accel(o.accel),
+        module: o.module.clone(),
+        command: o.command.clone(),
+        oneshot: o.oneshot,
+    };
+    initramfs::write(
+        &def.initrd,
+        &busybox,
+        &def.module,
+        def.command.as_deref(),
+        !def.oneshot,
+    )?;
+    let mut json = serde_json::to_string_pretty(&def).expect("serializes");
+    json.push('\n');
+    write_atomic(&dir.join("vm.json"), json.as_bytes())?;
+    write_units(home, &def)?;
+    if systemd_running() {
+        systemctl(&["daemon-reload"])?;
+    }
+    Ok(def)
+}
+
+/// Writes the two templates and the guest's drop-ins into the unit directory.
+pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
+    fs_err::create_dir_all(&home.unit_dir)?;
+    write_atomic(
+        &home.unit_dir.join(units::QEMU_TEMPLATE),
+        units::qemu_template().as_bytes(),
+    )?;
+    write_atomic(
+        &home.unit_dir.join(units::VIRTIOFSD_TEMPLATE),
+        units::virtiofsd_template().as_bytes(),
+    )?;
+    let q = home
+        .unit_dir
+        .join(format!("{}.d", units::qemu_unit(&def.name)));
+    fs_err::create_dir_all(&q)?;
+    let args = qemu::qemu_args(&def.spec());
+    write_atomic(
+        &q.join("kforge.conf"),
+        units::qemu_dropin(&def.qemu, &args, &def.socket, &def.console_log).as_bytes(),
+    )?;
+    let v = home
+        .unit_dir
+        .join(format!("{}.d", units::virtiofsd_unit(&def.name)));
+    fs_err::create_dir_all(&v)?;
+    let vargs = qemu::virtiofsd_args(&def.socket, &def.modules_dir);
+    write_atomic(
+        &v.join("kforge.conf"),
+        units::virtiofsd_dropin(&def.virtiofsd, &vargs).as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn need_systemd(what: &str, name: &str) -> Result<(), Error> {
+    if systemd_running() {
+        Ok(())
+    } else {
+        Err(Error::Input(format!(
+            "systemd is not running here, so `vm {what}` cannot manage qemu-system@{name}.service; run the guest in the foreground with kforge vm run {name}"
+        )))
+    }
+}
+
+pub fn start(home: &VmHome, name: &str) -> Result<(), Error> {
+    let def = home.load(name)?;
+    need_systemd("start", name)?;
+    let _ = fs_err::remove_file(&def.socket);
+    systemctl(&["start", &units::qemu_unit(name)])?;
+    Ok(())
+}
+
+pub fn stop(home: &VmHome, name: &str) -> Result<(), Error> {
+    home.load(name)?;
+    need_systemd("stop", name)?;
+    systemctl(&[
+        "stop",
+        &units::qemu_unit(name),
+        &units::virtiofsd_unit(name),
+    ])?;
+    Ok(())
+}
+
+/// A guest's state, as systemd sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmStatus {
+    pub name: String,
+    pub uts_release: String,
+    pub qemu_unit: String,
+    pub active_state: String,
+    pub main_pid: u32,
+    pub virtiofsd_state: String,
+    pub console_log: PathBuf,
+}
+
+pub fn status(home: &VmHome, name: &str) -> Result<VmStatus, Error> {
+    let def = home.load(name)?;
+    need_systemd("status", name)?;
+    let show = |unit: &str| -> Result<(String, u32), Error> {
+        let out = systemctl(&["show", "--property=ActiveState,MainPID", unit])?;
+        let mut state = String::new();
+        let mut pid = 0;
+        for line in out.lines() {
+            if let Some(v) = line.strip_prefix("ActiveState=") {
+                v.clone_into(&mut state);
+            } else if let Some(v) = line.strip_prefix("MainPID=") {
+                pid = v.parse().unwrap_or(0);
+            }
+        }
+        Ok((state, pid))
+    };
+    let (active_state, main_pid) = show(&units::qemu_unit(name))?;
+    let (virtiofsd_state, _) = show(&units::virtiofsd_unit(name))?;
+    Ok(VmStatus {
+        name: name.to_owned(),
+        uts_release: def.uts_release,
+        qemu_unit: units::qemu_unit(name),
+        active_state,
+        main_pid,
+        virtiofsd_state,
+        console_log: def.console_log,
+    })
+}
+
+pub fn console(home: &VmHome, name: &str) -> Result<String, Error> {
+    let def = home.load(name)?;
+    Ok(fs_err::read_to_string(&def.console_log).unwrap_or_default())
+}
+
+pub fn remove(home: &VmHome, name: &str) -> Result<(), Error> {
+    home.load(name)?;
+    if systemd_running() {
+        let _ = systemctl(&[
+            "stop",
+            &units::qemu_unit(name),
+            &units::virtiofsd_unit(name),
+        ]);
+    }
+    for unit in [units::qemu_unit(name), units::virtiofsd_unit(name)] {
+        let d = home.unit_dir.join(format!("{unit}.d"));
+        if d.exists() {
+            fs_err::remove_dir_all(&d)?;
+        }
+    }
+    fs_err::remove_dir_all(home.dir(name))?;
+    if systemd_running() {
+        systemctl(&["daemon-reload"])?;
+    }
+    Ok(())
+}
+
+/// The guest in the foreground: virtiofsd and QEMU with the units' command lines; the
+/// serial console goes to `on_line`. Returns when QEMU exits (or `timeout` passes).
+pub fn run(
+    def: &VmDef,
+    timeout: Option<Duration>,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let _ = fs_err::remove_file(&def.socket);
+    let mut vfs = Cmd::new(def.virtiofsd.as_os_str())
+        .args(qemu::virtiofsd_args(&def.socket, &def.modules_dir))
+        .spawn_background()?;
+    let start = Instant::now();
+    while !def.socket.exists() {
+        if vfs.try_wait().is_some() || start.elapsed() > Duration::from_secs(10) {
+            return Err(Error::Build(format!(
+                "virtiofsd did not serve {}",
+                def.modules_dir.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut vm = Cmd::new(def.qemu.as_os_str())
+        .args(qemu::qemu_args(&def.spec()))
+        .spawn_background()?;
+    loop {
+        let wait = timeout.map_or(Duration::from_hours(1), |t| {
+            t.saturating_sub(start.elapsed())
+        });
+        if wait.is_zero() {
+            break;
+        }
+        match vm.next_line(wait) {
+            Ok(line) => on_line(line.trim_end_matches('\r')),
+            Err(_) => break,
+        }
+    }
+    vm.kill();
+    vfs.kill();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["vm1", "guest-a", "a_b", "0"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "A",
+            "a/b",
+            "a b",
+            "a.b",
+            "a@b",
+            "../x",
+            &"a".repeat(33),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}
