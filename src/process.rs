@@ -315,7 +315,35 @@ impl Cmd {
             source,
         })?;
         let guard = ChildGuard::register(child.id());
-        let (rx, readers) = pipe_lines(&mut child);
+        let (tx, rx) = mpsc::channel::<String>();
+        let readers: Vec<_> = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(r);
+                let mut buf = Vec::new();
+                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                    buf.clear();
+                }
+            })
+        })
+        .collect();
+        drop(tx);
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
         for line in rx {
             on_line(&line);
@@ -338,42 +366,6 @@ impl Cmd {
             Err(self.status_error(status, tail.into_iter().collect()))
         }
     }
-}
-
-/// Reads a child's stdout and stderr on two threads, line by line, into one channel.
-fn pipe_lines(
-    child: &mut std::process::Child,
-) -> (mpsc::Receiver<String>, Vec<std::thread::JoinHandle<()>>) {
-    let (tx, rx) = mpsc::channel::<String>();
-    let sources = [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ];
-    let readers = sources
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(r);
-                let mut buf = Vec::new();
-                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
-                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                    buf.clear();
-                }
-            })
-        })
-        .collect();
-    (rx, readers)
 }
 
 /// A long-running child (QEMU, virtiofsd): its stdout and stderr lines arrive on a channel,
@@ -433,7 +425,33 @@ impl Cmd {
         if let Ok(mut groups) = CHILDREN.lock() {
             groups.push(pgid);
         }
-        let (rx, _readers) = pipe_lines(&mut child);
+        let (tx, rx) = mpsc::channel::<String>();
+        for r in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(r);
+                let mut buf = Vec::new();
+                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                    buf.clear();
+                }
+            });
+        }
         Ok(Background {
             child,
             pgid,
