@@ -11,17 +11,30 @@ use std::time::{Duration, Instant};
 
 use common::{BIN, ManifestContract, Run, TestContext};
 
-const START_SH: &str = r"#!/bin/sh
+/// Isolation as the project notes describe (private /run, /tmp and /var/tmp, read-only /sys,
+/// basic.target), plus: the paths the test needs (its arguments: the repository, the
+/// binary, the fixture mirror), which may live under /tmp or /var/tmp, are bound back over
+/// the fresh tmpfs, and systemd-tmpfiles is masked for this runtime so it cleans nothing.
+const START_SH: &str = r#"#!/bin/sh
 set -e
 mount --make-rprivate /
 mount -t tmpfs tmpfs /run
+mkdir -p /run/kforge-keep
+i=0
+for p in "$@"; do mkdir -p /run/kforge-keep/$i; mount --bind "$p" /run/kforge-keep/$i; i=$((i+1)); done
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/tmp
+i=0
+for p in "$@"; do mkdir -p "$p"; mount --bind /run/kforge-keep/$i "$p"; i=$((i+1)); done
+mkdir -p /run/systemd/system
+for u in systemd-tmpfiles-setup.service systemd-tmpfiles-clean.service systemd-tmpfiles-clean.timer; do
+  ln -sf /dev/null /run/systemd/system/$u
+done
 mount -o remount,ro,bind /sys 2>/dev/null || mount -t sysfs -o ro sysfs /sys
 mount --bind /proc/sys /proc/sys && mount -o remount,ro,bind /proc/sys
 export container=kforge-test
 exec /lib/systemd/systemd --system --unit=basic.target
-";
+"#;
 
 /// A systemd in its own namespaces; killed (with everything in its PID namespace) on drop.
 struct Systemd {
@@ -30,12 +43,17 @@ struct Systemd {
 }
 
 impl Systemd {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path, keep: &[&Path]) -> Self {
         let script = dir.join("start.sh");
         std::fs::write(&script, START_SH).unwrap();
+        // Parents before children, so a kept subtree is bound inside its kept parent.
+        let mut keep: Vec<&Path> = keep.to_vec();
+        keep.sort_by_key(|p| p.as_os_str().len());
+        keep.dedup();
         let unshare = Command::new("unshare")
             .args(["--pid", "--fork", "--mount", "--uts", "--mount-proc", "sh"])
             .arg(&script)
+            .args(keep)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -113,7 +131,11 @@ fn a_real_systemd_runs_the_guest_as_qemu_system_at_vm_service() {
         .run(&["build", "--preset", "tiny_guest_defconfig"])
         .ok()
         .json();
-    let sd = Systemd::start(ctx.dir.path());
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let sd = Systemd::start(
+        ctx.dir.path(),
+        &[&common::repo_root(), bin_dir, ctx.dir.path(), &ctx.mirror],
+    );
     // kforge runs inside the namespace (its units go to that systemd's private /run).
     let kf = |args: &[&str]| -> Run {
         let mut c = sd.nsenter(&[BIN]);
