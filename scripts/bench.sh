@@ -42,15 +42,31 @@ checkout() { # checkout DIR: a fresh tree at the benchmark commit
 
 echo "bench: $tag ($commit), preset $preset, $jobs jobs" >&2
 
+if [[ ! -x $venv/bin/tuxmake || ! -x $venv/bin/vng ]]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet tuxmake virtme-ng
+fi
+
+# Warm-up, untimed: read the mirror's objects once so that the first measured run does not
+# pay for a cold page cache that the later ones do not.
+checkout "$work/warmup"
+rm -rf "$work/warmup"
+sync
+
+# virtme-ng runs its helpers (virtme-configkernel, virtme-run) from PATH.
+export PATH="$venv/bin:$PATH"
+
 # 1. kforge, cold slot, no ccache.
+sync
 t=$(now)
 kf nocache build "$tag" --preset "$preset" --ccache=false >"$work/nocache.json" 2>"$work/nocache.log"
 secs[kforge_nocache]=$(elapsed "$t")
 config=$(jq -r .config "$work/nocache.json")
 release=$(jq -r .uts_release "$work/nocache.json")
-compile_ms=$(grep -o 'ok  compile ([^)]*)' "$work/nocache.log" || true)
+compile_ms=$(sed -n 's/^ok  compile (\(.*\))$/\1/p' "$work/nocache.log")
 
 # 2. The plain script around make, same tree, same config inputs.
+sync
 t=$(now)
 (
   set -e
@@ -77,22 +93,21 @@ if cmp -s "$(jq -r .bzImage "$work/nocache.json")" "$work/plain/tree/build/arch/
 fi
 
 # 3. kforge, cold slot, cold ccache; 4. cold slot, warm ccache.
+sync
 t=$(now)
 CCACHE_FOR=$work/shared-ccache kf ccache-cold build "$tag" --preset "$preset" >"$work/cold.json" 2>"$work/cold.log"
 secs[kforge_ccache_cold]=$(elapsed "$t")
+sync
 t=$(now)
 CCACHE_FOR=$work/shared-ccache kf ccache-warm build "$tag" --preset "$preset" >"$work/warm.json" 2>"$work/warm.log"
 secs[kforge_ccache_warm]=$(elapsed "$t")
 notes[kforge_ccache_warm]="another slot, same identity: $(jq -r .uts_release "$work/warm.json")"
 
 # 5./6. tuxmake and virtme-ng, from PyPI, on fresh trees with kforge's .config.
-if [[ ! -x $venv/bin/tuxmake || ! -x $venv/bin/vng ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet tuxmake virtme-ng
-fi
 tux_version=$("$venv/bin/tuxmake" --version 2>&1 | head -n 1)
 vng_version=$("$venv/bin/vng" --version 2>&1 | head -n 1)
 checkout "$work/tux/tree"
+sync
 t=$(now)
 if "$venv/bin/tuxmake" --runtime null --target-arch x86_64 --toolchain gcc --jobs "$jobs" \
   --directory "$work/tux/tree" --build-dir "$work/tux/build" --output-dir "$work/tux/out" \
@@ -104,6 +119,7 @@ else
   notes[tuxmake]="$tux_version: $(tail -n 1 "$work/tux.log")"
 fi
 checkout "$work/vng/tree"
+sync
 t=$(now)
 if (cd "$work/vng/tree" && "$venv/bin/vng" --build --config "$config" --jobs "$jobs") >"$work/vng.log" 2>&1; then
   secs[virtme_ng]=$(elapsed "$t")
@@ -116,6 +132,7 @@ fi
 # 7. Boot: kforge boot --check against virtme-ng running the same kernel, to a verified
 #    `uname -r` (TCG here; both pick KVM when it works).
 image=$(jq -r .bzImage "$work/nocache.json")
+sync
 t=$(now)
 if kf nocache boot --check "$work/nocache/workers/0/main/linux.manifest.json" >"$work/boot.json" 2>"$work/boot.log" \
   && [[ $(jq -r .guest_release "$work/boot.json") == "$release" ]]; then
@@ -125,6 +142,7 @@ else
   secs[boot_kforge]="failed"
   notes[boot_kforge]="$(tail -n 1 "$work/boot.log" | cut -c1-160)"
 fi
+sync
 t=$(now)
 if (cd "$work/vng/tree" && timeout 300 "$venv/bin/vng" --run "$image" --exec 'uname -r') >"$work/vng-run.log" 2>&1 \
   && grep -qx "$release" "$work/vng-run.log"; then
