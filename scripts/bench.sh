@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # kforge's benchmark: side by side, in one run, on the same kernel tree and config:
 #   - a plain shell script around make (clone, configure, make, install, modules_install)
-#   - kforge build, cold slot, without ccache (the overhead target: <= 3% over plain make)
+#   - kforge build, cold slot, without ccache (the overhead target: <= 3% over plain make),
+#     twice, alternating with plain make (kforge, make, make, kforge) so neither side gets
+#     the warmer machine
 #   - kforge build, cold slot, cold ccache; and a cold slot with a warm ccache
+#   - the store: the same request again (answered from the store), and an A -> B -> A switch
 #   - tuxmake and virtme-ng (from PyPI) building the same tree with the same .config
-# and writes the figures to docs/benchmarks.md. Takes about half an hour on 2 cores.
+# and writes the figures to docs/benchmarks.md. Takes about 45 minutes on 2 cores.
 #
 #   scripts/bench.sh            BENCH_PRESET=imageless_defconfig scripts/bench.sh
 set -euo pipefail
@@ -56,41 +59,57 @@ sync
 # virtme-ng runs its helpers (virtme-configkernel, virtme-run) from PATH.
 export PATH="$venv/bin:$PATH"
 
-# 1. kforge, cold slot, no ccache.
-sync
-t=$(now)
-kf nocache build "$tag" --preset "$preset" --ccache=false >"$work/nocache.json" 2>"$work/nocache.log"
-secs[kforge_nocache]=$(elapsed "$t")
-config=$(jq -r .config "$work/nocache.json")
-release=$(jq -r .uts_release "$work/nocache.json")
-compile_ms=$(sed -n 's/^ok  compile (\(.*\))$/\1/p' "$work/nocache.log")
+kforge_nocache() { # kforge_nocache N: a cold slot in its own home, no ccache
+  sync
+  local t
+  t=$(now)
+  kf "nocache$1" build "$tag" --preset "$preset" --ccache=false >"$work/nocache$1.json" 2>"$work/nocache$1.log"
+  secs[kforge_nocache_$1]=$(elapsed "$t")
+  notes[kforge_nocache_$1]="compile step $(sed -n 's/^ok  compile (\(.*\))$/\1/p' "$work/nocache$1.log"), prepare_worktree $(sed -n 's/^ok  prepare_worktree (\(.*\))$/\1/p' "$work/nocache$1.log")"
+}
 
-# 2. The plain script around make, same tree, same config inputs.
-sync
-t=$(now)
-(
-  set -e
-  checkout "$work/plain/tree"
-  cd "$work/plain/tree"
-  mk=(make O=build ARCH=x86_64 "--jobs=$jobs")
-  cp "$root/kconfig-library/defconfigs/$preset" "$work/plain/preset"
-  "${mk[@]}" -s KCONFIG_ALLCONFIG="$work/plain/preset" alldefconfig
-  scripts/config --file build/.config -d LOCALVERSION_AUTO --set-str LOCALVERSION "${release#"${tag#v}"}"
-  "${mk[@]}" -s olddefconfig
-  "${mk[@]}" LOCALVERSION= KBUILD_BUILD_TIMESTAMP='Thu Jan  1 00:00:00 UTC 1970' \
-    KBUILD_BUILD_USER=kforge KBUILD_BUILD_HOST=kforge KBUILD_BUILD_VERSION=1
-  "${mk[@]}" LOCALVERSION= INSTALL_PATH="$work/plain/dest/boot" install
-  "${mk[@]}" LOCALVERSION= INSTALL_MOD_PATH="$work/plain/dest" modules_install
-) >"$work/plain.log" 2>&1
-secs[plain_make]=$(elapsed "$t")
-if diff <(grep -v '^#' "$config") <(grep -v '^#' "$work/plain/tree/build/.config") >/dev/null; then
-  notes[plain_make]="same .config as kforge"
-else
-  notes[plain_make]="WARNING: .config differs from kforge's"
-fi
-if cmp -s "$(jq -r .bzImage "$work/nocache.json")" "$work/plain/tree/build/arch/x86/boot/bzImage"; then
-  notes[plain_make]+="; byte-identical bzImage"
-fi
+plain_make() { # plain_make N: the shell script around make, same tree, same config inputs
+  sync
+  local t
+  t=$(now)
+  (
+    set -e
+    checkout "$work/plain$1/tree"
+    cd "$work/plain$1/tree"
+    mk=(make O=build ARCH=x86_64 "--jobs=$jobs")
+    cp "$root/kconfig-library/defconfigs/$preset" "$work/plain$1/preset"
+    "${mk[@]}" -s KCONFIG_ALLCONFIG="$work/plain$1/preset" alldefconfig
+    scripts/config --file build/.config -d LOCALVERSION_AUTO --set-str LOCALVERSION "${release#"${tag#v}"}"
+    "${mk[@]}" -s olddefconfig
+    "${mk[@]}" LOCALVERSION= KBUILD_BUILD_TIMESTAMP='Thu Jan  1 00:00:00 UTC 1970' \
+      KBUILD_BUILD_USER=kforge KBUILD_BUILD_HOST=kforge KBUILD_BUILD_VERSION=1
+    "${mk[@]}" LOCALVERSION= INSTALL_PATH="$work/plain$1/dest/boot" install
+    "${mk[@]}" LOCALVERSION= INSTALL_MOD_PATH="$work/plain$1/dest" modules_install
+  ) >"$work/plain$1.log" 2>&1
+  secs[plain_make_$1]=$(elapsed "$t")
+  if diff <(grep -v '^#' "$config") <(grep -v '^#' "$work/plain$1/tree/build/.config") >/dev/null; then
+    notes[plain_make_$1]="same .config as kforge"
+  else
+    notes[plain_make_$1]="WARNING: .config differs from kforge's"
+  fi
+  if cmp -s "$(jq -r .bzImage "$work/nocache1.json")" "$work/plain$1/tree/build/arch/x86/boot/bzImage"; then
+    notes[plain_make_$1]+="; byte-identical bzImage"
+  fi
+  rm -rf "$work/plain$1"
+}
+
+# 1.-4. kforge and plain make, cold, no ccache, alternating.
+kforge_nocache 1
+config=$(jq -r .config "$work/nocache1.json")
+release=$(jq -r .uts_release "$work/nocache1.json")
+plain_make 1
+plain_make 2
+kforge_nocache 2
+mean() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f", (a+b)/2}'; }
+secs[plain_make]=$(mean "${secs[plain_make_1]}" "${secs[plain_make_2]}")
+secs[kforge_nocache]=$(mean "${secs[kforge_nocache_1]}" "${secs[kforge_nocache_2]}")
+notes[plain_make]="mean of the two runs above"
+notes[kforge_nocache]="mean of the two runs above"
 
 # 3. kforge, cold slot, cold ccache; 4. cold slot, warm ccache.
 sync
@@ -102,6 +121,21 @@ t=$(now)
 CCACHE_FOR=$work/shared-ccache kf ccache-warm build "$tag" --preset "$preset" >"$work/warm.json" 2>"$work/warm.log"
 secs[kforge_ccache_warm]=$(elapsed "$t")
 notes[kforge_ccache_warm]="another slot, same identity: $(jq -r .uts_release "$work/warm.json")"
+
+# 5. The store. The same request again in that home: answered from the store.
+t=$(now)
+CCACHE_FOR=$work/shared-ccache kf ccache-warm build "$tag" --preset "$preset" >"$work/repeat.json" 2>"$work/repeat.log"
+secs[store_repeat]=$(elapsed "$t")
+notes[store_repeat]="reused: $(jq -r .reused "$work/repeat.json"), no make run"
+# A -> B -> A: B is another ref (one file differs), then A again.
+t=$(now)
+CCACHE_FOR=$work/shared-ccache kf ccache-warm build test/comment --preset "$preset" >"$work/switch-b.json" 2>"$work/switch-b.log"
+secs[switch_to_b]=$(elapsed "$t")
+notes[switch_to_b]="B = branch test/comment (one file differs): incremental compile, $(jq -r .uts_release "$work/switch-b.json")"
+t=$(now)
+CCACHE_FOR=$work/shared-ccache kf ccache-warm build "$tag" --preset "$preset" >"$work/switch-a.json" 2>"$work/switch-a.log"
+secs[switch_back_to_a]=$(elapsed "$t")
+notes[switch_back_to_a]="reused: $(jq -r .reused "$work/switch-a.json")"
 
 # 5./6. tuxmake and virtme-ng, from PyPI, on fresh trees with kforge's .config.
 tux_version=$("$venv/bin/tuxmake" --version 2>&1 | head -n 1)
@@ -131,10 +165,10 @@ fi
 
 # 7. Boot: kforge boot --check against virtme-ng running the same kernel, to a verified
 #    `uname -r` (TCG here; both pick KVM when it works).
-image=$(jq -r .bzImage "$work/nocache.json")
+image=$(jq -r .bzImage "$work/nocache1.json")
 sync
 t=$(now)
-if kf nocache boot --check "$work/nocache/workers/0/main/linux.manifest.json" >"$work/boot.json" 2>"$work/boot.log" \
+if kf nocache1 boot --check "$work/nocache1/workers/0/main/linux.manifest.json" >"$work/boot.json" 2>"$work/boot.log" \
   && [[ $(jq -r .guest_release "$work/boot.json") == "$release" ]]; then
   secs[boot_kforge]=$(elapsed "$t")
   notes[boot_kforge]="guest uname -r = $release, vsock_loopback loaded from virtiofs, accel $(jq -r .accel "$work/boot.json")"
@@ -161,24 +195,36 @@ overhead=$(awk -v a="${secs[kforge_nocache]}" -v b="$base" 'BEGIN{printf "%+.1f%
   echo
   echo "Written by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB)."
   echo "Kernel $tag from the fixture mirror, preset \`$preset\`, gcc $(gcc -dumpversion), $jobs make jobs."
-  echo "One run each, in this order, in one invocation; wall-clock seconds from an empty build dir."
+  echo "In this order, in one invocation; wall-clock seconds from an empty build dir unless said."
   echo
   echo "## Cold build: kforge against plain make and the other tools"
   echo
   echo "| what | seconds | vs plain make | notes |"
   echo "|---|---:|---:|---|"
-  for k in plain_make kforge_nocache kforge_ccache_cold kforge_ccache_warm tuxmake virtme_ng; do
+  for k in kforge_nocache_1 plain_make_1 plain_make_2 kforge_nocache_2 plain_make kforge_nocache kforge_ccache_cold kforge_ccache_warm tuxmake virtme_ng; do
     echo "| $k | ${secs[$k]} | $(ratio "${secs[$k]}" "$base") | ${notes[$k]:-} |"
   done
   echo
   echo "kforge's overhead over plain make (cold, no ccache, checkout + configure + build +"
   echo "install + modules_install on both sides): **$overhead** (target: at most +3%)."
-  echo "kforge's compile step alone: ${compile_ms:-n/a}."
   echo
   echo "plain make is the shell script a kernel developer writes: clone the tree, \`make"
   echo "KCONFIG_ALLCONFIG=<preset> alldefconfig\`, set LOCALVERSION, \`make\`, \`make install\`,"
   echo "\`make modules_install\`. tuxmake and virtme-ng build a fresh checkout of the same commit"
   echo "with kforge's .config; virtme-ng adds the options its guests need, so its config is larger."
+  echo
+  echo "## The store: never the same identity twice"
+  echo
+  echo "| what | seconds | notes |"
+  echo "|---|---:|---|"
+  for k in store_repeat switch_to_b switch_back_to_a; do
+    echo "| $k | ${secs[$k]} | ${notes[$k]:-} |"
+  done
+  echo
+  echo "A request whose identity exists, against tuxmake rebuilding the same kernel:"
+  echo "**$(awk -v a="${secs[tuxmake]}" -v b="${secs[store_repeat]}" 'BEGIN{ if (a ~ /^[0-9.]+$/ && b > 0) printf "%.0fx", a/b; else print "-" }') faster**"
+  echo "(targets: under 3 s, at least 50x). A cold slot with a warm ccache against a cold slot"
+  echo "without: ${secs[kforge_ccache_warm]} s against ${secs[kforge_nocache]} s."
   echo
   echo "## Boot to a verified \`uname -r\`"
   echo

@@ -89,6 +89,91 @@ pub enum Command {
     /// Create or fill the bare mirror builds come from.
     #[command(subcommand)]
     Mirror(MirrorCommand),
+    /// The build store: finished identities (kernel-<release>), their run and devel layers.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Other hosts' stores that --use-peers fetches identities from.
+    #[command(subcommand)]
+    Peers(PeersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// List the identities in the store with their layers, sizes and pins (JSON).
+    Ls,
+    /// Print one identity's layer records (files, hashes, the manifest that made it).
+    Show {
+        /// kernel-<release> or <release>.
+        identity: String,
+        /// Print only the manifest, with paths pointing into this store.
+        #[arg(long)]
+        manifest: bool,
+    },
+    /// Re-hash every file of one identity (or all) against its record; exit 1 on damage.
+    Verify {
+        /// kernel-<release> or <release> [default: every identity].
+        identity: Option<String>,
+    },
+    /// Remove identities unused for --older-than, then the least recently used until the
+    /// store fits --max-size; never pinned ones, ones a build holds or a defined guest boots.
+    #[command(after_help = "Examples:
+  kforge store gc --older-than 30d
+  kforge store gc --max-size 20G --dry-run")]
+    Gc {
+        /// Age like 30d, 12h, 90m.
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Size like 500M, 20G.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Report what would go, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Keep an identity whatever gc is asked.
+    Pin { identity: String },
+    /// Let gc remove an identity again.
+    Unpin { identity: String },
+    /// Remove one identity now (refused while a build holds it or a guest boots it).
+    Rm { identity: String },
+    /// Make this host's ed25519 signing key (for `export`); prints the public key to give
+    /// to the hosts that will fetch from this one.
+    Keygen {
+        /// The key's name, shown to those who trust it [default: kforge-<hostname>].
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Trust a peer's public key (kforge-ed25519:<name>:<hex>, as its `keygen` printed).
+    Trust { public_key: String },
+    /// Print this host's public key and the keys it trusts.
+    Keys,
+    /// Write identities (all, or those named) to DEST as a static, signed layout that a web
+    /// server, bucket or shared directory can serve to peers.
+    #[command(
+        after_help = "Examples:\n  kforge store export /srv/kforge-cache\n  python3 -m http.server -d /srv/kforge-cache 8080   # then, on another host:\n  kforge peers add build1 http://build1:8080"
+    )]
+    Export {
+        dest: PathBuf,
+        identities: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeersCommand {
+    /// Register a peer's exported store (asked in registration order by --use-peers).
+    Add {
+        /// 1-32 of a-z, 0-9, _ and -.
+        name: String,
+        /// http(s):// URL, file:/// URL or absolute directory of its `kforge store export`.
+        url: String,
+    },
+    /// List the registered peers (JSON).
+    Ls,
+    /// Forget a peer.
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,8 +205,9 @@ pub struct BootArgs {
     /// Fail (exit 1) unless the check passes.
     #[arg(long)]
     pub check: bool,
-    /// A manifest file [default: the slot's last manifest, WORKERS_DIR/<index>/main/linux.manifest.json].
-    #[arg(value_name = "MANIFEST")]
+    /// A manifest file, or an identity in the store (kernel-<release> or <release>)
+    /// [default: the slot's last manifest, WORKERS_DIR/<index>/main/linux.manifest.json].
+    #[arg(value_name = "MANIFEST_OR_IDENTITY")]
     pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestArgs,
@@ -178,8 +264,8 @@ pub enum VmCommand {
     Define {
         /// The guest's name (1-32 of [a-z0-9_-]).
         name: String,
-        /// A manifest file [default: the slot's last manifest].
-        #[arg(long, value_name = "FILE")]
+        /// A manifest file or a store identity [default: the slot's last manifest].
+        #[arg(long, value_name = "MANIFEST_OR_IDENTITY")]
         manifest: Option<PathBuf>,
         /// Reboot (ending the service) after the command instead of staying up.
         #[arg(long)]
@@ -342,6 +428,13 @@ pub struct BuildArgs {
     )]
     pub ccache_max_size: Option<String>,
 
+    /// Answer from destdir/ or the store when the identity exists [default: true]; =false rebuilds.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Reuse: when an identity that already exists is not rebuilt")]
+    pub reuse: Option<bool>,
+    /// Fetch the identity from a registered peer's store before building [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Reuse: when an identity that already exists is not rebuilt")]
+    pub use_peers: Option<bool>,
+
     /// make install the boot image into destdir/boot [default: true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Installation: what goes into destdir/")]
     pub install: Option<bool>,
@@ -425,6 +518,8 @@ impl BuildArgs {
         if let Some(s) = &self.ccache_max_size {
             r.ccache_max_size.clone_from(s);
         }
+        set(&mut r.reuse, self.reuse);
+        set(&mut r.use_peers, self.use_peers);
         set(&mut r.install, self.install);
         set(&mut r.modules_install, self.modules_install);
         set(&mut r.source_symlink, self.source_symlink);

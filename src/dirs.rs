@@ -17,6 +17,7 @@ pub struct ConfigFile {
     pub mirror: Option<PathBuf>,
     pub library: Option<PathBuf>,
     pub ccache_dir: Option<PathBuf>,
+    pub store: Option<PathBuf>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -41,6 +42,8 @@ pub struct Dirs {
     /// A user's kconfig library directory, replacing the built-in one.
     pub library: Option<PathBuf>,
     pub ccache_dir: PathBuf,
+    /// The build store (`SYSTEM_DIR/store` unless `KFORGE_STORE` or the config file says).
+    pub store: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +158,11 @@ impl Dirs {
                     Ok,
                 )?,
         );
+        let store = absolute(
+            &env_path("KFORGE_STORE")
+                .or(file.store)
+                .unwrap_or_else(|| system_dir.join("store")),
+        );
         Ok(Self {
             workers_dir,
             worker_index,
@@ -162,6 +170,7 @@ impl Dirs {
             mirror,
             library,
             ccache_dir,
+            store,
         })
     }
 }

@@ -8,6 +8,7 @@ use crate::request::InvalidRequest;
 use crate::series::SeriesError;
 use crate::slot::mirror::MirrorError;
 use crate::slot::worktree::SlotError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +26,8 @@ pub enum Error {
     Run(#[from] RunError),
     #[error(transparent)]
     Series(#[from] SeriesError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Build(String),
     #[error("step {step} failed: {source}")]
@@ -65,6 +68,13 @@ impl Error {
                 exit::INFRASTRUCTURE
             }
             Error::Series(_) => exit::BUILD_FAILED,
+            Error::Store(s) => match s {
+                StoreError::BadRelease(_) | StoreError::Missing(..) | StoreError::BadInput(_) => {
+                    exit::BAD_INPUT
+                }
+                StoreError::Io(_) => exit::INFRASTRUCTURE,
+                StoreError::Damaged { .. } | StoreError::Refused(_) => exit::BUILD_FAILED,
+            },
             Error::Step { source, .. } => source.exit_code(),
         }
     }

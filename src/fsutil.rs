@@ -35,15 +35,21 @@ pub struct FileLock {
 impl FileLock {
     /// Takes the lock without waiting; `Ok(None)` when another process holds it.
     pub fn try_acquire(path: &Path) -> std::io::Result<Option<Self>> {
-        Self::acquire_inner(path, false)
+        Self::acquire_inner(path, libc::LOCK_EX | libc::LOCK_NB)
     }
 
     /// Waits for the lock.
     pub fn acquire(path: &Path) -> std::io::Result<Self> {
-        Ok(Self::acquire_inner(path, true)?.expect("blocking flock returns the lock"))
+        Ok(Self::acquire_inner(path, libc::LOCK_EX)?.expect("blocking flock returns the lock"))
     }
 
-    fn acquire_inner(path: &Path, wait: bool) -> std::io::Result<Option<Self>> {
+    /// Takes a shared lock, waiting only while an exclusive holder has it: many readers
+    /// (builds and guests using a store entry) at once, none while the collector runs.
+    pub fn shared(path: &Path) -> std::io::Result<Self> {
+        Ok(Self::acquire_inner(path, libc::LOCK_SH)?.expect("blocking flock returns the lock"))
+    }
+
+    fn acquire_inner(path: &Path, op: libc::c_int) -> std::io::Result<Option<Self>> {
         let file = fs_err::OpenOptions::new()
             .read(true)
             .write(true)
@@ -52,11 +58,6 @@ impl FileLock {
             .open(path)?
             .into_parts()
             .0;
-        let op = if wait {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_EX | libc::LOCK_NB
-        };
         // SAFETY: flock(2) on a descriptor we own.
         let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
         if rc == 0 {

@@ -16,6 +16,7 @@ pub mod process;
 pub mod request;
 pub mod series;
 pub mod slot;
+pub mod store;
 pub mod toolchain;
 
 pub use error::Error;

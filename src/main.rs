@@ -123,8 +123,7 @@ fn vm_command(args: &cli::VmArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
             guest,
         } => {
             vm::validate_name(name)?;
-            let path = manifest.clone().unwrap_or_else(|| slot_manifest(dirs));
-            let m = read_manifest(&path)?;
+            let (m, path) = manifest_or_identity(manifest.as_deref(), dirs)?;
             let def = vm::define(
                 &home,
                 name,
@@ -171,6 +170,41 @@ fn slot_manifest(dirs: &Dirs) -> std::path::PathBuf {
     ))
 }
 
+/// A manifest file, else an identity in the store (whose manifest is then written beside
+/// the entry's lock so that a guest definition can name a file).
+fn manifest_or_identity(
+    arg: Option<&std::path::Path>,
+    dirs: &Dirs,
+) -> Result<(kforge::manifest::Manifest, std::path::PathBuf), Error> {
+    let path = arg.map_or_else(|| slot_manifest(dirs), std::path::Path::to_path_buf);
+    if path.is_file() || arg.is_none() {
+        return Ok((read_manifest(&path)?, path));
+    }
+    let text = path.to_string_lossy();
+    let release = kforge::store::parse_entry_name(&text).map_err(|_| {
+        Error::Input(format!(
+            "`{text}` is neither a manifest file nor a kernel release"
+        ))
+    })?;
+    let store = kforge::store::Store::open(&dirs.store)?;
+    let m = store.manifest_for(&release).map_err(|e| match e {
+        kforge::store::StoreError::Missing(..) => Error::Input(format!(
+            "`{text}` is not a file, and kernel-{release} is not in the store ({}); see `kforge store ls`",
+            dirs.store.display()
+        )),
+        other => other.into(),
+    })?;
+    let saved = dirs
+        .system_dir
+        .join("manifests")
+        .join(format!("kernel-{release}.json"));
+    fs_err::create_dir_all(saved.parent().expect("has parent"))?;
+    let mut bytes = serde_json::to_vec_pretty(&m).expect("manifest serializes");
+    bytes.push(b'\n');
+    kforge::fsutil::write_atomic(&saved, &bytes)?;
+    Ok((m, saved))
+}
+
 fn read_manifest(path: &std::path::Path) -> Result<kforge::manifest::Manifest, Error> {
     let text = fs_err::read_to_string(path)
         .map_err(|e| Error::Input(format!("reading the manifest: {e}")))?;
@@ -179,8 +213,12 @@ fn read_manifest(path: &std::path::Path) -> Result<kforge::manifest::Manifest, E
 }
 
 fn boot_command(args: &cli::BootArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
-    let path = args.manifest.clone().unwrap_or_else(|| slot_manifest(dirs));
-    let manifest = read_manifest(&path)?;
+    let (manifest, _) = manifest_or_identity(args.manifest.as_deref(), dirs)?;
+    let _hold = if manifest.store_entry.is_some() {
+        Some(kforge::store::Store::open(&dirs.store)?.hold(&manifest.uts_release)?)
+    } else {
+        None
+    };
     let report = run_guest(&manifest, &args.guest, dirs, ui)?;
     print_json(&report);
     if args.check && !report.passed {
@@ -220,6 +258,189 @@ fn mirror(cmd: &MirrorCommand, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
                 "branches": branches.lines().collect::<Vec<_>>(),
             }));
         }
+    }
+    Ok(())
+}
+
+/// The identities that defined guests boot from the store (gc keeps them).
+fn guest_uses(dirs: &Dirs) -> std::collections::BTreeSet<String> {
+    let mut uses = std::collections::BTreeSet::new();
+    let Ok(entries) = fs_err::read_dir(dirs.system_dir.join("vms")) else {
+        return uses;
+    };
+    for e in entries.flatten() {
+        if let Ok(text) = fs_err::read_to_string(e.path().join("vm.json"))
+            && let Ok(def) = serde_json::from_str::<kforge::guest::vm::VmDef>(&text)
+            && def.kernel.starts_with(&dirs.store)
+        {
+            uses.insert(def.uts_release);
+        }
+    }
+    uses
+}
+
+fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
+    use cli::StoreCommand as S;
+    use kforge::store::{Layer, Store, gc, parse_entry_name};
+    let store = Store::open(&dirs.store)?;
+    match cmd {
+        S::Ls => {
+            let mut out = Vec::new();
+            for r in store.releases()? {
+                let layers: Vec<&str> = Layer::ALL
+                    .iter()
+                    .filter(|l| store.layer_dir(**l, &r).is_dir())
+                    .map(|l| l.as_str())
+                    .collect();
+                let rec = store.record(Layer::Run, &r).ok().flatten();
+                out.push(serde_json::json!({
+                    "identity": format!("kernel-{r}"),
+                    "layers": layers,
+                    "size": store.size_of(&r),
+                    "pinned": store.is_pinned(&r),
+                    "origin": rec.as_ref().map(|r| r.origin.clone()),
+                    "commit": rec.as_ref().map(|r| r.manifest.commit.clone()),
+                    "created_unix": rec.as_ref().map(|r| r.created_unix),
+                    "path": store.layer_dir(Layer::Run, &r),
+                }));
+            }
+            print_json(&serde_json::json!({ "store": store.root, "entries": out }));
+        }
+        S::Show { identity, manifest } => {
+            let r = parse_entry_name(identity)?;
+            if *manifest {
+                print_json(&store.manifest_for(&r)?);
+            } else {
+                let run = store.record(Layer::Run, &r)?;
+                let devel = store.record(Layer::Devel, &r)?;
+                if run.is_none() && devel.is_none() {
+                    return Err(kforge::store::StoreError::Missing(r, "any").into());
+                }
+                print_json(&serde_json::json!({ "run": run, "devel": devel }));
+            }
+        }
+        S::Verify { identity } => {
+            let releases = match identity {
+                Some(i) => vec![parse_entry_name(i)?],
+                None => store.releases()?,
+            };
+            let mut bad = Vec::new();
+            let mut report = Vec::new();
+            for r in releases {
+                for l in Layer::ALL {
+                    if !store.layer_dir(l, &r).exists() {
+                        continue;
+                    }
+                    let problems = store.verify(l, &r)?;
+                    if !problems.is_empty() {
+                        bad.push(format!("kernel-{r} ({})", l.as_str()));
+                    }
+                    report.push(serde_json::json!({
+                        "identity": format!("kernel-{r}"),
+                        "layer": l.as_str(),
+                        "ok": problems.is_empty(),
+                        "problems": problems,
+                    }));
+                }
+            }
+            print_json(&report);
+            if !bad.is_empty() {
+                return Err(Error::Build(format!("damaged: {}", bad.join(", "))));
+            }
+        }
+        S::Gc {
+            older_than,
+            max_size,
+            dry_run,
+        } => {
+            if older_than.is_none() && max_size.is_none() {
+                return Err(Error::Input(
+                    "say what to remove: --older-than AGE and/or --max-size SIZE".into(),
+                ));
+            }
+            let policy = gc::Policy {
+                older_than: older_than
+                    .as_deref()
+                    .map(gc::parse_age)
+                    .transpose()
+                    .map_err(Error::Input)?,
+                max_size: max_size
+                    .as_deref()
+                    .map(gc::parse_size)
+                    .transpose()
+                    .map_err(Error::Input)?,
+                dry_run: *dry_run,
+            };
+            print_json(&gc::run(&store, &policy, &guest_uses(dirs))?);
+        }
+        S::Keygen { name, force } => {
+            let name = name.clone().unwrap_or_else(|| {
+                let host = fs_err::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_default();
+                let host: String = host
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+                    .collect();
+                format!("kforge-{}", if host.is_empty() { "host" } else { &host })
+            });
+            let key = kforge::store::sign::keygen(&dirs.system_dir, &name, *force)?;
+            println!("{}", key.public());
+        }
+        S::Trust { public_key } => {
+            let name = kforge::store::sign::trust(&dirs.system_dir, public_key)?;
+            print_json(&serde_json::json!({ "trusted": name }));
+        }
+        S::Keys => {
+            let own = kforge::store::sign::load(&dirs.system_dir)
+                .ok()
+                .map(|k| k.public());
+            let trusted: Vec<String> = kforge::store::sign::trusted(&dirs.system_dir)?
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect();
+            print_json(&serde_json::json!({ "signing": own, "trusted": trusted }));
+        }
+        S::Export { dest, identities } => {
+            let key = kforge::store::sign::load(&dirs.system_dir)?;
+            let releases = identities
+                .iter()
+                .map(|i| parse_entry_name(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let done = kforge::store::peers::export(&store, dest, &releases, &key)?;
+            print_json(&serde_json::json!({ "dest": dest, "exported": done, "key": key.name }));
+        }
+        S::Pin { identity } => store.pin(&parse_entry_name(identity)?, true)?,
+        S::Unpin { identity } => store.pin(&parse_entry_name(identity)?, false)?,
+        S::Rm { identity } => {
+            let r = parse_entry_name(identity)?;
+            if guest_uses(dirs).contains(&r) {
+                return Err(Error::Input(format!(
+                    "kernel-{r} is booted by a defined guest; `kforge vm rm` it first"
+                )));
+            }
+            let lock = store.root.join("locks").join(format!("kernel-{r}"));
+            let Some(_l) = kforge::fsutil::FileLock::try_acquire(&lock)? else {
+                return Err(Error::Input(format!(
+                    "kernel-{r} is in use by a running build"
+                )));
+            };
+            if store.releases()?.iter().all(|x| x != &r) {
+                return Err(kforge::store::StoreError::Missing(r, "any").into());
+            }
+            store.remove(&r)?;
+        }
+    }
+    Ok(())
+}
+
+fn peers_command(cmd: &cli::PeersCommand, dirs: &Dirs) -> Result<(), Error> {
+    use cli::PeersCommand as P;
+    use kforge::store::peers;
+    match cmd {
+        P::Add { name, url } => peers::add(&dirs.system_dir, name, url)?,
+        P::Ls => print_json(&peers::list(&dirs.system_dir)?),
+        P::Rm { name } => peers::remove(&dirs.system_dir, name)?,
     }
     Ok(())
 }
@@ -269,6 +490,8 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Mirror(m) => mirror(m, &dirs, &ui),
+            Command::Store(c) => store_command(c, &dirs),
+            Command::Peers(c) => peers_command(c, &dirs),
         });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::identity::IdentityInputs;
 
 /// Bumped when a field changes meaning or disappears.
-pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
+pub const MANIFEST_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,4 +44,33 @@ pub struct Manifest {
     pub series: Option<crate::series::Applied>,
     /// Every input of the digest.
     pub identity: IdentityInputs,
+    /// `null` when this run compiled the kernel; else where the existing copy was found.
+    pub reused: Option<Reused>,
+    /// The store's run layer of this identity (`STORE/run/kernel-<release>`), when it is
+    /// in the store; `bzImage` and `modules_dir` then point into it.
+    pub store_entry: Option<String>,
+    /// The store's devel layer, when published.
+    pub store_devel: Option<String>,
+}
+
+/// Where a reused build came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Reused {
+    /// This host's store.
+    Store,
+    /// The slot's own `destdir/`, from its previous build.
+    Destdir,
+    /// A registered peer's store (fetched, verified, then added to this host's).
+    Peer,
+}
+
+impl Reused {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reused::Store => "store",
+            Reused::Destdir => "destdir",
+            Reused::Peer => "peer",
+        }
+    }
 }

@@ -254,6 +254,25 @@ pub struct KernelRequest {
     #[schemars(extend("x-group" = "Build"))]
     pub ccache_max_size: String,
 
+    // ---- Reuse
+    /// Reuse
+    ///
+    /// Skip compile, install and publish when this build identity already exists in the
+    /// slot's destdir/ or this host's store (verified file by file); the manifest then points
+    /// at that copy and says where it came from. Off forces a rebuild.
+    #[serde(default = "yes")]
+    #[schemars(extend("x-group" = "Reuse"))]
+    pub reuse: bool,
+
+    /// Use peers
+    ///
+    /// Before building, fetch this identity's run layer from a registered peer's store
+    /// (`kforge peers add`) when one published it; verified against a trusted signing key
+    /// before it enters the local store. Takes effect only with `reuse` on.
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Reuse"))]
+    pub use_peers: bool,
+
     // ---- Installation
     /// make install
     ///

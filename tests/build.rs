@@ -58,11 +58,20 @@ fn check_built(m: &ManifestContract, ctx: &TestContext, slot: u32, compiler: &st
     // The release Kbuild baked is the identity.
     let release = std::fs::read_to_string(src.join("build/include/config/kernel.release")).unwrap();
     assert_eq!(release.trim(), m.uts_release);
-    // The boot image, named with the release, says so in its own header.
-    let image = PathBuf::from(m.bz_image.as_ref().expect("bzImage"));
+    // The boot image, named with the release, says so in its own header. It was installed
+    // into destdir and published to the store, where the manifest points.
+    assert_eq!(m.schema_version, 2);
+    let entry = ctx.store().join(format!("run/kernel-{}", m.uts_release));
     assert_eq!(
-        image,
-        src.join(format!("destdir/boot/vmlinuz-{}", m.uts_release))
+        m.store_entry.as_deref(),
+        Some(&*entry.display().to_string())
+    );
+    let image = PathBuf::from(m.bz_image.as_ref().expect("bzImage"));
+    assert_eq!(image, entry.join(format!("boot/vmlinuz-{}", m.uts_release)));
+    let installed = src.join(format!("destdir/boot/vmlinuz-{}", m.uts_release));
+    assert!(
+        std::fs::read(&image).unwrap() == std::fs::read(&installed).unwrap(),
+        "the store's boot image differs from the installed one"
     );
     let banner = bzimage_version_string(&image);
     assert!(
@@ -79,9 +88,10 @@ fn check_built(m: &ManifestContract, ctx: &TestContext, slot: u32, compiler: &st
     );
     // Modules: installed under the release, depmod ran, and their vermagic is the release.
     let mods = PathBuf::from(m.modules_dir.as_ref().expect("modules_dir"));
-    assert_eq!(
-        mods,
-        src.join(format!("destdir/lib/modules/{}", m.uts_release))
+    assert_eq!(mods, entry.join(format!("lib/modules/{}", m.uts_release)));
+    assert!(
+        src.join(format!("destdir/lib/modules/{}/modules.dep", m.uts_release))
+            .is_file()
     );
     let dep = std::fs::read_to_string(mods.join("modules.dep")).unwrap();
     assert!(dep.contains("vsock_loopback.ko"), "{dep}");
@@ -118,25 +128,44 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
     assert_eq!(a.ref_kind, "tag");
     check_built(&a, &ctx, 0, "gcc");
 
-    // Same inputs in another slot: same identity, byte-identical outputs.
+    assert_eq!(a.reused, None);
+
+    // Same inputs in another slot, compiled again (reuse off): same identity,
+    // byte-identical outputs; the store already had it and keeps the one entry.
     let b = build(
         &ctx,
-        &["v6.12.117", "--worker-index", "1", "--source-symlink"],
+        &[
+            "v6.12.117",
+            "--worker-index",
+            "1",
+            "--source-symlink",
+            "--reuse=false",
+        ],
     );
+    assert_eq!(b.reused, None);
     assert_eq!(b.uts_release, a.uts_release);
     assert_eq!(b.identity, a.identity);
     check_built(&b, &ctx, 1, "gcc");
-    let read = |m: &ManifestContract| std::fs::read(m.bz_image.as_ref().unwrap()).unwrap();
-    assert!(read(&a) == read(&b), "bzImage differs between slots");
-    let ko = |m: &ManifestContract| {
+    let installed = |slot: u32, m: &ManifestContract, file: &str| {
         std::fs::read(
-            PathBuf::from(m.modules_dir.as_ref().unwrap())
-                .join("kernel/net/vmw_vsock/vsock_loopback.ko"),
+            ctx.slot(slot)
+                .join("destdir")
+                .join(file.replace("REL", &m.uts_release)),
         )
         .unwrap()
     };
-    assert!(ko(&a) == ko(&b), "vsock_loopback.ko differs between slots");
-    let source = PathBuf::from(b.modules_dir.as_ref().unwrap()).join("source");
+    assert!(
+        installed(0, &a, "boot/vmlinuz-REL") == installed(1, &b, "boot/vmlinuz-REL"),
+        "bzImage differs between slots"
+    );
+    let ko = "lib/modules/REL/kernel/net/vmw_vsock/vsock_loopback.ko";
+    assert!(
+        installed(0, &a, ko) == installed(1, &b, ko),
+        "vsock_loopback.ko differs between slots"
+    );
+    let source = ctx
+        .slot(1)
+        .join(format!("destdir/lib/modules/{}/source", b.uts_release));
     assert_eq!(std::fs::read_link(&source).unwrap(), ctx.slot(1));
 
     // Re-sync the warm slot to a branch that changes one file: only that file is rewritten
@@ -166,7 +195,8 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
         "the changed file was not rebuilt"
     );
     // Both identities stay installed side by side in destdir.
-    assert!(Path::new(a.bz_image.as_ref().unwrap()).is_file());
+    let a_installed = src.join(format!("destdir/boot/vmlinuz-{}", a.uts_release));
+    assert!(a_installed.is_file());
 
     // wipe_build removes build/; recreate_build_worktree lays a fresh tree and destdir.
     ctx.run(&[
@@ -193,7 +223,7 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
         !src.join("destdir/marker").exists(),
         "recreate kept destdir"
     );
-    assert!(!Path::new(a.bz_image.as_ref().unwrap()).exists());
+    assert!(!a_installed.exists());
 }
 
 #[test]

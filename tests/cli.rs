@@ -15,6 +15,7 @@ fn build_help_groups_inputs_with_summaries() {
         "Worktree: which source is built",
         "Configuration: how .config is produced",
         "Build: compiler, make goals and flags",
+        "Reuse: when an identity that already exists is not rebuilt",
         "Installation: what goes into destdir/",
     ] {
         assert!(
@@ -38,6 +39,8 @@ fn build_help_groups_inputs_with_summaries() {
         "--make-flag",
         "--reproducible",
         "--timestamp-from-commit",
+        "--reuse",
+        "--use-peers",
         "--ccache",
         "--ccache-max-size",
         "--install",

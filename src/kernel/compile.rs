@@ -14,6 +14,9 @@ impl Step<KernelRun> for Compile {
     }
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+        if let Some(why) = ctx.reused_reason() {
+            return Ok(Outcome::Skipped(why));
+        }
         let goals: Vec<OsString> = ctx.plan.request.targets.iter().map(Into::into).collect();
         run_make(ctx, self.name(), &goals, reporter)?;
         // The release the build baked must be the identity configure computed.

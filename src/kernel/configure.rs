@@ -49,6 +49,27 @@ pub fn set_symbols(config: &str, symbols: &[(&str, Option<&str>)]) -> String {
     out
 }
 
+/// Sets one symbol's value on the line where it stands (appending it when absent).
+pub fn replace_in_place(config: &str, sym: &str, value: &str) -> String {
+    let mut out = String::with_capacity(config.len() + 64);
+    let mut found = false;
+    for line in config.lines() {
+        let mentions = line.strip_prefix(sym).is_some_and(|r| r.starts_with('='))
+            || line == format!("# {sym} is not set");
+        if mentions && !found {
+            let _ = writeln!(out, "{sym}={value}");
+            found = true;
+        } else if !mentions {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !found {
+        let _ = writeln!(out, "{sym}={value}");
+    }
+    out
+}
+
 /// The `CONFIG_X` -> value assignments of a config text (`n` for "is not set").
 pub fn assignments(config: &str) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -96,6 +117,39 @@ impl Step<KernelRun> for Configure {
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
         let step = self.name();
+        let key = memo_key(ctx);
+        let memo = Memo::load(&ctx.plan.slot.state);
+        if let Some(found) = memo.recall(&ctx.plan.slot, &key)? {
+            for w in &found.warnings {
+                reporter.event(&Event::Warn { step, message: w });
+            }
+            reporter.event(&Event::Info {
+                step,
+                message: &format!(
+                    "identity {} (remembered: the same inputs and tree made this .config before; Kconfig not re-run)",
+                    found.configured.uts_release
+                ),
+            });
+            ctx.configured = Some(found.configured);
+            return Ok(Outcome::Ran);
+        }
+        let mut warnings = Vec::new();
+        let configured = configure(ctx, reporter, &mut warnings)?;
+        let text = fs_err::read(ctx.plan.slot.build.join(".config"))?;
+        memo.remember(&ctx.plan.slot, key, &configured, &text, warnings)?;
+        ctx.configured = Some(configured);
+        Ok(Outcome::Ran)
+    }
+}
+
+/// Runs Kconfig for the request and bakes the identity into the `.config` it made.
+fn configure(
+    ctx: &mut KernelRun,
+    reporter: &dyn Reporter,
+    warnings: &mut Vec<String>,
+) -> Result<Configured, Error> {
+    {
+        let step = "configure";
         let slot = ctx.plan.slot.clone();
         let req = ctx.plan.request.clone();
         let config_path = slot.build.join(".config");
@@ -159,10 +213,12 @@ impl Step<KernelRun> for Configure {
                 if miss.starts_with("CONFIG_LOCALVERSION") {
                     continue;
                 }
+                let message = format!("{miss} (a dependency is not met)");
                 reporter.event(&Event::Warn {
                     step,
-                    message: &format!("{miss} (a dependency is not met)"),
+                    message: &message,
                 });
+                warnings.push(message);
             }
         }
         // Bake the identity: no setlocalversion suffix, an empty LOCALVERSION while hashing.
@@ -208,25 +264,144 @@ impl Step<KernelRun> for Configure {
             .map_err(|e| Error::Input(e.to_string()))?;
         let label = uts_release[version.len() + 1..uts_release.len() - digest.len() - 1].to_owned();
         let localversion = &uts_release[version.len()..];
+        // In place, as Kconfig itself would write it: the next make's syncconfig then finds
+        // nothing to rewrite, and the file stays byte-for-byte what configure produced.
         fs_err::write(
             &config_path,
-            set_symbols(
-                &text,
-                &[("CONFIG_LOCALVERSION", Some(&format!("\"{localversion}\"")))],
-            ),
+            replace_in_place(&text, "CONFIG_LOCALVERSION", &format!("\"{localversion}\"")),
         )?;
         reporter.event(&Event::Info {
             step,
             message: &format!("identity {uts_release}"),
         });
-        ctx.configured = Some(Configured {
+        Ok(Configured {
             uts_release,
             version,
             label,
             digest,
             inputs,
+        })
+    }
+}
+
+/// Everything that decides what configure produces: the method and its inputs (library
+/// texts, goals, base), the tree, the toolchain (Kconfig probes the compiler), the make
+/// flags, and what the label is inferred from. Equal keys give the same `.config` and
+/// identity, so a repeated request need not run Kconfig again.
+fn memo_key(ctx: &KernelRun) -> String {
+    let req = &ctx.plan.request;
+    let label_source = if req.custom_label {
+        format!("custom:{}", req.label.as_deref().unwrap_or_default())
+    } else if let Some(s) = &ctx.series {
+        format!("series:{}", s.subject)
+    } else {
+        format!("{:?}:{}", ctx.plan.resolved.kind, ctx.plan.resolved.name)
+    };
+    let canonical = serde_json::json!({
+        "scheme": "kforge-configure-memo/1",
+        "method": req.config_method.as_str(),
+        "inputs": ctx.plan.config_inputs,
+        "goals": if req.config_method == ConfigMethod::Make { req.config_goals() } else { Vec::new() },
+        "allnoconfig_base": req.config_method == ConfigMethod::Fragments && req.allnoconfig_base,
+        "tree": ctx.tree,
+        "toolchain": ctx.plan.toolchain,
+        "make_flags": ctx.flags().identity_flags,
+        "label_source": label_source,
+    });
+    to_hex(&Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// A remembered configure result.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct MemoEntry {
+    key: String,
+    configured: Configured,
+    /// sha256 of the whole `.config` configure left (identity baked in).
+    config_sha256: String,
+    warnings: Vec<String>,
+}
+
+/// The slot's remembered configure results, newest last, with a copy of each `.config`
+/// (by content) under `state/configs/`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Memo {
+    entries: Vec<MemoEntry>,
+}
+
+impl Memo {
+    const KEEP: usize = 32;
+
+    fn path(state: &std::path::Path) -> std::path::PathBuf {
+        state.join("configure-memo.json")
+    }
+
+    fn load(state: &std::path::Path) -> Self {
+        fs_err::read(Self::path(state))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// The remembered result for `key`, with its `.config` put back in build/ when another
+    /// build replaced it. A remembered config whose copy is missing or altered is a miss.
+    fn recall(&self, slot: &crate::slot::Slot, key: &str) -> Result<Option<MemoEntry>, Error> {
+        let Some(e) = self.entries.iter().rev().find(|e| e.key == key) else {
+            return Ok(None);
+        };
+        let current = slot.build.join(".config");
+        let sha_of =
+            |p: &std::path::Path| fs_err::read(p).ok().map(|b| to_hex(&Sha256::digest(&b)));
+        if sha_of(&current).as_deref() == Some(e.config_sha256.as_str()) {
+            return Ok(Some(e.clone()));
+        }
+        let saved = slot
+            .state
+            .join("configs")
+            .join(format!("{}.config", e.config_sha256));
+        if sha_of(&saved).as_deref() != Some(e.config_sha256.as_str()) {
+            return Ok(None);
+        }
+        fs_err::create_dir_all(&slot.build)?;
+        crate::fsutil::write_atomic(&current, &fs_err::read(&saved)?)?;
+        Ok(Some(e.clone()))
+    }
+
+    fn remember(
+        mut self,
+        slot: &crate::slot::Slot,
+        key: String,
+        configured: &Configured,
+        config: &[u8],
+        warnings: Vec<String>,
+    ) -> Result<(), Error> {
+        let config_sha256 = to_hex(&Sha256::digest(config));
+        let dir = slot.state.join("configs");
+        fs_err::create_dir_all(&dir)?;
+        crate::fsutil::write_atomic(&dir.join(format!("{config_sha256}.config")), config)?;
+        self.entries.retain(|e| e.key != key);
+        self.entries.push(MemoEntry {
+            key,
+            configured: configured.clone(),
+            config_sha256,
+            warnings,
         });
-        Ok(Outcome::Ran)
+        if self.entries.len() > Self::KEEP {
+            let drop = self.entries.len() - Self::KEEP;
+            self.entries.drain(..drop);
+        }
+        let keep: std::collections::BTreeSet<String> = self
+            .entries
+            .iter()
+            .map(|e| format!("{}.config", e.config_sha256))
+            .collect();
+        for f in fs_err::read_dir(&dir)?.flatten() {
+            if !keep.contains(&*f.file_name().to_string_lossy()) {
+                let _ = fs_err::remove_file(f.path());
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(&self).expect("memo serializes");
+        crate::fsutil::write_atomic(&Memo::path(&slot.state), &bytes)?;
+        Ok(())
     }
 }
 
@@ -255,6 +430,16 @@ mod tests {
             &[("CONFIG_LOCALVERSION", Some("\"\""))],
         );
         assert!(out.starts_with("CONFIG_LOCALVERSION_AUTO=y\n"));
+    }
+
+    #[test]
+    fn a_symbol_is_replaced_where_it_stands() {
+        let c = "CONFIG_A=y\nCONFIG_LOCALVERSION=\"\"\nCONFIG_LOCALVERSION_AUTO=y\nCONFIG_B=m\n";
+        assert_eq!(
+            replace_in_place(c, "CONFIG_LOCALVERSION", "\"-x\""),
+            "CONFIG_A=y\nCONFIG_LOCALVERSION=\"-x\"\nCONFIG_LOCALVERSION_AUTO=y\nCONFIG_B=m\n"
+        );
+        assert_eq!(replace_in_place("", "CONFIG_X", "1"), "CONFIG_X=1\n");
     }
 
     #[test]

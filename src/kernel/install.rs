@@ -36,6 +36,9 @@ impl Step<KernelRun> for Install {
     }
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+        if let Some(why) = ctx.reused_reason() {
+            return Ok(Outcome::Skipped(why));
+        }
         let slot = ctx.plan.slot.clone();
         let release = ctx.configured().uts_release.clone();
         let built = slot.build.join("arch/x86/boot/bzImage");

@@ -26,6 +26,9 @@ impl Step<KernelRun> for InstallModules {
     }
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+        if let Some(why) = ctx.reused_reason() {
+            return Ok(Outcome::Skipped(why));
+        }
         let slot = ctx.plan.slot.clone();
         let req = &ctx.plan.request;
         if !req.modules_install {

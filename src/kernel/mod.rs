@@ -10,9 +10,12 @@ mod build_flags;
 mod collect;
 mod compile;
 mod configure;
+mod fetch_identity;
 mod install;
 mod install_modules;
 mod prepare_worktree;
+mod publish;
+mod reuse_check;
 
 use std::path::PathBuf;
 
@@ -29,6 +32,8 @@ use crate::toolchain::{self, ToolchainIdentity};
 pub use build_flags::BuildFlags;
 pub use collect::manifest_path as collect_manifest_path;
 pub use configure::Configured;
+pub use publish::devel_sources;
+pub use reuse_check::Hit;
 
 /// The project name of this flow's slots and mirror.
 pub const PROJECT: &str = "linux";
@@ -61,6 +66,12 @@ pub struct KernelRun {
     pub configured: Option<Configured>,
     pub bz_image: Option<PathBuf>,
     pub modules_dir: Option<PathBuf>,
+    /// The existing copy reuse_check (or fetch_identity) found.
+    pub reused: Option<Hit>,
+    /// The identity's store lock, held shared from reuse_check to the end of the run.
+    pub hold: Option<crate::fsutil::FileLock>,
+    pub store_entry: Option<PathBuf>,
+    pub store_devel: Option<PathBuf>,
     pub manifest: Option<Manifest>,
 }
 
@@ -70,6 +81,20 @@ impl KernelRun {
         self.series
             .as_ref()
             .map_or(self.plan.resolved.commit.as_str(), |s| s.head.as_str())
+    }
+    /// This host's store.
+    pub fn store(&self) -> Result<crate::store::Store, Error> {
+        Ok(crate::store::Store::open(&self.plan.dirs.store)?)
+    }
+    /// Why a making step is skipped: the identity was found.
+    pub(crate) fn reused_reason(&self) -> Option<String> {
+        self.reused.as_ref().map(|h| {
+            format!(
+                "kernel-{} reused from {}",
+                h.manifest.uts_release,
+                h.how.as_str()
+            )
+        })
     }
     fn flags(&self) -> &BuildFlags {
         self.flags.as_ref().expect("build_flags ran")
@@ -183,10 +208,14 @@ fn steps(until: Until) -> Vec<&'static dyn Step<KernelRun>> {
         &configure::Configure,
     ];
     if until == Until::Collect {
-        v.extend::<[&'static dyn Step<KernelRun>; 4]>([
+        v.extend::<[&'static dyn Step<KernelRun>; 8]>([
+            &fetch_identity::FetchIdentity,
+            &reuse_check::ReuseCheck,
             &compile::Compile,
             &install::Install,
             &install_modules::InstallModules,
+            &publish::Publish,
+            &publish::PublishDevel,
             &collect::Collect,
         ]);
     }
@@ -221,6 +250,10 @@ pub fn run(
         configured: None,
         bz_image: None,
         modules_dir: None,
+        reused: None,
+        hold: None,
+        store_entry: None,
+        store_devel: None,
         manifest: None,
     };
     let steps = steps(until);

@@ -214,9 +214,12 @@ impl Slot {
             ])
             .arg(commit)
             .output()?;
-        git(&self.src)
-            .args(["clean", "-ffdxq", "-e", "/build/", "-e", "/destdir/"])
-            .output()?;
+        if !fresh {
+            // A fresh clone has nothing untracked; a warm tree may (a killed build's files).
+            git(&self.src)
+                .args(["clean", "-ffdxq", "-e", "/build/", "-e", "/destdir/"])
+                .output()?;
+        }
         let changed_files = match &previous {
             Some(prev) if prev != commit => git(&self.src)
                 .args([

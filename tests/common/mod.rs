@@ -153,6 +153,16 @@ pub struct ManifestContract {
     pub worker_index: u32,
     pub series: Option<serde_json::Value>,
     pub identity: serde_json::Value,
+    pub reused: Option<String>,
+    pub store_entry: Option<String>,
+    pub store_devel: Option<String>,
+}
+
+impl TestContext {
+    /// The store of this test's kforge home.
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("system/store")
+    }
 }
 
 /// What `kforge identity` prints.

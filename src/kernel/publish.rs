@@ -1,0 +1,194 @@
+//! publish and publish_devel: add a fresh build's run layer (boot image, System.map, config,
+//! `lib/modules/<release>`) and devel layer (what an out-of-tree module build or an editor
+//! needs from build/) to the store. The manifest then points at the store's copy.
+
+use std::path::Path;
+
+use super::{KernelRun, collect};
+use crate::error::Error;
+use crate::flow::{Event, Outcome, Reporter, Step};
+use crate::store::{Layer, Published, Source, sources_under};
+
+pub struct Publish;
+
+impl Step<KernelRun> for Publish {
+    fn name(&self) -> &'static str {
+        "publish"
+    }
+
+    fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+        if let Some(hit) = &ctx.reused {
+            return Ok(Outcome::Skipped(format!(
+                "reused from {}",
+                hit.how.as_str()
+            )));
+        }
+        let Some(image) = ctx.bz_image.clone() else {
+            return Ok(Outcome::Skipped("no boot image was built".into()));
+        };
+        let release = ctx.configured().uts_release.clone();
+        let slot = ctx.plan.slot.clone();
+        let store = ctx.store()?;
+        if ctx.hold.is_none() {
+            ctx.hold = Some(store.hold(&release)?);
+        }
+        let boot = slot.destdir.join("boot");
+        let mut sources = vec![Source {
+            dest: format!("boot/vmlinuz-{release}"),
+            from: image,
+        }];
+        for (name, built) in [("System.map", "System.map"), ("config", ".config")] {
+            let installed = boot.join(format!("{name}-{release}"));
+            let from = if installed.is_file() {
+                installed
+            } else {
+                slot.build.join(built)
+            };
+            sources.push(Source {
+                dest: format!("boot/{name}-{release}"),
+                from,
+            });
+        }
+        if let Some(modules) = &ctx.modules_dir {
+            sources.extend(sources_under(modules, &format!("lib/modules/{release}"))?);
+        }
+        let entry = store.layer_dir(Layer::Run, &release);
+        let mut manifest = collect::manifest_of(ctx)?;
+        manifest.bz_image = Some(
+            entry
+                .join(format!("boot/vmlinuz-{release}"))
+                .display()
+                .to_string(),
+        );
+        manifest.modules_dir = ctx.modules_dir.as_ref().map(|_| {
+            entry
+                .join("lib/modules")
+                .join(&release)
+                .display()
+                .to_string()
+        });
+        manifest.store_entry = Some(entry.display().to_string());
+        let (what, path) = store.publish(Layer::Run, &manifest, &sources, "local")?;
+        reporter.event(&Event::Info {
+            step: self.name(),
+            message: &match what {
+                Published::Added => format!("added {}", path.display()),
+                Published::AlreadyPresent => {
+                    format!("{} was already published (intact)", path.display())
+                }
+                Published::Replaced => format!("replaced the damaged {}", path.display()),
+            },
+        });
+        ctx.bz_image = Some(path.join(format!("boot/vmlinuz-{release}")));
+        if ctx.modules_dir.is_some() {
+            ctx.modules_dir = Some(path.join("lib/modules").join(&release));
+        }
+        ctx.store_entry = Some(path);
+        Ok(Outcome::Ran)
+    }
+}
+
+/// The parts of build/ that an out-of-tree module build (with the source tree at the same
+/// commit) or an editor needs: generated headers and config, the host tools Kbuild built,
+/// the symbol tables, vmlinux, and `compile_commands.json` when there is one.
+pub fn devel_sources(build: &Path) -> std::io::Result<Vec<Source>> {
+    let mut out = Vec::new();
+    for file in [
+        ".config",
+        "System.map",
+        "Module.symvers",
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "vmlinux",
+        "compile_commands.json",
+        "include/config/auto.conf",
+        "include/config/kernel.release",
+        "scripts/module.lds",
+        "tools/objtool/objtool",
+    ] {
+        let p = build.join(file);
+        if p.is_file() {
+            out.push(Source {
+                dest: file.to_owned(),
+                from: p,
+            });
+        }
+    }
+    for dir in ["include/generated", "arch/x86/include/generated"] {
+        let p = build.join(dir);
+        if p.is_dir() {
+            out.extend(
+                sources_under(&p, dir)?
+                    .into_iter()
+                    .filter(|s| !is_kbuild_temp(&s.dest)),
+            );
+        }
+    }
+    // Host programs (fixdep, modpost, genksyms, ...): the executables under scripts/.
+    let scripts = build.join("scripts");
+    if scripts.is_dir() {
+        for s in sources_under(&scripts, "scripts")? {
+            let exec = fs_err::symlink_metadata(&s.from).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt as _;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            });
+            if exec && !is_kbuild_temp(&s.dest) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Kbuild's own bookkeeping (`.*.cmd`, `.tmp_*`, objects) is not part of a layer.
+fn is_kbuild_temp(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with('.') || name.ends_with(".o")
+}
+
+pub struct PublishDevel;
+
+impl Step<KernelRun> for PublishDevel {
+    fn name(&self) -> &'static str {
+        "publish_devel"
+    }
+
+    fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+        if let Some(hit) = &ctx.reused {
+            return Ok(Outcome::Skipped(format!(
+                "reused from {}",
+                hit.how.as_str()
+            )));
+        }
+        if ctx.store_entry.is_none() {
+            return Ok(Outcome::Skipped("the run layer was not published".into()));
+        }
+        let store = ctx.store()?;
+        let release = ctx.configured().uts_release.clone();
+        let sources = devel_sources(&ctx.plan.slot.build)?;
+        let mut manifest = collect::manifest_of(ctx)?;
+        manifest.store_devel = Some(
+            store
+                .layer_dir(Layer::Devel, &release)
+                .display()
+                .to_string(),
+        );
+        let (what, path) = store.publish(Layer::Devel, &manifest, &sources, "local")?;
+        reporter.event(&Event::Info {
+            step: self.name(),
+            message: &format!(
+                "{} {} ({} files)",
+                if what == Published::AlreadyPresent {
+                    "already had"
+                } else {
+                    "added"
+                },
+                path.display(),
+                sources.len()
+            ),
+        });
+        ctx.store_devel = Some(path);
+        Ok(Outcome::Ran)
+    }
+}

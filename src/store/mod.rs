@@ -1,0 +1,773 @@
+//! The build store: one entry per finished identity, `kernel-<uts_release>`, made of layers
+//! that can be fetched apart: `run` (the boot image and `lib/modules/<release>`) and `devel`
+//! (what an out-of-tree module build or an editor needs from the build directory).
+//!
+//! Layout under the store root:
+//!
+//! ```text
+//! run/kernel-<release>/     kforge-layer.json, boot/, lib/modules/<release>/
+//! devel/kernel-<release>/   kforge-layer.json, .config, System.map, include/generated/, ...
+//! tmp/                      layers being written, named <what>.<writer pid>.<nanos>
+//! pins/kernel-<release>     gc never removes a pinned identity
+//! locks/kernel-<release>    shared while a build or command uses the identity
+//! ```
+//!
+//! A layer is immutable once visible. It is written under `tmp/`, every file and directory
+//! fsynced, then renamed into place; a killed writer leaves only `tmp/` leftovers, which
+//! the next writer sweeps (their writer is gone). `kforge-layer.json` records the sha256,
+//! size and mode of every file, and the manifest of the build that made the layer.
+
+pub mod archive;
+pub mod gc;
+pub mod peers;
+pub mod sign;
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::fsutil::{FileLock, write_atomic};
+use crate::identity::to_hex;
+use crate::manifest::Manifest;
+
+/// The record's name inside each layer directory.
+pub const RECORD: &str = "kforge-layer.json";
+pub const RECORD_SCHEMA: &str = "kforge-layer/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "`{0}` is not a kernel release kforge could have made (letters, digits, . _ - and +, at most 64)"
+    )]
+    BadRelease(String),
+    #[error("no store entry kernel-{0} ({1} layer)")]
+    Missing(String, &'static str),
+    #[error("store entry {path} is damaged:\n  - {}", .problems.join("\n  - "))]
+    Damaged {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    BadInput(String),
+}
+
+/// Which part of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Run,
+    Devel,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 2] = [Layer::Run, Layer::Devel];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Run => "run",
+            Layer::Devel => "devel",
+        }
+    }
+}
+
+/// One file of a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRecord {
+    /// Relative, `/`-separated, never `..` nor absolute.
+    pub path: String,
+    pub size: u64,
+    /// sha256 of the bytes; for a symlink, of its target text.
+    pub sha256: String,
+    #[serde(default)]
+    pub executable: bool,
+    /// A relative symlink that stays inside the layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// `kforge-layer.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerRecord {
+    pub schema: String,
+    pub layer: Layer,
+    pub uts_release: String,
+    pub digest: String,
+    pub created_unix: u64,
+    /// `local`, or the peer it was fetched from.
+    pub origin: String,
+    pub files: Vec<FileRecord>,
+    /// The manifest of the build that made the layer (paths as they were on that build).
+    pub manifest: Manifest,
+}
+
+impl LayerRecord {
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// What `publish` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Published {
+    Added,
+    /// Another build (or a peer fetch) had already published the identity, intact.
+    AlreadyPresent,
+    /// A damaged layer was found in its place and replaced.
+    Replaced,
+}
+
+/// A file to put into a layer: its place in the layer, and where it is now.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub dest: String,
+    pub from: PathBuf,
+}
+
+/// The store at `root`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+/// Checks a release before it becomes a path.
+pub fn validate_release(release: &str) -> Result<(), StoreError> {
+    let ok = !release.is_empty()
+        && release.len() <= 64
+        && !release.starts_with(['.', '-'])
+        && release
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::BadRelease(release.to_owned()))
+    }
+}
+
+/// Accepts `kernel-<release>` as well as the bare release.
+pub fn parse_entry_name(name: &str) -> Result<String, StoreError> {
+    let release = name.strip_prefix("kernel-").unwrap_or(name);
+    validate_release(release)?;
+    Ok(release.to_owned())
+}
+
+/// A relative path that cannot leave the directory it is joined to.
+pub fn safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Whether a symlink at `at` (relative path) pointing at `target` stays inside the layer.
+pub(crate) fn link_stays_inside(at: &str, target: &str) -> bool {
+    if target.is_empty() || target.starts_with('/') {
+        return false;
+    }
+    let mut depth: i64 = i64::try_from(at.split('/').count()).unwrap_or(i64::MAX) - 1;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Sends SIGKILL to this process when `KFORGE_FAULT_INJECT` names `point`: lets the tests
+/// kill a publish at an exact place.
+pub(crate) fn fault_point(point: &str) {
+    if std::env::var("KFORGE_FAULT_INJECT").is_ok_and(|v| v == point) {
+        // SAFETY: kill(2) on our own pid.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// sha256 and size of a file.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = fs_err::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((to_hex(&h.finalize()), size))
+}
+
+/// Copies `from` to `to` (a new file), returning its sha256 and size; fsyncs it.
+fn copy_hashing(from: &Path, to: &Path, executable: bool) -> std::io::Result<(String, u64)> {
+    let mut src = fs_err::File::open(from)?;
+    let mut dst = fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = src.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    dst.set_permissions(std::fs::Permissions::from_mode(if executable {
+        0o755
+    } else {
+        0o644
+    }))?;
+    dst.sync_all()?;
+    Ok((to_hex(&h.finalize()), size))
+}
+
+fn fsync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Every file under `dir` (recursively) as sources placed under `prefix`; symlinks are kept
+/// as symlinks (and later dropped when they point out of the layer).
+pub fn sources_under(dir: &Path, prefix: &str) -> std::io::Result<Vec<Source>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), prefix.trim_end_matches('/').to_owned())];
+    while let Some((d, p)) = stack.pop() {
+        let mut entries: Vec<_> = fs_err::read_dir(&d)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(fs_err::DirEntry::file_name);
+        for e in entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dest = if p.is_empty() {
+                name
+            } else {
+                format!("{p}/{name}")
+            };
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push((e.path(), dest));
+            } else if ft.is_file() || ft.is_symlink() {
+                out.push(Source {
+                    dest,
+                    from: e.path(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A layer being written under `tmp/` (named with the writer's pid); dropped unfinished,
+/// it removes itself, and a killed writer's is removed by the next sweep.
+struct Staging {
+    dir: PathBuf,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether a process with this pid exists (EPERM: it does, as another user's).
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with signal 0 only checks.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl Store {
+    /// Opens (creating) the store at `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for sub in ["run", "devel", "tmp", "pins", "locks"] {
+            fs_err::create_dir_all(root.join(sub))?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn layer_dir(&self, layer: Layer, release: &str) -> PathBuf {
+        self.root
+            .join(layer.as_str())
+            .join(format!("kernel-{release}"))
+    }
+
+    /// The record of a visible layer, if there is one.
+    pub fn record(&self, layer: Layer, release: &str) -> Result<Option<LayerRecord>, StoreError> {
+        validate_release(release)?;
+        let path = self.layer_dir(layer, release).join(RECORD);
+        match fs_err::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StoreError::Damaged {
+                        path: path.clone(),
+                        problems: vec![format!("{RECORD} does not parse: {e}")],
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Holds the identity as in use (a shared lock) so that gc leaves it alone.
+    pub fn hold(&self, release: &str) -> Result<FileLock, StoreError> {
+        validate_release(release)?;
+        Ok(FileLock::shared(
+            &self.root.join("locks").join(format!("kernel-{release}")),
+        )?)
+    }
+
+    /// Re-reads every file of a layer against its record; the problems found (none: intact).
+    pub fn verify(&self, layer: Layer, release: &str) -> Result<Vec<String>, StoreError> {
+        let dir = self.layer_dir(layer, release);
+        let record = match self.record(layer, release) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(StoreError::Missing(release.to_owned(), layer.as_str())),
+            Err(StoreError::Damaged { problems, .. }) => return Ok(problems),
+            Err(e) => return Err(e),
+        };
+        Ok(verify_dir(&dir, &record, true))
+    }
+
+    /// Removes what killed writers left in `tmp/`: entries are named
+    /// `<what>.<pid>.<nanos>`, and one whose writer is no longer alive is a leftover.
+    pub fn sweep(&self) -> Result<usize, StoreError> {
+        let tmp = self.root.join("tmp");
+        let mut swept = 0;
+        let names: Vec<String> = fs_err::read_dir(&tmp)?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for name in names {
+            let pid = name.rsplit('.').nth(1).and_then(|p| p.parse::<i32>().ok());
+            if pid.is_some_and(process_alive) {
+                continue;
+            }
+            let p = tmp.join(&name);
+            let r = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match r {
+                Ok(()) => swept += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("removing the leftover {}: {e}", p.display()),
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(swept)
+    }
+
+    fn stage(&self, what: &str) -> Result<Staging, StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("{what}.{}.{nanos}", std::process::id()));
+        fs_err::create_dir(&dir)?;
+        Ok(Staging { dir })
+    }
+
+    /// Adds a layer made of `sources`. Already there and intact: nothing is written. Two
+    /// writers of one identity at once: one rename wins, the other finds it and stops.
+    pub fn publish(
+        &self,
+        layer: Layer,
+        manifest: &Manifest,
+        sources: &[Source],
+        origin: &str,
+    ) -> Result<(Published, PathBuf), StoreError> {
+        let release = manifest.uts_release.as_str();
+        validate_release(release)?;
+        self.sweep()?;
+        let target = self.layer_dir(layer, release);
+        let mut damaged = false;
+        if target.exists() {
+            if self.verify(layer, release)?.is_empty() {
+                return Ok((Published::AlreadyPresent, target));
+            }
+            damaged = true;
+        }
+        let staging = self.stage(&format!("{}-kernel-{release}", layer.as_str()))?;
+        let mut files = Vec::with_capacity(sources.len());
+        let mut dirs = vec![staging.dir.clone()];
+        for (i, s) in sources.iter().enumerate() {
+            if !safe_relative(&s.dest) || s.dest == RECORD {
+                return Err(StoreError::Refused(format!(
+                    "`{}` cannot be a path inside a layer",
+                    s.dest
+                )));
+            }
+            let to = staging.dir.join(&s.dest);
+            let parent = to.parent().expect("joined path has a parent");
+            if !parent.exists() {
+                fs_err::create_dir_all(parent)?;
+                let mut p = parent.to_path_buf();
+                while p != staging.dir && !dirs.contains(&p) {
+                    dirs.push(p.clone());
+                    p.pop();
+                }
+            }
+            let meta = fs_err::symlink_metadata(&s.from)?;
+            if meta.file_type().is_symlink() {
+                let target = fs_err::read_link(&s.from)?;
+                let text = target.to_string_lossy().into_owned();
+                if !link_stays_inside(&s.dest, &text) {
+                    // Host paths (lib/modules/<release>/build, source) mean nothing elsewhere.
+                    continue;
+                }
+                std::os::unix::fs::symlink(&target, &to)?;
+                files.push(FileRecord {
+                    path: s.dest.clone(),
+                    size: 0,
+                    sha256: to_hex(&Sha256::digest(text.as_bytes())),
+                    executable: false,
+                    link: Some(text),
+                });
+            } else {
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                let (sha256, size) = copy_hashing(&s.from, &to, executable)?;
+                files.push(FileRecord {
+                    path: s.dest.clone(),
+                    size,
+                    sha256,
+                    executable,
+                    link: None,
+                });
+            }
+            if i == 0 {
+                fault_point("publish:first-file");
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let record = LayerRecord {
+            schema: RECORD_SCHEMA.to_owned(),
+            layer,
+            uts_release: release.to_owned(),
+            digest: manifest.digest.clone(),
+            created_unix: now_unix(),
+            origin: origin.to_owned(),
+            files,
+            manifest: manifest.clone(),
+        };
+        self.finish(layer, release, &staging, &record, &dirs, damaged)
+    }
+
+    /// Writes the record into a staged layer, fsyncs it and renames it into place.
+    fn finish(
+        &self,
+        layer: Layer,
+        release: &str,
+        staging: &Staging,
+        record: &LayerRecord,
+        dirs: &[PathBuf],
+        damaged: bool,
+    ) -> Result<(Published, PathBuf), StoreError> {
+        let mut text = serde_json::to_vec_pretty(record).expect("record serializes");
+        text.push(b'\n');
+        write_atomic(&staging.dir.join(RECORD), &text)?;
+        for d in dirs.iter().rev() {
+            fsync_dir(d);
+        }
+        fault_point("publish:before-rename");
+        let target = self.layer_dir(layer, release);
+        if damaged && target.exists() {
+            let trash = self.stage(&format!("damaged-{}-kernel-{release}", layer.as_str()))?;
+            fs_err::remove_dir(&trash.dir)?;
+            fs_err::rename(&target, &trash.dir)?;
+        }
+        match std::fs::rename(&staging.dir, &target) {
+            Ok(()) => {}
+            Err(e)
+                if target.exists()
+                    && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) =>
+            {
+                // Another writer won the race; theirs must be intact.
+                let problems = self.verify(layer, release)?;
+                if problems.is_empty() {
+                    return Ok((Published::AlreadyPresent, target));
+                }
+                return Err(StoreError::Damaged {
+                    path: target,
+                    problems,
+                });
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "renaming {} to {}: {e}",
+                        staging.dir.display(),
+                        target.display()
+                    ),
+                )
+                .into());
+            }
+        }
+        fsync_dir(target.parent().expect("layer dir has a parent"));
+        Ok((
+            if damaged {
+                Published::Replaced
+            } else {
+                Published::Added
+            },
+            target,
+        ))
+    }
+
+    /// Adds a layer that `fill` writes into an empty directory (a peer's archive), once
+    /// every file checks out against `record`.
+    pub fn import(
+        &self,
+        layer: Layer,
+        record: &LayerRecord,
+        fill: impl FnOnce(&Path) -> Result<(), StoreError>,
+    ) -> Result<(Published, PathBuf), StoreError> {
+        let release = record.uts_release.as_str();
+        validate_release(release)?;
+        self.sweep()?;
+        let target = self.layer_dir(layer, release);
+        let damaged = target.exists();
+        if damaged && self.verify(layer, release)?.is_empty() {
+            return Ok((Published::AlreadyPresent, target));
+        }
+        let staging = self.stage(&format!("import-{}-kernel-{release}", layer.as_str()))?;
+        fill(&staging.dir)?;
+        let problems = verify_dir(&staging.dir, record, true);
+        if !problems.is_empty() {
+            return Err(StoreError::Refused(format!(
+                "the files do not match their signed record: {}",
+                problems.join("; ")
+            )));
+        }
+        let mut dirs = vec![staging.dir.clone()];
+        for f in &record.files {
+            let mut p = staging.dir.join(&f.path);
+            while p.pop() && p != staging.dir {
+                if !dirs.contains(&p) {
+                    dirs.push(p.clone());
+                }
+            }
+        }
+        self.finish(layer, release, &staging, record, &dirs, damaged)
+    }
+
+    /// Every identity with at least one layer, sorted.
+    pub fn releases(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for layer in Layer::ALL {
+            let dir = self.root.join(layer.as_str());
+            if !dir.exists() {
+                continue;
+            }
+            for e in fs_err::read_dir(&dir)? {
+                let name = e?.file_name().to_string_lossy().into_owned();
+                if let Some(r) = name.strip_prefix("kernel-")
+                    && validate_release(r).is_ok()
+                {
+                    out.insert(r.to_owned());
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    pub fn is_pinned(&self, release: &str) -> bool {
+        self.root
+            .join("pins")
+            .join(format!("kernel-{release}"))
+            .exists()
+    }
+
+    pub fn pin(&self, release: &str, pinned: bool) -> Result<(), StoreError> {
+        validate_release(release)?;
+        let p = self.root.join("pins").join(format!("kernel-{release}"));
+        if pinned {
+            if self.releases()?.iter().all(|r| r != release) {
+                return Err(StoreError::Missing(release.to_owned(), "any"));
+            }
+            write_atomic(&p, b"")?;
+        } else if p.exists() {
+            fs_err::remove_file(&p)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the identity as just used (gc removes the least recently used first).
+    pub fn touch(&self, release: &str) {
+        let p = self.layer_dir(Layer::Run, release);
+        let now = std::fs::FileTimes::new().set_modified(std::time::SystemTime::now());
+        if let Ok(f) = std::fs::File::open(&p) {
+            let _ = f.set_times(now);
+        }
+    }
+
+    /// Seconds since the identity was published or last used.
+    pub fn last_used(&self, release: &str) -> Option<std::time::SystemTime> {
+        Layer::ALL
+            .iter()
+            .filter_map(|l| fs_err::metadata(self.layer_dir(*l, release)).ok())
+            .filter_map(|m| m.modified().ok())
+            .max()
+    }
+
+    /// Disk use of an identity's layers, from their records.
+    pub fn size_of(&self, release: &str) -> u64 {
+        Layer::ALL
+            .iter()
+            .filter_map(|l| self.record(*l, release).ok().flatten())
+            .map(|r| r.total_size())
+            .sum()
+    }
+
+    /// Takes an identity out of the store: each layer disappears at once (a rename into
+    /// `tmp/`), then is deleted.
+    pub fn remove(&self, release: &str) -> Result<(), StoreError> {
+        validate_release(release)?;
+        for layer in Layer::ALL {
+            let dir = self.layer_dir(layer, release);
+            if dir.exists() {
+                let trash = self.stage(&format!("removed-{}-kernel-{release}", layer.as_str()))?;
+                fs_err::remove_dir(&trash.dir)?;
+                fs_err::rename(&dir, &trash.dir)?;
+                drop(trash);
+            }
+        }
+        let _ = fs_err::remove_file(self.root.join("pins").join(format!("kernel-{release}")));
+        Ok(())
+    }
+}
+
+/// Compares a directory with a record: every recorded file present with its bytes, and with
+/// `strict`, nothing else there.
+pub fn verify_dir(dir: &Path, record: &LayerRecord, strict: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut expected = std::collections::BTreeSet::new();
+    for f in &record.files {
+        if !safe_relative(&f.path) {
+            problems.push(format!("{}: not a path inside the layer", f.path));
+            continue;
+        }
+        expected.insert(f.path.clone());
+        let p = dir.join(&f.path);
+        match &f.link {
+            Some(target) => match fs_err::read_link(&p) {
+                Ok(t) if t.to_string_lossy() == target.as_str() => {}
+                Ok(t) => problems.push(format!(
+                    "{}: links to {} instead of {target}",
+                    f.path,
+                    t.display()
+                )),
+                Err(_) => problems.push(format!("{}: missing (a symlink)", f.path)),
+            },
+            None => match fs_err::symlink_metadata(&p) {
+                Ok(m) if m.is_file() => match hash_file(&p) {
+                    Ok((sha, size)) if sha == f.sha256 && size == f.size => {}
+                    Ok((_, size)) if size != f.size => {
+                        problems.push(format!("{}: {size} bytes, recorded {}", f.path, f.size));
+                    }
+                    Ok(_) => problems.push(format!("{}: sha256 differs from the record", f.path)),
+                    Err(e) => problems.push(format!("{}: {e}", f.path)),
+                },
+                Ok(_) => problems.push(format!("{}: not a regular file", f.path)),
+                Err(_) => problems.push(format!("{}: missing", f.path)),
+            },
+        }
+    }
+    if strict && let Ok(found) = sources_under(dir, "") {
+        for s in found {
+            if s.dest != RECORD && !expected.contains(&s.dest) {
+                problems.push(format!("{}: not in the record", s.dest));
+            }
+        }
+    }
+    problems
+}
+
+impl Store {
+    /// The manifest for an identity in this store: the record's, with `bzImage`,
+    /// `modules_dir` and the store fields pointing at this store's copy.
+    pub fn manifest_for(&self, release: &str) -> Result<Manifest, StoreError> {
+        let record = self
+            .record(Layer::Run, release)?
+            .ok_or_else(|| StoreError::Missing(release.to_owned(), "run"))?;
+        let entry = self.layer_dir(Layer::Run, release);
+        let modules = entry.join("lib/modules").join(release);
+        let devel = self.layer_dir(Layer::Devel, release);
+        let mut m = record.manifest;
+        m.bz_image = Some(
+            entry
+                .join(format!("boot/vmlinuz-{release}"))
+                .display()
+                .to_string(),
+        );
+        m.modules_dir = modules.is_dir().then(|| modules.display().to_string());
+        m.store_entry = Some(entry.display().to_string());
+        m.store_devel = devel.is_dir().then(|| devel.display().to_string());
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_and_paths_are_checked() {
+        assert!(validate_release("6.12.117-vanilla-c2a875e327a8").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "-opt", &"x".repeat(65), "a b"] {
+            assert!(validate_release(bad).is_err(), "{bad}");
+        }
+        assert!(safe_relative("lib/modules/x/modules.dep"));
+        for bad in ["", "/etc/passwd", "a/../../b", "./x", "a/./b/.."] {
+            assert!(!safe_relative(bad), "{bad}");
+        }
+        assert!(link_stays_inside("lib/modules/r/a", "kernel/x.ko"));
+        assert!(link_stays_inside("a/b/c", "../../d"));
+        assert!(!link_stays_inside("a/b", "../../d"));
+        assert!(!link_stays_inside("a", "/usr/src/linux"));
+    }
+}
