@@ -246,6 +246,39 @@ pub struct GuestArgs {
     /// The QEMU binary [default: qemu-system-x86_64 on PATH].
     #[arg(long, value_name = "PATH", help_heading = "Guest")]
     pub qemu: Option<PathBuf>,
+    /// Boot into this directory (e.g. made with debootstrap) shared over virtiofs: kforge's
+    /// initramfs checks the modules, then switch_root's into it with the modules share at
+    /// /lib/modules/$(uname -r).
+    #[arg(long, value_name = "DIR", help_heading = "Guest")]
+    pub rootfs: Option<PathBuf>,
+    /// With --rootfs: the init to start in it.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/sbin/init",
+        requires = "rootfs",
+        help_heading = "Guest"
+    )]
+    pub init: String,
+    /// With --rootfs: the console text that means the guest is up (a serial getty's prompt).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "login:",
+        requires = "rootfs",
+        help_heading = "Guest"
+    )]
+    pub ready: String,
+}
+
+impl GuestArgs {
+    pub fn rootfs(&self) -> Option<kforge::guest::RootFs> {
+        self.rootfs.as_ref().map(|d| kforge::guest::RootFs {
+            dir: kforge::dirs::absolute(d),
+            init: self.init.clone(),
+            ready: self.ready.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Args)]

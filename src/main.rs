@@ -98,6 +98,7 @@ fn run_guest(
         command: g.command.clone(),
         workdir: workdir.clone(),
         qemu: g.qemu.clone(),
+        rootfs: g.rootfs(),
     };
     let result = kforge::guest::boot_check(manifest, &opts, ui);
     let _ = fs_err::remove_dir_all(&workdir);
@@ -137,6 +138,7 @@ fn vm_command(args: &cli::VmArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
                     command: guest.command.clone(),
                     oneshot: *oneshot,
                     qemu: guest.qemu.clone(),
+                    rootfs: guest.rootfs(),
                 },
             )?;
             print_json(&def);

@@ -20,6 +20,9 @@ struct BootReport {
     seconds: f64,
     failure: Option<String>,
     console_tail: Vec<String>,
+    rootfs: Option<String>,
+    rootfs_mounted: bool,
+    ready_seen: bool,
 }
 
 /// QEMU or virtiofsd processes whose command line mentions `dir`.
@@ -92,6 +95,82 @@ fn built_kernels_boot_with_their_identity_and_modules() {
             .iter()
             .any(|l| l == &format!("KFORGE-UNAME {}", gcc.uts_release))
     );
+    assert!(
+        leftovers(ctx.dir.path()).is_empty(),
+        "{:?}",
+        leftovers(ctx.dir.path())
+    );
+
+    // A root directory shared over virtiofs: the guest switches into it, with its modules
+    // share moved to /lib/modules/$(uname -r), and writes into it.
+    let root = ctx.dir.path().join("rootfs");
+    for d in ["bin", "sbin", "proc", "sys", "dev", "etc", "lib"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap();
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "from-the-share\n").unwrap();
+    let init = root.join("sbin/init");
+    std::fs::write(
+        &init,
+        "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nr=$(uname -r)\n\
+         echo \"ROOTFS-INIT $r $(cat /etc/hostname)\"\n\
+         [ -f /lib/modules/$r/modules.dep ] && echo ROOTFS-MODULES-VISIBLE\n\
+         echo $r > /booted-release; sync\necho 'guest login:'\nsleep 60\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&init)
+        .status()
+        .unwrap();
+    let r = boot(&ctx, &manifest, &["--rootfs", root.to_str().unwrap()]).ok();
+    let report: BootReport = r.json();
+    assert!(
+        report.passed && report.rootfs_mounted && report.ready_seen,
+        "{report:?}"
+    );
+    assert_eq!(report.rootfs.as_deref(), Some(root.to_str().unwrap()));
+    let tail = report.console_tail.join("\n");
+    assert!(
+        tail.contains(&format!("ROOTFS-INIT {} from-the-share", gcc.uts_release)),
+        "{tail}"
+    );
+    assert!(tail.contains("ROOTFS-MODULES-VISIBLE"), "{tail}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("booted-release")).unwrap(),
+        format!("{}\n", gcc.uts_release)
+    );
+    // A root directory whose init never says it is up: fails with the reason; one without
+    // the init: refused before booting.
+    let r = boot(
+        &ctx,
+        &manifest,
+        &[
+            "--rootfs",
+            root.to_str().unwrap(),
+            "--ready",
+            "never-printed",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`never-printed` did not appear"),
+        "{}",
+        r.stderr
+    );
+    let r = boot(
+        &ctx,
+        &manifest,
+        &["--rootfs", root.to_str().unwrap(), "--init", "/sbin/nope"],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("has no /sbin/nope"), "{}", r.stderr);
     assert!(
         leftovers(ctx.dir.path()).is_empty(),
         "{:?}",

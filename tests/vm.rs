@@ -262,6 +262,71 @@ fn units_verify_and_vm_run_needs_no_systemd() {
         r.stdout
     );
     assert!(guests(ctx.dir.path()).is_empty());
+
+    // A guest on a root directory share: a third unit, bound to the guest, that verifies;
+    // in the foreground the guest switches into the directory.
+    let root = ctx.dir.path().join("rootfs");
+    for d in ["bin", "sbin", "proc", "sys", "dev", "lib"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::fs::write(
+        root.join("sbin/init"),
+        "#!/bin/busybox sh\necho \"ROOTFS-UP $(/bin/busybox uname -r)\"\n/bin/busybox reboot -f\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(root.join("sbin/init"))
+        .status()
+        .unwrap();
+    ctx.run(&[
+        "vm",
+        "--unit-dir",
+        u,
+        "define",
+        "t2",
+        "--oneshot",
+        "--rootfs",
+        root.to_str().unwrap(),
+    ])
+    .ok();
+    let out = Command::new("systemd-analyze")
+        .args([
+            "verify",
+            "qemu-system@t2.service",
+            "kforge-virtiofsd@t2.service",
+            "kforge-virtiofsd-rootfs@t2.service",
+        ])
+        .env("SYSTEMD_UNIT_PATH", format!("{u}:"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dropin =
+        std::fs::read_to_string(units.join("qemu-system@t2.service.d/kforge.conf")).unwrap();
+    assert!(
+        dropin.contains("BindsTo=kforge-virtiofsd-rootfs@%i.service"),
+        "{dropin}"
+    );
+    let r = ctx
+        .run(&["vm", "--unit-dir", u, "run", "t2", "--timeout", "60"])
+        .ok();
+    assert!(
+        r.stdout.contains(&format!(
+            "ROOTFS-UP {}",
+            def["uts_release"].as_str().unwrap()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(guests(ctx.dir.path()).is_empty());
+    ctx.run(&["vm", "--unit-dir", u, "rm", "t2"]).ok();
+    assert!(!units.join("kforge-virtiofsd-rootfs@t2.service.d").exists());
+
     for bad in ["A", "../x", "a b", "-x"] {
         let r = ctx.run(&["vm", "--unit-dir", u, "define", bad]);
         assert_eq!(r.code, 2, "{bad}: {}", r.stderr);

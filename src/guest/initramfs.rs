@@ -12,10 +12,34 @@ pub const MARK_UNAME: &str = "KFORGE-UNAME ";
 pub const MARK_MOUNT: &str = "KFORGE-MODULES-MOUNTED ";
 pub const MARK_MODULE: &str = "KFORGE-MODULE-LOADED ";
 pub const MARK_DONE: &str = "KFORGE-DONE";
+pub const MARK_ROOTFS: &str = "KFORGE-ROOTFS-MOUNTED";
+pub const MARK_ROOTFS_FAILED: &str = "KFORGE-ROOTFS-FAILED";
+
+/// An init path for `switch_root`: absolute, plain characters only (it goes into /init).
+pub fn validate_init(init: &str) -> Result<(), String> {
+    if init.starts_with('/')
+        && init.len() < 256
+        && !init.contains("..")
+        && init
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "init `{init}`: give an absolute path of letters, digits, `/`, `.`, `_`, `-`"
+        ))
+    }
+}
 
 /// The /init script; `module` is loaded with modprobe from the share. With `stay`, the
 /// guest keeps running after its report (a service guest) instead of rebooting.
-pub fn init_script(module: &str, command: Option<&str>, stay: bool) -> String {
+pub fn init_script(
+    module: &str,
+    command: Option<&str>,
+    stay: bool,
+    switch_to: Option<&str>,
+) -> String {
     let run = command.map_or(String::new(), |c| {
         format!(
             "echo 'KFORGE-COMMAND {c}'\n/bin/sh -c '{}'\necho \"KFORGE-COMMAND-EXIT $?\"\n",
@@ -39,13 +63,25 @@ if mount -t virtiofs modules "/lib/modules/$release"; then
     grep -q '^{module} ' /proc/modules && echo "{MARK_MODULE}{module}"
   fi
 fi
-{run}echo "{MARK_DONE}"
-{end}
+{run}{end}
 "#,
-        end = if stay {
-            "while :; do sleep 3600; done"
-        } else {
-            "reboot -f"
+        end = match switch_to {
+            // The root directory share becomes /, with the modules share moved along.
+            Some(init) => format!(
+                r#"mkdir -p /newroot
+if mount -t virtiofs rootfs /newroot; then
+  echo "{MARK_ROOTFS}"
+  mkdir -p "/newroot/lib/modules/$release"
+  mount --move "/lib/modules/$release" "/newroot/lib/modules/$release"
+  [ -d /newroot/dev ] && mount --move /dev /newroot/dev
+  umount /proc /sys
+  exec switch_root /newroot {init}
+fi
+echo "{MARK_ROOTFS_FAILED}"
+reboot -f"#
+            ),
+            None if stay => format!("echo \"{MARK_DONE}\"\nwhile :; do sleep 3600; done"),
+            None => format!("echo \"{MARK_DONE}\"\nreboot -f"),
         }
     )
 }
@@ -138,9 +174,10 @@ pub fn write(
     module: &str,
     command: Option<&str>,
     stay: bool,
+    switch_to: Option<&str>,
 ) -> std::io::Result<()> {
     let bb = fs_err::read(busybox)?;
-    let cpio = build_cpio(&bb, &init_script(module, command, stay));
+    let cpio = build_cpio(&bb, &init_script(module, command, stay, switch_to));
     let tmp = path.with_extension("tmp");
     let mut f = fs_err::File::create(&tmp)?;
     f.write_all(&cpio)?;
@@ -156,11 +193,11 @@ mod tests {
     fn cpio_is_newc_and_deterministic() {
         let a = build_cpio(
             b"\x7fELFbusybox",
-            &init_script("vsock_loopback", None, false),
+            &init_script("vsock_loopback", None, false, None),
         );
         let b = build_cpio(
             b"\x7fELFbusybox",
-            &init_script("vsock_loopback", None, false),
+            &init_script("vsock_loopback", None, false, None),
         );
         assert_eq!(a, b);
         assert!(a.starts_with(b"070701"));
@@ -171,12 +208,12 @@ mod tests {
 
     #[test]
     fn init_reports_and_quotes_the_command() {
-        let s = init_script("vsock_loopback", Some("echo 'hi'"), false);
+        let s = init_script("vsock_loopback", Some("echo 'hi'"), false, None);
         assert!(s.contains("modprobe vsock_loopback"));
         assert!(s.contains("mount -t virtiofs modules \"/lib/modules/$release\""));
         assert!(s.contains(r"/bin/sh -c 'echo '\''hi'\'''"));
         assert!(s.trim_end().ends_with("reboot -f"));
-        let stay = init_script("vsock_loopback", None, true);
+        let stay = init_script("vsock_loopback", None, true, None);
         assert!(stay.trim_end().ends_with("while :; do sleep 3600; done"));
     }
 
@@ -186,5 +223,26 @@ mod tests {
             assert!(!is_static_elf(&bytes), "/bin/sh is dynamic on Debian");
         }
         assert!(!is_static_elf(b"#!/bin/sh"));
+    }
+
+    #[test]
+    fn a_root_share_is_switched_to() {
+        let s = init_script("vsock_loopback", None, false, Some("/sbin/init"));
+        assert!(s.contains("mount -t virtiofs rootfs /newroot"), "{s}");
+        assert!(
+            s.contains(r#"mount --move "/lib/modules/$release" "/newroot/lib/modules/$release""#)
+        );
+        assert!(s.contains("exec switch_root /newroot /sbin/init"));
+        assert!(!s.contains(MARK_DONE));
+        for bad in [
+            "sbin/init",
+            "/sbin/init; rm -rf /",
+            "/a b",
+            "/x/../y",
+            "/$(x)",
+        ] {
+            assert!(validate_init(bad).is_err(), "{bad}");
+        }
+        assert!(validate_init("/lib/systemd/systemd").is_ok());
     }
 }

@@ -35,6 +35,44 @@ pub struct BootOptions {
     pub workdir: PathBuf,
     /// The QEMU binary (the system's `qemu-system-x86_64` by default).
     pub qemu: Option<PathBuf>,
+    /// A root directory to boot from, shared over virtiofs (e.g. made with debootstrap).
+    pub rootfs: Option<RootFs>,
+}
+
+/// A directory the guest boots as its root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootFs {
+    pub dir: PathBuf,
+    /// What `switch_root` runs (`/sbin/init`: systemd on a distro).
+    pub init: String,
+    /// The console text that means the guest is up (a getty's `login:`).
+    pub ready: String,
+}
+
+impl RootFs {
+    /// Checks the directory and init before anything starts.
+    pub fn check(&self) -> Result<(), Error> {
+        initramfs::validate_init(&self.init).map_err(Error::Input)?;
+        if !self.dir.is_dir() {
+            return Err(Error::Input(format!(
+                "the root directory {} does not exist",
+                self.dir.display()
+            )));
+        }
+        let init = self.dir.join(self.init.trim_start_matches('/'));
+        if init.symlink_metadata().is_err() {
+            return Err(Error::Input(format!(
+                "{} has no {} to start",
+                self.dir.display(),
+                self.init
+            )));
+        }
+        if self.ready.trim().is_empty() {
+            return Err(Error::Input("--ready must not be empty".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The check's result, printed as JSON.
@@ -54,6 +92,10 @@ pub struct BootReport {
     pub failure: Option<String>,
     /// The last lines of the serial console.
     pub console_tail: Vec<String>,
+    /// With a root directory: whether the guest mounted it, and saw the ready text on it.
+    pub rootfs: Option<PathBuf>,
+    pub rootfs_mounted: bool,
+    pub ready_seen: bool,
 }
 
 /// virtiofsd: on PATH, where `cargo install` puts it, or where distributions do.
@@ -112,6 +154,43 @@ pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), Error> {
     Ok((image, modules))
 }
 
+/// Starts virtiofsd serving `dir` and waits for its socket.
+fn serve(
+    virtiofsd: &Path,
+    args: Vec<std::ffi::OsString>,
+    socket: &Path,
+    dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<crate::process::Background, Error> {
+    let _ = fs_err::remove_file(socket);
+    let cmd = Cmd::new(virtiofsd.as_os_str()).args(args);
+    reporter.event(&Event::Command {
+        step: "boot",
+        command: &cmd.display(),
+    });
+    let start = Instant::now();
+    let mut vfs = cmd.spawn_background()?;
+    while !socket.exists() {
+        if let Some(status) = vfs.try_wait() {
+            let tail: Vec<String> =
+                std::iter::from_fn(|| vfs.next_line(Duration::from_millis(10)).ok()).collect();
+            return Err(Error::Build(format!(
+                "virtiofsd exited ({}) before serving {}: {}",
+                crate::process::describe_status(status),
+                dir.display(),
+                tail.join("\n")
+            )));
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(Error::Build(
+                "virtiofsd did not create its socket within 10 s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(vfs)
+}
+
 /// Boots the manifest's kernel and checks it.
 pub fn boot_check(
     m: &Manifest,
@@ -128,46 +207,44 @@ pub fn boot_check(
     let busybox = initramfs::find_static_busybox().map_err(Error::Input)?;
     fs_err::create_dir_all(&opts.workdir)?;
     let initrd = opts.workdir.join("initramfs.cpio");
+    if let Some(r) = &opts.rootfs {
+        r.check()?;
+    }
     initramfs::write(
         &initrd,
         &busybox,
         &opts.module,
         opts.command.as_deref(),
         false,
+        opts.rootfs.as_ref().map(|r| r.init.as_str()),
     )?;
     let socket = opts.workdir.join("modules.sock");
-    let _ = fs_err::remove_file(&socket);
     let accel = qemu::probe_accel(opts.accel);
 
     let start = Instant::now();
-    let vfs_cmd = Cmd::new(virtiofsd.as_os_str()).args(qemu::virtiofsd_args(&socket, &modules));
-    reporter.event(&Event::Command {
-        step: STEP,
-        command: &vfs_cmd.display(),
-    });
-    let mut vfs = vfs_cmd.spawn_background()?;
-    while !socket.exists() {
-        if let Some(status) = vfs.try_wait() {
-            let tail: Vec<String> =
-                std::iter::from_fn(|| vfs.next_line(Duration::from_millis(10)).ok()).collect();
-            return Err(Error::Build(format!(
-                "virtiofsd exited ({}) before serving {}: {}",
-                crate::process::describe_status(status),
-                modules.display(),
-                tail.join("\n")
-            )));
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err(Error::Build(
-                "virtiofsd did not create its socket within 10 s".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut vfs = serve(
+        &virtiofsd,
+        qemu::virtiofsd_args(&socket, &modules),
+        &socket,
+        &modules,
+        reporter,
+    )?;
+    let rootfs_socket = opts.workdir.join("rootfs.sock");
+    let mut root_vfs = match &opts.rootfs {
+        Some(r) => Some(serve(
+            &virtiofsd,
+            qemu::virtiofsd_rootfs_args(&rootfs_socket, &r.dir),
+            &rootfs_socket,
+            &r.dir,
+            reporter,
+        )?),
+        None => None,
+    };
     let spec = qemu::GuestSpec {
         kernel: image,
         initrd,
         modules_socket: socket,
+        rootfs_socket: opts.rootfs.as_ref().map(|_| rootfs_socket.clone()),
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
         accel,
@@ -200,6 +277,9 @@ pub fn boot_check(
         seconds: 0.0,
         failure: None,
         console_tail: Vec::new(),
+        rootfs: opts.rootfs.as_ref().map(|r| r.dir.clone()),
+        rootfs_mounted: false,
+        ready_seen: false,
     };
     let mut done = false;
     let mut timed_out = false;
@@ -225,8 +305,20 @@ pub fn boot_check(
                     .is_some_and(|m| m.trim() == opts.module)
                 {
                     report.module_loaded = true;
-                } else if clean == initramfs::MARK_DONE {
+                } else if clean == initramfs::MARK_DONE && opts.rootfs.is_none() {
                     done = true;
+                } else if clean == initramfs::MARK_ROOTFS {
+                    report.rootfs_mounted = true;
+                } else if clean == initramfs::MARK_ROOTFS_FAILED {
+                    console.push(clean.to_owned());
+                    break;
+                } else if let Some(r) = &opts.rootfs
+                    && report.rootfs_mounted
+                    && clean.contains(&r.ready)
+                {
+                    report.ready_seen = true;
+                    console.push(clean.to_owned());
+                    break;
                 }
                 console.push(clean.to_owned());
             }
@@ -246,9 +338,29 @@ pub fn boot_check(
     }
     vm.kill();
     vfs.kill();
+    if let Some(v) = root_vfs.as_mut() {
+        v.kill();
+    }
     report.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     report.console_tail = console.iter().rev().take(30).rev().cloned().collect();
-    report.failure = if timed_out && !done {
+    let rootfs_failure = opts.rootfs.as_ref().and_then(|r| {
+        if !report.rootfs_mounted {
+            Some(format!(
+                "the guest could not mount the root directory {} over virtiofs",
+                r.dir.display()
+            ))
+        } else if !report.ready_seen {
+            Some(format!(
+                "the guest switched to the root directory but `{}` did not appear within {} s",
+                r.ready,
+                opts.timeout.as_secs()
+            ))
+        } else {
+            None
+        }
+    });
+    let ended = done || report.ready_seen;
+    report.failure = if timed_out && !ended && opts.rootfs.is_none() {
         Some(format!(
             "the guest did not finish within {} s",
             opts.timeout.as_secs()
@@ -267,7 +379,7 @@ pub fn boot_check(
             opts.module
         ))
     } else {
-        None
+        rootfs_failure
     };
     report.passed = report.failure.is_none();
     Ok(report)

@@ -22,6 +22,8 @@ pub struct GuestSpec {
     pub initrd: PathBuf,
     /// virtiofsd's socket for the modules share.
     pub modules_socket: PathBuf,
+    /// With a root directory shared over virtiofs: its virtiofsd's socket.
+    pub rootfs_socket: Option<PathBuf>,
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: Accel,
@@ -30,6 +32,8 @@ pub struct GuestSpec {
 
 /// The virtiofs tag the guest mounts at `/lib/modules/$(uname -r)`.
 pub const MODULES_TAG: &str = "modules";
+/// The virtiofs tag of the optional root directory share.
+pub const ROOTFS_TAG: &str = "rootfs";
 
 pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
     let mut v: Vec<OsString> = Vec::new();
@@ -68,6 +72,14 @@ pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
     v.push(chardev);
     v.push("-device".into());
     v.push(format!("vhost-user-fs-pci,chardev=modules,tag={MODULES_TAG}").into());
+    if let Some(sock) = &g.rootfs_socket {
+        v.push("-chardev".into());
+        let mut chardev = OsString::from("socket,id=rootfs,path=");
+        chardev.push(sock);
+        v.push(chardev);
+        v.push("-device".into());
+        v.push(format!("vhost-user-fs-pci,chardev=rootfs,tag={ROOTFS_TAG}").into());
+    }
     v.push("-kernel".into());
     v.push(g.kernel.clone().into());
     v.push("-initrd".into());
@@ -101,6 +113,22 @@ pub fn virtiofsd_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<Os
 
 /// Decides the accelerator: KVM only when `/dev/kvm` opens and the CPU has vmx or svm (a
 /// /dev/kvm without them hangs the guest at "Booting from ROM", see the notes).
+/// virtiofsd for a guest's root directory: writable, extended attributes on (systemd and
+/// package managers use them).
+pub fn virtiofsd_rootfs_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
+    let mut s = OsString::from("--socket-path=");
+    s.push(socket);
+    let mut d = OsString::from("--shared-dir=");
+    d.push(dir);
+    vec![
+        s,
+        d,
+        "--sandbox=none".into(),
+        "--cache=auto".into(),
+        "--xattr".into(),
+    ]
+}
+
 pub fn probe_accel(requested: Accel) -> Accel {
     if requested != Accel::Auto {
         return requested;
@@ -131,6 +159,7 @@ mod tests {
             kernel: "/d/boot/vmlinuz-6.12-x-0123456789ab".into(),
             initrd: "/s/initramfs.cpio".into(),
             modules_socket: "/s/modules.sock".into(),
+            rootfs_socket: None,
             memory_mib: 512,
             cpus: 2,
             accel,
@@ -185,5 +214,24 @@ mod tests {
             ]
         );
         assert_eq!(probe_accel(Accel::Tcg), Accel::Tcg);
+        let r = virtiofsd_rootfs_args("/s/r.sock".as_ref(), "/srv/root".as_ref());
+        assert!(
+            !r.contains(&"--readonly".into()),
+            "the root share is writable"
+        );
+        assert!(r.contains(&"--xattr".into()));
+    }
+
+    #[test]
+    fn a_root_directory_is_a_second_share() {
+        let mut g = spec(Accel::Tcg);
+        g.rootfs_socket = Some("/s/rootfs.sock".into());
+        let joined: String = qemu_args(&g)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(joined.contains("-chardev socket,id=rootfs,path=/s/rootfs.sock -device vhost-user-fs-pci,chardev=rootfs,tag=rootfs"), "{joined}");
+        assert!(joined.contains("tag=modules"));
     }
 }

@@ -12,12 +12,30 @@ use std::path::Path;
 
 pub const QEMU_TEMPLATE: &str = "qemu-system@.service";
 pub const VIRTIOFSD_TEMPLATE: &str = "kforge-virtiofsd@.service";
+pub const VIRTIOFSD_ROOTFS_TEMPLATE: &str = "kforge-virtiofsd-rootfs@.service";
 
 pub fn qemu_unit(vm: &str) -> String {
     format!("qemu-system@{vm}.service")
 }
 pub fn virtiofsd_unit(vm: &str) -> String {
     format!("kforge-virtiofsd@{vm}.service")
+}
+pub fn virtiofsd_rootfs_unit(vm: &str) -> String {
+    format!("kforge-virtiofsd-rootfs@{vm}.service")
+}
+
+/// The template of a guest's root directory share (only guests defined with a rootfs).
+pub fn virtiofsd_rootfs_template() -> String {
+    "# Written by kforge: the root directory share of guest %i, over vhost-user.\n\
+     [Unit]\n\
+     Description=kforge virtiofsd for the root directory of guest %i\n\
+     StopWhenUnneeded=yes\n\
+     \n\
+     [Service]\n\
+     Type=simple\n\
+     ExecStart=/bin/sh -c 'echo \"guest %i has no kforge definition: run kforge vm define %i\" >&2; exit 1'\n\
+     KillMode=control-group\n"
+        .to_owned()
 }
 
 /// Quotes one ExecStart word for systemd: double quotes, with `\`, `"`, `$` (as `$$`) and
@@ -82,15 +100,28 @@ pub fn virtiofsd_template() -> String {
 }
 
 /// The guest's QEMU drop-in.
-pub fn qemu_dropin(qemu: &Path, args: &[OsString], socket: &Path, console_log: &Path) -> String {
-    let mut s =
-        String::from("# Written by kforge vm define; rewritten on every define.\n[Service]\n");
-    // Wait for virtiofsd's socket: it appears a moment after virtiofsd starts.
-    let _ = writeln!(
-        s,
-        "ExecStartPre=/bin/sh -c 'i=0; while [ ! -S \"$$1\" ]; do i=$$((i+1)); [ $$i -gt 100 ] && {{ echo \"no virtiofsd socket $$1\" >&2; exit 1; }}; sleep 0.1; done' wait-for-virtiofsd {}",
-        quote(&socket.to_string_lossy())
-    );
+pub fn qemu_dropin(
+    qemu: &Path,
+    args: &[OsString],
+    sockets: &[std::path::PathBuf],
+    console_log: &Path,
+    rootfs: bool,
+) -> String {
+    let mut s = String::from("# Written by kforge vm define; rewritten on every define.\n");
+    if rootfs {
+        s.push_str(
+            "[Unit]\nBindsTo=kforge-virtiofsd-rootfs@%i.service\nAfter=kforge-virtiofsd-rootfs@%i.service\n",
+        );
+    }
+    s.push_str("[Service]\n");
+    // Wait for virtiofsd's sockets: they appear a moment after virtiofsd starts.
+    for socket in sockets {
+        let _ = writeln!(
+            s,
+            "ExecStartPre=/bin/sh -c 'i=0; while [ ! -S \"$$1\" ]; do i=$$((i+1)); [ $$i -gt 100 ] && {{ echo \"no virtiofsd socket $$1\" >&2; exit 1; }}; sleep 0.1; done' wait-for-virtiofsd {}",
+            quote(&socket.to_string_lossy())
+        );
+    }
     s.push_str("ExecStart=\n");
     let _ = writeln!(s, "ExecStart={}", exec_line(qemu, args));
     let _ = writeln!(s, "StandardOutput=append:{}", console_log.display());
@@ -124,12 +155,26 @@ mod tests {
         let d = qemu_dropin(
             Path::new("/usr/bin/qemu-system-x86_64"),
             &["-kernel".into(), "/d/boot/vmlinuz-x".into()],
-            Path::new("/s/m.sock"),
+            &["/s/m.sock".into()],
             Path::new("/s/console.log"),
+            false,
         );
         assert!(d.contains("\nExecStart=\nExecStart=\"/usr/bin/qemu-system-x86_64\" \"-kernel\" \"/d/boot/vmlinuz-x\"\n"), "{d}");
         assert!(d.contains("StandardOutput=append:/s/console.log"));
         assert!(d.contains("wait-for-virtiofsd \"/s/m.sock\""));
         assert!(qemu_template().contains("BindsTo=kforge-virtiofsd@%i.service"));
+        assert!(!d.contains("rootfs"));
+        let r = qemu_dropin(
+            Path::new("/usr/bin/qemu-system-x86_64"),
+            &[],
+            &["/s/m.sock".into(), "/s/r.sock".into()],
+            Path::new("/s/console.log"),
+            true,
+        );
+        assert!(
+            r.contains("BindsTo=kforge-virtiofsd-rootfs@%i.service"),
+            "{r}"
+        );
+        assert!(r.contains("wait-for-virtiofsd \"/s/r.sock\""), "{r}");
     }
 }

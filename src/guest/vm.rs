@@ -35,6 +35,11 @@ pub struct VmDef {
     pub command: Option<String>,
     /// The guest reboots (and so ends) after its command instead of staying up.
     pub oneshot: bool,
+    /// A root directory the guest switches to (shared over virtiofs by a second virtiofsd).
+    #[serde(default)]
+    pub rootfs: Option<super::RootFs>,
+    #[serde(default)]
+    pub rootfs_socket: Option<PathBuf>,
 }
 
 impl VmDef {
@@ -43,6 +48,7 @@ impl VmDef {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
             modules_socket: self.socket.clone(),
+            rootfs_socket: self.rootfs_socket.clone(),
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             accel: self.accel,
@@ -114,6 +120,7 @@ pub struct DefineOptions {
     pub command: Option<String>,
     pub oneshot: bool,
     pub qemu: Option<PathBuf>,
+    pub rootfs: Option<super::RootFs>,
 }
 
 /// Defines (or redefines) a guest from a manifest: its files and its units.
@@ -126,6 +133,9 @@ pub fn define(
 ) -> Result<VmDef, Error> {
     validate_name(name)?;
     let (kernel, modules_dir) = super::precheck(manifest)?;
+    if let Some(r) = &o.rootfs {
+        r.check()?;
+    }
     let qemu_bin = match &o.qemu {
         Some(q) => crate::dirs::absolute(q),
         None => find_program("qemu-system-x86_64")?,
@@ -151,6 +161,8 @@ pub fn define(
         module: o.module.clone(),
         command: o.command.clone(),
         oneshot: o.oneshot,
+        rootfs_socket: o.rootfs.as_ref().map(|_| dir.join("rootfs.sock")),
+        rootfs: o.rootfs.clone(),
     };
     initramfs::write(
         &def.initrd,
@@ -158,6 +170,7 @@ pub fn define(
         &def.module,
         def.command.as_deref(),
         !def.oneshot,
+        def.rootfs.as_ref().map(|r| r.init.as_str()),
     )?;
     let mut json = serde_json::to_string_pretty(&def).expect("serializes");
     json.push('\n');
@@ -185,9 +198,18 @@ pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
         .join(format!("{}.d", units::qemu_unit(&def.name)));
     fs_err::create_dir_all(&q)?;
     let args = qemu::qemu_args(&def.spec());
+    let mut sockets = vec![def.socket.clone()];
+    sockets.extend(def.rootfs_socket.clone());
     write_atomic(
         &q.join("kforge.conf"),
-        units::qemu_dropin(&def.qemu, &args, &def.socket, &def.console_log).as_bytes(),
+        units::qemu_dropin(
+            &def.qemu,
+            &args,
+            &sockets,
+            &def.console_log,
+            def.rootfs.is_some(),
+        )
+        .as_bytes(),
     )?;
     let v = home
         .unit_dir
@@ -198,6 +220,28 @@ pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
         &v.join("kforge.conf"),
         units::virtiofsd_dropin(&def.virtiofsd, &vargs).as_bytes(),
     )?;
+    let r = home
+        .unit_dir
+        .join(format!("{}.d", units::virtiofsd_rootfs_unit(&def.name)));
+    match (&def.rootfs, &def.rootfs_socket) {
+        (Some(root), Some(sock)) => {
+            write_atomic(
+                &home.unit_dir.join(units::VIRTIOFSD_ROOTFS_TEMPLATE),
+                units::virtiofsd_rootfs_template().as_bytes(),
+            )?;
+            fs_err::create_dir_all(&r)?;
+            let rargs = qemu::virtiofsd_rootfs_args(sock, &root.dir);
+            write_atomic(
+                &r.join("kforge.conf"),
+                units::virtiofsd_dropin(&def.virtiofsd, &rargs).as_bytes(),
+            )?;
+        }
+        _ => {
+            if r.exists() {
+                fs_err::remove_dir_all(&r)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -283,9 +327,14 @@ pub fn remove(home: &VmHome, name: &str) -> Result<(), Error> {
             "stop",
             &units::qemu_unit(name),
             &units::virtiofsd_unit(name),
+            &units::virtiofsd_rootfs_unit(name),
         ]);
     }
-    for unit in [units::qemu_unit(name), units::virtiofsd_unit(name)] {
+    for unit in [
+        units::qemu_unit(name),
+        units::virtiofsd_unit(name),
+        units::virtiofsd_rootfs_unit(name),
+    ] {
         let d = home.unit_dir.join(format!("{unit}.d"));
         if d.exists() {
             fs_err::remove_dir_all(&d)?;
@@ -319,6 +368,25 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let mut root_vfs = match (&def.rootfs, &def.rootfs_socket) {
+        (Some(root), Some(sock)) => {
+            let _ = fs_err::remove_file(sock);
+            let v = Cmd::new(def.virtiofsd.as_os_str())
+                .args(qemu::virtiofsd_rootfs_args(sock, &root.dir))
+                .spawn_background()?;
+            while !sock.exists() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    return Err(Error::Build(format!(
+                        "virtiofsd did not serve {}",
+                        root.dir.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some(v)
+        }
+        _ => None,
+    };
     let mut vm = Cmd::new(def.qemu.as_os_str())
         .args(qemu::qemu_args(&def.spec()))
         .spawn_background()?;
@@ -336,6 +404,9 @@ pub fn run(
     }
     vm.kill();
     vfs.kill();
+    if let Some(v) = root_vfs.as_mut() {
+        v.kill();
+    }
     Ok(())
 }
 
