@@ -368,6 +368,9 @@ impl Cmd {
     }
 }
 
+/// How long an unfinished line waits for its newline before it is handed on as it is.
+const PARTIAL_LINE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A long-running child (QEMU, virtiofsd): its stdout and stderr lines arrive on a channel,
 /// and its whole process group is killed when the handle is dropped, whatever the reason
 /// (success, error, timeout, panic).
@@ -440,15 +443,52 @@ impl Cmd {
         .flatten()
         {
             let tx = tx.clone();
+            // Raw chunks go to an assembler that cuts lines, and also hands on a partial line
+            // that stays unfinished for a second: a login prompt never ends in a newline.
+            let (ctx, crx) = mpsc::channel::<Vec<u8>>();
             std::thread::spawn(move || {
-                let mut reader = BufReader::new(r);
-                let mut buf = Vec::new();
-                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
-                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                    if tx.send(line).is_err() {
-                        break;
+                let mut r = r;
+                let mut chunk = vec![0u8; 8192];
+                loop {
+                    match r.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if ctx.send(chunk[..n].to_vec()).is_err() {
+                                break;
+                            }
+                        }
                     }
-                    buf.clear();
+                }
+            });
+            std::thread::spawn(move || {
+                let mut pending: Vec<u8> = Vec::new();
+                let emit = |bytes: &[u8]| {
+                    tx.send(String::from_utf8_lossy(bytes).trim_end().to_owned())
+                        .is_ok()
+                };
+                loop {
+                    match crx.recv_timeout(PARTIAL_LINE_AFTER) {
+                        Ok(bytes) => {
+                            pending.extend_from_slice(&bytes);
+                            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                                let line: Vec<u8> = pending.drain(..=i).collect();
+                                if !emit(&line) {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            if !pending.is_empty() && !emit(&std::mem::take(&mut pending)) {
+                                return;
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            if !pending.is_empty() {
+                                emit(&pending);
+                            }
+                            return;
+                        }
+                    }
                 }
             });
         }
@@ -527,6 +567,19 @@ pub fn describe_status(status: ExitStatus) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn background_lines_and_an_unfinished_prompt_arrive() {
+        let bg = Cmd::new("sh")
+            .args(["-c", "printf 'one\\ntwo\\nlogin: '; sleep 5"])
+            .spawn_background()
+            .unwrap();
+        let t = std::time::Duration::from_secs(4);
+        assert_eq!(bg.next_line(t).unwrap(), "one");
+        assert_eq!(bg.next_line(t).unwrap(), "two");
+        assert_eq!(bg.next_line(t).unwrap(), "login:");
+    }
+
     use super::*;
 
     #[test]
