@@ -238,6 +238,7 @@ overhead=$(awk -v a="${secs[kforge_nocache]}" -v b="$base" 'BEGIN{printf "%+.1f%
   echo
   echo "From the command to a verified \`uname -r\`, on the kernel kforge built without ccache:"
   echo "kforge boots it with its own initramfs and the modules over virtiofs; virtme-ng runs the"
-  echo "same bzImage with the host's root filesystem."
+  echo "same bzImage with the host's root filesystem, which this small preset cannot run (no"
+  echo "futex, no multi-user): \`scripts/bench-boot.sh\` compares the two on a full kernel, below."
 } >"$root/docs/benchmarks.md"
 cat "$root/docs/benchmarks.md"
