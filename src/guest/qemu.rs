@@ -95,40 +95,33 @@ pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
     v
 }
 
-/// virtiofsd serving `dir` read-only on `socket` (no sandbox: kforge may run unprivileged
-/// or inside a container without namespaces).
-pub fn virtiofsd_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
+/// The socket and directory arguments every virtiofsd here starts with (no sandbox: kforge
+/// may run unprivileged or inside a container without namespaces).
+fn virtiofsd_base(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
     let mut s = OsString::from("--socket-path=");
     s.push(socket);
     let mut d = OsString::from("--shared-dir=");
     d.push(dir);
-    vec![
-        s,
-        d,
-        "--sandbox=none".into(),
-        "--readonly".into(),
-        "--cache=auto".into(),
-    ]
+    vec![s, d, "--sandbox=none".into()]
+}
+
+/// virtiofsd serving `dir` read-only on `socket`.
+pub fn virtiofsd_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
+    let mut v = virtiofsd_base(socket, dir);
+    v.extend(["--readonly".into(), "--cache=auto".into()]);
+    v
+}
+
+/// virtiofsd for a guest's root directory: writable, extended attributes on (systemd and
+/// package managers use them).
+pub fn virtiofsd_rootfs_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
+    let mut v = virtiofsd_base(socket, dir);
+    v.extend(["--cache=auto".into(), "--xattr".into()]);
+    v
 }
 
 /// Decides the accelerator: KVM only when `/dev/kvm` opens and the CPU has vmx or svm (a
 /// /dev/kvm without them hangs the guest at "Booting from ROM", see the notes).
-/// virtiofsd for a guest's root directory: writable, extended attributes on (systemd and
-/// package managers use them).
-pub fn virtiofsd_rootfs_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
-    let mut s = OsString::from("--socket-path=");
-    s.push(socket);
-    let mut d = OsString::from("--shared-dir=");
-    d.push(dir);
-    vec![
-        s,
-        d,
-        "--sandbox=none".into(),
-        "--cache=auto".into(),
-        "--xattr".into(),
-    ]
-}
-
 pub fn probe_accel(requested: Accel) -> Accel {
     if requested != Accel::Auto {
         return requested;

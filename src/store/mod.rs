@@ -22,7 +22,7 @@ pub mod gc;
 pub mod peers;
 pub mod sign;
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 
@@ -207,30 +207,11 @@ pub(crate) fn fault_point(point: &str) {
     }
 }
 
-/// sha256 and size of a file.
-pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = fs_err::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((to_hex(&h.finalize()), size))
-}
-
-/// Copies `from` to `to` (a new file), returning its sha256 and size; fsyncs it.
-fn copy_hashing(from: &Path, to: &Path, executable: bool) -> std::io::Result<(String, u64)> {
-    let mut src = fs_err::File::open(from)?;
-    let mut dst = fs_err::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)?;
+/// Reads `src` to its end, hashing it and writing it to `copy` when given: sha256, size.
+fn hash_stream(
+    mut src: impl std::io::Read,
+    mut copy: Option<&mut dyn std::io::Write>,
+) -> std::io::Result<(String, u64)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -240,16 +221,33 @@ fn copy_hashing(from: &Path, to: &Path, executable: bool) -> std::io::Result<(St
             break;
         }
         h.update(&buf[..n]);
-        dst.write_all(&buf[..n])?;
+        if let Some(w) = copy.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
         size += n as u64;
     }
+    Ok((to_hex(&h.finalize()), size))
+}
+
+/// sha256 and size of a file.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    hash_stream(fs_err::File::open(path)?, None)
+}
+
+/// Copies `from` to `to` (a new file), returning its sha256 and size; fsyncs it.
+fn copy_hashing(from: &Path, to: &Path, executable: bool) -> std::io::Result<(String, u64)> {
+    let mut dst = fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(to)?;
+    let hashed = hash_stream(fs_err::File::open(from)?, Some(&mut dst))?;
     dst.set_permissions(std::fs::Permissions::from_mode(if executable {
         0o755
     } else {
         0o644
     }))?;
     dst.sync_all()?;
-    Ok((to_hex(&h.finalize()), size))
+    Ok(hashed)
 }
 
 fn fsync_dir(dir: &Path) {
@@ -754,6 +752,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_has_the_hash_of_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("a");
+        std::fs::write(&from, b"kforge").unwrap();
+        let to = dir.path().join("b");
+        let copied = copy_hashing(&from, &to, true).unwrap();
+        assert_eq!(copied, hash_file(&from).unwrap());
+        assert_eq!(copied.1, 6);
+        assert_eq!(std::fs::read(&to).unwrap(), b"kforge");
+        assert!(
+            copy_hashing(&from, &to, false).is_err(),
+            "an existing file is not replaced"
+        );
+    }
 
     #[test]
     fn releases_and_paths_are_checked() {
