@@ -13,12 +13,20 @@ PKGS=(
   clang lld llvm
   # compile cache; mailed patch series
   ccache b4
+  # a shared remote compile cache (tests/remote_cache.rs runs a real one on loopback)
+  redis-server
   # the guest layer: QEMU, a static busybox for the initramfs, virtiofsd's build deps,
   # systemd (guests run as qemu-system@<vm>.service; the tests run one in a namespace)
   qemu-system-x86 busybox-static libcap-ng-dev libseccomp-dev systemd util-linux
   # the kernel source the fixture mirror is made from
   linux-source-6.12
 )
+
+# Node.js runs the offline checks of the Windmill flow (windmill/validate.mjs,
+# windmill/run-local.mjs); a node already on PATH (from elsewhere than apt) is fine.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PKGS+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do

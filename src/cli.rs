@@ -66,14 +66,36 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build a kernel: prepare_worktree -> build_flags -> configure -> compile -> install ->
-    /// install_modules -> collect; prints the manifest.
+    /// Build a kernel: prepare_worktree -> build_flags -> configure -> fetch_identity ->
+    /// reuse_check -> compile -> devtools -> install -> install_modules -> publish ->
+    /// publish_devel -> deploy_worktree -> fetch_devel -> collect; prints the manifest.
     #[command(
         after_help = "Examples:\n  kforge build v6.12.117\n  kforge build --preset tiny_guest_defconfig --compiler clang\n  kforge build --config-method make --defconfig defconfig --defconfig kvm_guest.config\n  kforge build --config-method fragments --fragment core/base --fragment debug/kasan\n  kforge build --request build.json"
     )]
     Build(BuildArgs),
     /// Run up to configure and print the build identity with every input of its digest.
     Identity(BuildArgs),
+    /// Run one step of the build on its own, for an engine that runs the flow step by step
+    /// on one worker: reads the request and the earlier steps' results as JSON, prints this
+    /// step's result as one line of JSON (collect prints the manifest).
+    #[command(after_help = r#"INPUT is one JSON object:
+  {"request": {...a build request...}, "results": {"prepare_worktree": <its output>, ...}}
+Every step before NAME needs its result. configure_preset, configure_make and
+configure_fragments are configure, checked against the request's config_method (the branches
+of an engine's configure). The slot is WORKERS_DIR/<KFORGE_WORKER_INDEX>/main/linux.
+
+Example (bash):
+  req='{"preset": "tiny_guest_defconfig"}'
+  pw=$(kforge step prepare_worktree "{\"request\": $req}")
+  kforge step build_flags "{\"request\": $req, \"results\": {\"prepare_worktree\": $pw}}""#)]
+    Step(StepArgs),
+    /// Continue the slot's last run from the step that failed or was interrupted, with the
+    /// request and the earlier steps' results it recorded; prints the manifest.
+    Resume {
+        /// Wait for a busy slot instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Boot a built kernel in QEMU (modules over virtiofs) and check it: `uname -r` in the
     /// guest must be the manifest's uts_release and a module must load from the share.
     #[command(
@@ -84,6 +106,9 @@ pub enum Command {
     Vm(VmArgs),
     /// Print the JSON Schema (2020-12) of a build request.
     Schema,
+    /// Print the kernel flow for the Windmill engine (YAML; the repository keeps it at
+    /// windmill/f/kernel/build.flow/flow.yaml): every step a bash module calling `kforge step`.
+    WindmillFlow,
     /// List the kconfig library's presets and fragments.
     Library,
     /// Create or fill the bare mirror builds come from.
@@ -95,6 +120,22 @@ pub enum Command {
     /// Other hosts' stores that --use-peers fetches identities from.
     #[command(subcommand)]
     Peers(PeersCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// The step (omit with --list).
+    #[arg(value_name = "NAME", required_unless_present = "list")]
+    pub name: Option<String>,
+    /// The input: JSON text, @FILE, or - for stdin.
+    #[arg(value_name = "INPUT", default_value = "-")]
+    pub input: String,
+    /// Print the steps in order and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Wait for a busy slot instead of failing.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +427,31 @@ pub struct BuildArgs {
     /// Remove build/ before configuring (a clean build).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
     pub wipe_build: Option<bool>,
+    /// Lay a developer worktree of the built commit under this group, with the devel layer
+    /// and a compile_commands.json for its paths.
+    #[arg(
+        long,
+        value_name = "GROUP",
+        help_heading = "Worktree: which source is built, its label, the slot's tree"
+    )]
+    pub worktree_group: Option<String>,
+    /// Where worktree groups live (absolute) [default: SYSTEM_DIR/worktrees].
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Worktree: which source is built, its label, the slot's tree"
+    )]
+    pub deploy_dir: Option<PathBuf>,
+    /// The developer worktree's name in its group [default: the build's label].
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Worktree: which source is built, its label, the slot's tree"
+    )]
+    pub deploy_name: Option<String>,
+    /// Move an existing developer worktree to this build (never one with work in it).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
+    pub deploy_replace: Option<bool>,
 
     /// How .config is produced [default: preset].
     #[arg(
@@ -460,6 +526,9 @@ pub struct BuildArgs {
         help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
     )]
     pub ccache_max_size: Option<String>,
+    /// Generate compile_commands.json into the devel layer [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Build: compiler, make goals and flags, reproducibility, ccache")]
+    pub devtools: Option<bool>,
 
     /// Answer from destdir/ or the store when the identity exists [default: true]; =false rebuilds.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Reuse: when an identity that already exists is not rebuilt")]
@@ -510,6 +579,16 @@ impl BuildArgs {
         set(&mut r.custom_label, self.custom_label);
         set(&mut r.recreate_build_worktree, self.recreate_build_worktree);
         set(&mut r.wipe_build, self.wipe_build);
+        if let Some(g) = &self.worktree_group {
+            r.worktree_group = Some(g.clone());
+        }
+        if let Some(d) = &self.deploy_dir {
+            r.deploy_dir = Some(kforge::dirs::absolute(d));
+        }
+        if let Some(n) = &self.deploy_name {
+            r.deploy_name = Some(n.clone());
+        }
+        set(&mut r.deploy_replace, self.deploy_replace);
         if let Some(p) = &self.preset {
             r.preset.clone_from(p);
             r.config_method = ConfigMethod::Preset;
@@ -548,6 +627,7 @@ impl BuildArgs {
         set(&mut r.reproducible, self.reproducible);
         set(&mut r.timestamp_from_commit, self.timestamp_from_commit);
         set(&mut r.ccache, self.ccache);
+        set(&mut r.devtools, self.devtools);
         if let Some(s) = &self.ccache_max_size {
             r.ccache_max_size.clone_from(s);
         }

@@ -18,6 +18,7 @@ pub struct ConfigFile {
     pub library: Option<PathBuf>,
     pub ccache_dir: Option<PathBuf>,
     pub store: Option<PathBuf>,
+    pub ccache_remote: Option<String>,
 }
 
 /// Values given on the command line (highest precedence).
@@ -44,6 +45,9 @@ pub struct Dirs {
     pub ccache_dir: PathBuf,
     /// The build store (`SYSTEM_DIR/store` unless `KFORGE_STORE` or the config file says).
     pub store: PathBuf,
+    /// A cache every worker shares, behind the local one: ccache's `remote_storage`
+    /// (`KFORGE_CCACHE_REMOTE` or the config file's `ccache_remote`, e.g. `redis://host:6379`).
+    pub ccache_remote: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,8 @@ pub enum DirsError {
     },
     #[error("KFORGE_WORKER_INDEX=`{0}` is not a whole number")]
     BadIndex(String),
+    #[error("{0}")]
+    BadRemote(String),
     #[error("no home directory: set HOME or KFORGE_SYSTEM_DIR and KFORGE_WORKERS_DIR")]
     NoHome,
 }
@@ -86,6 +92,22 @@ pub fn absolute(p: &Path) -> PathBuf {
     } else {
         std::env::current_dir().map_or_else(|_| p.to_owned(), |cwd| cwd.join(p))
     }
+}
+
+/// Drops `.` and folds `..` lexically (no file system access, symlinks not followed).
+pub fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 impl Dirs {
@@ -163,6 +185,13 @@ impl Dirs {
                 .or(file.store)
                 .unwrap_or_else(|| system_dir.join("store")),
         );
+        let ccache_remote = match std::env::var("KFORGE_CCACHE_REMOTE") {
+            Ok(v) if !v.is_empty() => Some(v),
+            _ => file.ccache_remote,
+        };
+        if let Some(url) = &ccache_remote {
+            crate::toolchain::ccache::validate_remote(url).map_err(DirsError::BadRemote)?;
+        }
         Ok(Self {
             workers_dir,
             worker_index,
@@ -171,6 +200,7 @@ impl Dirs {
             library,
             ccache_dir,
             store,
+            ccache_remote,
         })
     }
 }

@@ -18,5 +18,6 @@ pub mod series;
 pub mod slot;
 pub mod store;
 pub mod toolchain;
+pub mod windmill;
 
 pub use error::Error;

@@ -55,6 +55,47 @@ fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Resu
     Ok(())
 }
 
+/// What `kforge step` reads.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepInput {
+    request: kforge::request::KernelRequest,
+    #[serde(default)]
+    results: std::collections::BTreeMap<String, kforge::flow::StepResult>,
+}
+
+fn step_command(args: &cli::StepArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
+    if args.list {
+        for name in kernel::step_names() {
+            println!("{name}");
+        }
+        return Ok(());
+    }
+    let name = args.name.as_deref().expect("clap requires NAME");
+    let text = match args.input.as_str() {
+        "-" => {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+            t
+        }
+        s => match s.strip_prefix('@') {
+            Some(file) => fs_err::read_to_string(file)?,
+            None => s.to_owned(),
+        },
+    };
+    let input: StepInput =
+        serde_json::from_str(&text).map_err(|e| Error::Input(format!("step input: {e}")))?;
+    let plan = kernel::plan(input.request, dirs)?;
+    let (result, run) = kernel::run_step(plan, name, &input.results, args.wait, ui)?;
+    let line = if name == "collect" {
+        serde_json::to_string(run.manifest.as_ref().expect("collect ran"))
+    } else {
+        serde_json::to_string(&result)
+    };
+    println!("{}", line.expect("serializes"));
+    Ok(())
+}
+
 /// Boots and checks; a failed check is an error carrying the console's end.
 fn boot(
     manifest: &kforge::manifest::Manifest,
@@ -477,10 +518,20 @@ fn main() -> ExitCode {
         .and_then(|dirs| match &cli.command {
             Command::Build(a) => build(a, &dirs, Until::Collect, &ui),
             Command::Identity(a) => build(a, &dirs, Until::Identity, &ui),
+            Command::Step(a) => step_command(a, &dirs, &ui),
+            Command::Resume { wait } => {
+                let finished = kernel::resume(&dirs, *wait, &ui)?;
+                print_json(finished.run.manifest.as_ref().expect("collect ran"));
+                Ok(())
+            }
             Command::Boot(a) => boot_command(a, &dirs, &ui),
             Command::Vm(a) => vm_command(a, &dirs, &ui),
             Command::Schema => {
                 print_json(&kforge::request::schema());
+                Ok(())
+            }
+            Command::WindmillFlow => {
+                print!("{}", kforge::windmill::to_yaml(&kforge::windmill::flow()));
                 Ok(())
             }
             Command::Library => {

@@ -51,6 +51,10 @@ pub struct Manifest {
     pub store_entry: Option<String>,
     /// The store's devel layer, when published.
     pub store_devel: Option<String>,
+    /// The developer worktree deploy_worktree laid for this build (`worktree_group`), with
+    /// the devel layer in its `build/` and its own `compile_commands.json`.
+    #[serde(default)]
+    pub dev_worktree: Option<String>,
 }
 
 /// Where a reused build came from.

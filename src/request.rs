@@ -163,6 +163,41 @@ pub struct KernelRequest {
     #[schemars(extend("x-group" = "Worktree"))]
     pub wipe_build: bool,
 
+    /// Developer worktree group
+    ///
+    /// Lay a developer worktree of the built commit (series included) at
+    /// `<deploy_dir>/<worktree_group>/<deploy_name>`, for a human to open in an editor, with the
+    /// build's devel layer in its `build/` and a `compile_commands.json` for its own paths.
+    /// Empty: no developer worktree.
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Worktree"))]
+    pub worktree_group: Option<String>,
+
+    /// Deploy directory
+    ///
+    /// With `worktree_group`: the absolute directory that holds the worktree groups
+    /// (default `SYSTEM_DIR/worktrees`).
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Worktree"))]
+    pub deploy_dir: Option<std::path::PathBuf>,
+
+    /// Deploy name
+    ///
+    /// With `worktree_group`: the developer worktree's name in its group (default: the
+    /// build's label, e.g. `vanilla` or the series' slug).
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Worktree"))]
+    pub deploy_name: Option<String>,
+
+    /// Replace the developer worktree
+    ///
+    /// With `worktree_group`: move an existing developer worktree of that name to this build's
+    /// commit. One with uncommitted changes, untracked files or commits of its own is never
+    /// replaced; the run stops and says so.
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Worktree"))]
+    pub deploy_replace: bool,
+
     // ---- Configuration
     /// Config method
     ///
@@ -253,6 +288,14 @@ pub struct KernelRequest {
     #[serde(default = "default_ccache_max_size")]
     #[schemars(extend("x-group" = "Build"))]
     pub ccache_max_size: String,
+
+    /// Developer tools
+    ///
+    /// Generate `compile_commands.json` for the build (the kernel's own
+    /// `gen_compile_commands.py`); it goes into the devel layer for editors and clangd.
+    #[serde(default = "yes")]
+    #[schemars(extend("x-group" = "Build"))]
+    pub devtools: bool,
 
     // ---- Reuse
     /// Reuse
@@ -391,6 +434,43 @@ impl KernelRequest {
         }
         if let Err(e) = ccache::validate_max_size(&self.ccache_max_size) {
             errs.push(e);
+        }
+        match &self.worktree_group {
+            Some(g) => {
+                if !is_plain_name(g) || g.len() > 64 {
+                    errs.push(format!(
+                        "worktree_group `{g}` is not a plain name (at most 64 of A-Z a-z 0-9 . _ - +, not starting with . or -)"
+                    ));
+                }
+                if let Some(n) = &self.deploy_name
+                    && (!is_plain_name(n) || n.len() > 64)
+                {
+                    errs.push(format!(
+                        "deploy_name `{n}` is not a plain name (at most 64 of A-Z a-z 0-9 . _ - +, not starting with . or -)"
+                    ));
+                }
+                if let Some(d) = &self.deploy_dir
+                    && !d.is_absolute()
+                {
+                    errs.push(format!(
+                        "deploy_dir `{}` is not an absolute path",
+                        d.display()
+                    ));
+                }
+            }
+            None => {
+                for (set, name) in [
+                    (self.deploy_dir.is_some(), "deploy_dir"),
+                    (self.deploy_name.is_some(), "deploy_name"),
+                    (self.deploy_replace, "deploy_replace"),
+                ] {
+                    if set {
+                        errs.push(format!(
+                            "{name} is given but worktree_group is not (which group?)"
+                        ));
+                    }
+                }
+            }
         }
         if self.timestamp_from_commit && !self.reproducible {
             errs.push("timestamp_from_commit needs reproducible".to_owned());

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Run, TestContext};
+use common::{Run, TestContext, git};
 
 #[test]
 fn build_help_groups_inputs_with_summaries() {
@@ -195,6 +195,66 @@ fn bad_input_is_refused_before_anything_is_touched() {
     refused(&ctx, &["build", "--make-flag", "notaflag"], "not VAR=VALUE");
     refused(&ctx, &["build", "--target", "install"], "refused");
     refused(&ctx, &["build", "--ccache-max-size", "lots"], "not a size");
+    // The developer worktree's group, name and place.
+    refused(
+        &ctx,
+        &["build", "--worktree-group", "a/b"],
+        "not a plain name",
+    );
+    refused(
+        &ctx,
+        &["build", "--worktree-group", ".."],
+        "not a plain name",
+    );
+    refused(&ctx, &["build", "--worktree-group=--x"], "not a plain name");
+    refused(
+        &ctx,
+        &[
+            "build",
+            "--worktree-group",
+            "g",
+            "--deploy-name",
+            "../../etc",
+        ],
+        "not a plain name",
+    );
+    let lone = ctx.dir.path().join("lone.json");
+    std::fs::write(&lone, r#"{"deploy_name": "x"}"#).unwrap();
+    refused(
+        &ctx,
+        &["build", "--request", &lone.display().to_string()],
+        "worktree_group is not",
+    );
+    let rel = ctx.dir.path().join("rel.json");
+    std::fs::write(&rel, r#"{"worktree_group": "g", "deploy_dir": "dev"}"#).unwrap();
+    refused(
+        &ctx,
+        &["build", "--request", &rel.display().to_string()],
+        "not an absolute path",
+    );
+    // One step on its own: a known name, the results of every step before it, the
+    // configure branch that the request chose.
+    refused(
+        &ctx,
+        &["step", "nope", "{\"request\": {}}"],
+        "unknown step `nope`",
+    );
+    refused(
+        &ctx,
+        &["step", "compile", "{\"request\": {}}"],
+        "missing: prepare_worktree, build_flags, configure, fetch_identity, reuse_check",
+    );
+    refused(
+        &ctx,
+        &["step", "configure_make", "{\"request\": {}}"],
+        "config_method is preset",
+    );
+    refused(
+        &ctx,
+        &["step", "build_flags", "{\"request\": {\"nope\": 1}}"],
+        "unknown field",
+    );
+    refused(&ctx, &["resume"], "nothing to resume");
     // All problems of a request file are reported at once.
     let req = ctx.dir.path().join("bad.json");
     std::fs::write(
@@ -226,22 +286,6 @@ fn missing_mirror_says_how_to_make_one() {
         "{}",
         r.stderr
     );
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 #[test]

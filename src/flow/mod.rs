@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::error::Error;
 
@@ -77,32 +78,110 @@ pub trait Step<C> {
     fn run(&self, ctx: &mut C, reporter: &dyn Reporter) -> Result<Outcome, Error>;
 }
 
-/// Runs `steps` in order; stops at the first failure, naming the step.
-pub fn run<C>(
+/// A context whose state can leave the process as JSON and come back: what lets an engine
+/// run one step per process (`kforge step`), and a failed run resume from its failed step.
+///
+/// The state is a flat JSON object; a step's result is the part of it the step changed.
+pub trait Stateful {
+    fn state(&self) -> Result<Map<String, Value>, Error>;
+    fn set_state(&mut self, state: Map<String, Value>) -> Result<(), Error>;
+}
+
+/// What one step did: its outcome and the state fields it set, which the next steps (in this
+/// process or another) start from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub step: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub elapsed_ms: u64,
+    #[serde(default)]
+    pub state: Map<String, Value>,
+}
+
+impl StepResult {
+    pub fn record(&self) -> StepRecord {
+        StepRecord {
+            step: self.step.clone(),
+            outcome: self.outcome.clone(),
+            elapsed_ms: self.elapsed_ms,
+        }
+    }
+}
+
+/// Lays earlier steps' results over a context's state, in the order given.
+pub fn apply<C: Stateful>(ctx: &mut C, results: &[StepResult]) -> Result<(), Error> {
+    let mut state = ctx.state()?;
+    for r in results {
+        for (k, v) in &r.state {
+            if !state.contains_key(k) {
+                return Err(Error::Input(format!(
+                    "the result of step {} sets `{k}`, which this flow does not know",
+                    r.step
+                )));
+            }
+            state.insert(k.clone(), v.clone());
+        }
+    }
+    ctx.set_state(state)
+}
+
+/// Runs one step and reports it; the result holds the state fields it changed.
+pub fn run_one<C: Stateful>(
+    step: &dyn Step<C>,
+    ctx: &mut C,
+    reporter: &dyn Reporter,
+) -> Result<StepResult, Error> {
+    let name = step.name();
+    let before = ctx.state()?;
+    reporter.event(&Event::StepStarted { step: name });
+    let start = Instant::now();
+    let outcome = step.run(ctx, reporter).map_err(|e| Error::Step {
+        step: name.to_owned(),
+        source: Box::new(e),
+    })?;
+    let elapsed = start.elapsed();
+    reporter.event(&Event::StepFinished {
+        step: name,
+        elapsed,
+        outcome: &outcome,
+    });
+    let state = ctx
+        .state()?
+        .into_iter()
+        .filter(|(k, v)| before.get(k) != Some(v))
+        .collect();
+    Ok(StepResult {
+        step: name.to_owned(),
+        outcome,
+        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        state,
+    })
+}
+
+/// Where a run is, for whoever keeps a record of it.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Started(&'a str),
+    Finished(&'a StepResult),
+}
+
+/// Runs `steps` in order, telling `progress` as each starts and lands (a run record can be
+/// kept current that way, one that survives a killed process); stops at the first failure,
+/// naming the step.
+pub fn run_stateful<C: Stateful>(
     steps: &[&dyn Step<C>],
     ctx: &mut C,
     reporter: &dyn Reporter,
+    progress: &mut dyn FnMut(Progress<'_>) -> Result<(), Error>,
 ) -> Result<Vec<StepRecord>, Error> {
     let mut records = Vec::with_capacity(steps.len());
     for step in steps {
-        let name = step.name();
-        reporter.event(&Event::StepStarted { step: name });
-        let start = Instant::now();
-        let outcome = step.run(ctx, reporter).map_err(|e| Error::Step {
-            step: name.to_owned(),
-            source: Box::new(e),
-        })?;
-        let elapsed = start.elapsed();
-        reporter.event(&Event::StepFinished {
-            step: name,
-            elapsed,
-            outcome: &outcome,
-        });
-        records.push(StepRecord {
-            step: name.to_owned(),
-            outcome,
-            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        });
+        progress(Progress::Started(step.name()))?;
+        let result = run_one(*step, ctx, reporter)?;
+        progress(Progress::Finished(&result))?;
+        records.push(result.record());
     }
     Ok(records)
 }
@@ -124,17 +203,32 @@ mod tests {
         }
     }
 
+    #[derive(Default)]
+    struct Ctx(Vec<String>);
+    impl Stateful for Ctx {
+        fn state(&self) -> Result<Map<String, Value>, Error> {
+            let mut m = Map::new();
+            m.insert("pushed".into(), serde_json::json!(self.0));
+            Ok(m)
+        }
+        fn set_state(&mut self, mut state: Map<String, Value>) -> Result<(), Error> {
+            self.0 = serde_json::from_value(state.remove("pushed").unwrap_or_default())
+                .map_err(|e| Error::Input(e.to_string()))?;
+            Ok(())
+        }
+    }
+
     struct Push(&'static str, bool);
-    impl Step<Vec<&'static str>> for Push {
+    impl Step<Ctx> for Push {
         fn name(&self) -> &'static str {
             self.0
         }
-        fn run(&self, ctx: &mut Vec<&'static str>, _: &dyn Reporter) -> Result<Outcome, Error> {
+        fn run(&self, ctx: &mut Ctx, _: &dyn Reporter) -> Result<Outcome, Error> {
             if !self.1 {
                 return Err(Error::Input("boom".into()));
             }
-            ctx.push(self.0);
-            Ok(if ctx.len() > 1 {
+            ctx.0.push(self.0.to_owned());
+            Ok(if ctx.0.len() > 1 {
                 Outcome::Skipped("second".into())
             } else {
                 Outcome::Ran
@@ -142,14 +236,25 @@ mod tests {
         }
     }
 
+    fn run(steps: &[&dyn Step<Ctx>], ctx: &mut Ctx, log: &Log) -> Result<Vec<StepResult>, Error> {
+        let mut results = Vec::new();
+        run_stateful(steps, ctx, log, &mut |p| {
+            if let Progress::Finished(r) = p {
+                results.push(r.clone());
+            }
+            Ok(())
+        })?;
+        Ok(results)
+    }
+
     #[test]
     fn steps_run_in_order_and_stop_at_failure() {
         let log = Log(Mutex::new(vec![]));
-        let mut ctx = vec![];
+        let mut ctx = Ctx::default();
         let recs = run(&[&Push("a", true), &Push("b", true)], &mut ctx, &log).unwrap();
-        assert_eq!(ctx, vec!["a", "b"]);
+        assert_eq!(ctx.0, vec!["a", "b"]);
         assert_eq!(recs[1].outcome, Outcome::Skipped("second".into()));
-        let mut ctx = vec![];
+        let mut ctx = Ctx::default();
         let e = run(
             &[&Push("a", true), &Push("c", false), &Push("d", true)],
             &mut ctx,
@@ -157,6 +262,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("step c failed"), "{e}");
-        assert_eq!(ctx, vec!["a"]);
+        assert_eq!(ctx.0, vec!["a"]);
+    }
+
+    #[test]
+    fn a_result_carries_what_the_step_changed_and_replays_elsewhere() {
+        let log = Log(Mutex::new(vec![]));
+        let mut ctx = Ctx::default();
+        let first = run(&[&Push("a", true)], &mut ctx, &log).unwrap();
+        assert_eq!(first[0].state["pushed"], serde_json::json!(["a"]));
+        // Another process: starts empty, takes a's result, runs b.
+        let mut other = Ctx::default();
+        apply(&mut other, &first).unwrap();
+        let second = run(&[&Push("b", true)], &mut other, &log).unwrap();
+        assert_eq!(other.0, vec!["a", "b"]);
+        // A step that changes nothing reports no state.
+        let unchanged = run_one(&Noop, &mut other, &log).unwrap();
+        assert!(unchanged.state.is_empty());
+        assert_eq!(second[0].state["pushed"], serde_json::json!(["a", "b"]));
+        // Unknown fields are refused, not dropped.
+        let mut bad = first[0].clone();
+        bad.state.insert("nope".into(), Value::Null);
+        assert!(apply(&mut Ctx::default(), &[bad]).is_err());
+    }
+
+    struct Noop;
+    impl Step<Ctx> for Noop {
+        fn name(&self) -> &'static str {
+            "noop"
+        }
+        fn run(&self, _: &mut Ctx, _: &dyn Reporter) -> Result<Outcome, Error> {
+            Ok(Outcome::Ran)
+        }
     }
 }

@@ -124,6 +124,7 @@ impl Step<KernelRun> for BuildFlagsStep {
                 cache_dir: plan.dirs.ccache_dir.clone(),
                 max_size: req.ccache_max_size.clone(),
                 base_dir: plan.dirs.workers_dir.clone(),
+                remote: plan.dirs.ccache_remote.clone(),
             })?)
         } else {
             None

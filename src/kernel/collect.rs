@@ -67,6 +67,7 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
             reused: None,
             store_entry: ctx.store_entry.as_ref().map(|p| p.display().to_string()),
             store_devel: ctx.store_devel.as_ref().map(|p| p.display().to_string()),
+            dev_worktree: None,
         }
     };
     // What this run was asked and where: the same for a reused build as for a compiled one.
@@ -87,6 +88,7 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
         .unwrap_or_default();
     m.worker_index = slot.index;
     m.series.clone_from(&ctx.series);
+    m.dev_worktree = ctx.dev_worktree.as_ref().map(|p| p.display().to_string());
     Ok(m)
 }
 

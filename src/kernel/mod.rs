@@ -10,6 +10,9 @@ mod build_flags;
 mod collect;
 mod compile;
 mod configure;
+mod deploy_worktree;
+mod devtools;
+mod fetch_devel;
 mod fetch_identity;
 mod install;
 mod install_modules;
@@ -72,7 +75,86 @@ pub struct KernelRun {
     pub hold: Option<crate::fsutil::FileLock>,
     pub store_entry: Option<PathBuf>,
     pub store_devel: Option<PathBuf>,
+    /// build/compile_commands.json, when devtools made it.
+    pub compile_commands: Option<PathBuf>,
+    /// The developer worktree deploy_worktree laid (or found) for this build.
+    pub dev_worktree: Option<PathBuf>,
+    /// The ref as prepare_worktree resolved it: later steps run in other processes build
+    /// this commit even if the ref has moved since.
+    pub pinned: Option<ResolvedRef>,
     pub manifest: Option<Manifest>,
+}
+
+/// The part of a run that crosses process boundaries (see [`flow::Stateful`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunState {
+    pinned: Option<ResolvedRef>,
+    tree: Option<String>,
+    series: Option<crate::series::Applied>,
+    flags: Option<BuildFlags>,
+    configured: Option<Configured>,
+    bz_image: Option<PathBuf>,
+    modules_dir: Option<PathBuf>,
+    reused: Option<Hit>,
+    store_entry: Option<PathBuf>,
+    store_devel: Option<PathBuf>,
+    compile_commands: Option<PathBuf>,
+    dev_worktree: Option<PathBuf>,
+    manifest: Option<Manifest>,
+}
+
+impl flow::Stateful for KernelRun {
+    fn state(&self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        let s = RunState {
+            pinned: self.pinned.clone(),
+            tree: self.tree.clone(),
+            series: self.series.clone(),
+            flags: self.flags.clone(),
+            configured: self.configured.clone(),
+            bz_image: self.bz_image.clone(),
+            modules_dir: self.modules_dir.clone(),
+            reused: self.reused.clone(),
+            store_entry: self.store_entry.clone(),
+            store_devel: self.store_devel.clone(),
+            compile_commands: self.compile_commands.clone(),
+            dev_worktree: self.dev_worktree.clone(),
+            manifest: self.manifest.clone(),
+        };
+        match serde_json::to_value(s) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(_) => unreachable!("a struct serializes to an object"),
+            Err(e) => Err(Error::Input(format!("run state: {e}"))),
+        }
+    }
+
+    fn set_state(
+        &mut self,
+        state: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        let s: RunState = serde_json::from_value(serde_json::Value::Object(state))
+            .map_err(|e| Error::Input(format!("a step result does not fit this flow: {e}")))?;
+        // The ref moved after prepare_worktree: keep building what it checked out.
+        if let Some(p) = &s.pinned
+            && p.commit != self.plan.resolved.commit
+        {
+            self.plan.resolved = p.clone();
+        }
+        self.pinned = s.pinned;
+        self.tree = s.tree;
+        self.series = s.series;
+        self.flags = s.flags;
+        self.configured = s.configured;
+        self.bz_image = s.bz_image;
+        self.modules_dir = s.modules_dir;
+        self.reused = s.reused;
+        self.store_entry = s.store_entry;
+        self.store_devel = s.store_devel;
+        self.compile_commands = s.compile_commands;
+        self.dev_worktree = s.dev_worktree;
+        self.manifest = s.manifest;
+        Ok(())
+    }
 }
 
 impl KernelRun {
@@ -199,27 +281,35 @@ pub enum Until {
     Collect,
 }
 
-/// The steps of the kernel flow, in the spec's order. Steps for the store, series and
-/// developer worktree arrive with their issues.
-fn steps(until: Until) -> Vec<&'static dyn Step<KernelRun>> {
-    let mut v: Vec<&'static dyn Step<KernelRun>> = vec![
-        &prepare_worktree::PrepareWorktree,
-        &build_flags::BuildFlagsStep,
-        &configure::Configure,
-    ];
-    if until == Until::Collect {
-        v.extend::<[&'static dyn Step<KernelRun>; 8]>([
-            &fetch_identity::FetchIdentity,
-            &reuse_check::ReuseCheck,
-            &compile::Compile,
-            &install::Install,
-            &install_modules::InstallModules,
-            &publish::Publish,
-            &publish::PublishDevel,
-            &collect::Collect,
-        ]);
+/// Every step of the kernel flow, in the spec's order.
+pub const STEPS: &[&dyn Step<KernelRun>] = &[
+    &prepare_worktree::PrepareWorktree,
+    &build_flags::BuildFlagsStep,
+    &configure::Configure,
+    &fetch_identity::FetchIdentity,
+    &reuse_check::ReuseCheck,
+    &compile::Compile,
+    &devtools::Devtools,
+    &install::Install,
+    &install_modules::InstallModules,
+    &publish::Publish,
+    &publish::PublishDevel,
+    &deploy_worktree::DeployWorktree,
+    &fetch_devel::FetchDevel,
+    &collect::Collect,
+];
+
+/// The names of the flow's steps, in order.
+pub fn step_names() -> Vec<&'static str> {
+    STEPS.iter().map(|s| s.name()).collect()
+}
+
+/// The steps up to `until`.
+fn steps(until: Until) -> &'static [&'static dyn Step<KernelRun>] {
+    match until {
+        Until::Identity => &STEPS[..3],
+        Until::Collect => STEPS,
     }
-    v
 }
 
 /// The result of a run.
@@ -229,6 +319,105 @@ pub struct Finished {
     pub steps: Vec<StepRecord>,
 }
 
+impl KernelRun {
+    fn new(plan: Plan) -> Self {
+        Self {
+            plan,
+            tree: None,
+            series: None,
+            flags: None,
+            configured: None,
+            bz_image: None,
+            modules_dir: None,
+            reused: None,
+            hold: None,
+            store_entry: None,
+            store_devel: None,
+            compile_commands: None,
+            dev_worktree: None,
+            pinned: None,
+            manifest: None,
+        }
+    }
+}
+
+/// A slot's last run, rewritten after every step: the request, each finished step's result,
+/// and the step that failed. `kforge resume` continues it from that step.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    pub request: KernelRequest,
+    pub results: Vec<flow::StepResult>,
+    /// The step that started and has not finished: the one running, or the one a killed
+    /// process was in.
+    pub current: Option<String>,
+    pub failed: Option<FailedStep>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FailedStep {
+    pub step: String,
+    pub error: String,
+}
+
+/// Where a slot keeps its run record.
+pub fn run_record_path(slot: &Slot) -> PathBuf {
+    slot.state.join("run.json")
+}
+
+fn write_record(slot: &Slot, record: &RunRecord) -> Result<(), Error> {
+    fs_err::create_dir_all(&slot.state)?;
+    let text = serde_json::to_string_pretty(record).expect("serializes");
+    crate::fsutil::write_atomic(&run_record_path(slot), text.as_bytes())?;
+    Ok(())
+}
+
+/// Runs `steps` on `run`, keeping the slot's run record current; a failure is recorded
+/// with its step before it is returned.
+fn run_recorded(
+    run: &mut KernelRun,
+    steps: &[&dyn Step<KernelRun>],
+    mut record: RunRecord,
+    reporter: &dyn Reporter,
+) -> Result<Vec<StepRecord>, Error> {
+    let slot = run.plan.slot.clone();
+    record.failed = None;
+    record.current = None;
+    write_record(&slot, &record)?;
+    let outcome = flow::run_stateful(steps, run, reporter, &mut |progress| {
+        match progress {
+            flow::Progress::Started(step) => record.current = Some(step.to_owned()),
+            flow::Progress::Finished(result) => {
+                record.current = None;
+                record.results.push(result.clone());
+            }
+        }
+        write_record(&slot, &record)
+    });
+    if let Err(Error::Step { step, source }) = &outcome {
+        record.current = None;
+        record.failed = Some(FailedStep {
+            step: step.clone(),
+            error: source.to_string(),
+        });
+        // The run's own error matters more than a failure to note it.
+        let _ = write_record(&slot, &record);
+    }
+    outcome
+}
+
+fn lock_slot(
+    plan: &Plan,
+    wait: bool,
+    reporter: &dyn Reporter,
+) -> Result<crate::slot::SlotGuard, Error> {
+    Ok(plan.slot.lock(wait, &mut |msg| {
+        reporter.event(&flow::Event::Info {
+            step: "prepare_worktree",
+            message: msg,
+        });
+    })?)
+}
+
 /// Locks the plan's slot and runs the flow up to `until`.
 pub fn run(
     plan: Plan,
@@ -236,32 +425,163 @@ pub fn run(
     wait: bool,
     reporter: &dyn Reporter,
 ) -> Result<Finished, Error> {
-    let _guard = plan.slot.lock(wait, &mut |msg| {
-        reporter.event(&flow::Event::Info {
-            step: "prepare_worktree",
-            message: msg,
-        });
-    })?;
-    let mut run = KernelRun {
-        plan,
-        tree: None,
-        series: None,
-        flags: None,
-        configured: None,
-        bz_image: None,
-        modules_dir: None,
-        reused: None,
-        hold: None,
-        store_entry: None,
-        store_devel: None,
-        manifest: None,
+    let _guard = lock_slot(&plan, wait, reporter)?;
+    let record = RunRecord {
+        request: plan.request.clone(),
+        results: Vec::new(),
+        current: None,
+        failed: None,
     };
-    let steps = steps(until);
-    let records = flow::run(&steps, &mut run, reporter)?;
+    let mut run = KernelRun::new(plan);
+    let records = run_recorded(&mut run, steps(until), record, reporter)?;
     Ok(Finished {
         run,
         steps: records,
     })
+}
+
+/// Reads the slot's run record and says which step a resume starts at.
+pub fn resumable(slot: &Slot) -> Result<(RunRecord, usize), Error> {
+    let path = run_record_path(slot);
+    let text = match fs_err::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Input(format!(
+                "nothing to resume: slot {} has no recorded run",
+                slot.src.display()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let record: RunRecord = serde_json::from_str(&text)
+        .map_err(|e| Error::Input(format!("{}: unreadable run record: {e}", path.display())))?;
+    let Some(step) = record
+        .failed
+        .as_ref()
+        .map(|f| f.step.clone())
+        .or_else(|| record.current.clone())
+    else {
+        return Err(Error::Input(format!(
+            "nothing to resume: the last run in {} finished ({} steps)",
+            slot.src.display(),
+            record.results.len()
+        )));
+    };
+    let at = STEPS
+        .iter()
+        .position(|s| s.name() == step)
+        .ok_or_else(|| Error::Input(format!("{}: unknown step `{step}`", path.display())))?;
+    if record.results.len() != at
+        || record
+            .results
+            .iter()
+            .zip(STEPS)
+            .any(|(r, s)| r.step != s.name())
+    {
+        return Err(Error::Input(format!(
+            "{}: the recorded results do not lead up to step {step}; build again instead",
+            path.display()
+        )));
+    }
+    Ok((record, at))
+}
+
+/// Continues the slot's failed run from its failed step, with the request and the results
+/// of the steps before it as recorded.
+pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finished, Error> {
+    let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
+    let (mut record, at) = resumable(&slot)?;
+    let plan = plan(record.request.clone(), dirs)?;
+    let _guard = lock_slot(&plan, wait, reporter)?;
+    // Taken again under the lock: another run may have finished in between.
+    let (again, at_again) = resumable(&slot)?;
+    if at_again != at || again.results.len() != record.results.len() {
+        return Err(Error::Input(
+            "the slot's run record changed while waiting for the slot; run resume again".into(),
+        ));
+    }
+    let mut run = KernelRun::new(plan);
+    record.results.truncate(at);
+    flow::apply(&mut run, &record.results)?;
+    reporter.event(&flow::Event::Info {
+        step: STEPS[at].name(),
+        message: &format!(
+            "resuming at {} (steps before it as recorded)",
+            STEPS[at].name()
+        ),
+    });
+    let mut steps = record
+        .results
+        .iter()
+        .map(flow::StepResult::record)
+        .collect::<Vec<_>>();
+    steps.extend(run_recorded(&mut run, &STEPS[at..], record, reporter)?);
+    Ok(Finished { run, steps })
+}
+
+/// The step `kforge step <name>` runs: a flow step, or `configure_<method>` (the branches of
+/// an engine's configure), which is configure with a check that the request chose it.
+pub fn find_step(name: &str, request: &KernelRequest) -> Result<usize, Error> {
+    let base = match name.strip_prefix("configure_") {
+        Some(method) => {
+            if method != request.config_method.as_str() {
+                return Err(Error::Input(format!(
+                    "step {name} is the configure branch for config_method {method}, but the request's config_method is {}",
+                    request.config_method.as_str()
+                )));
+            }
+            "configure"
+        }
+        None => name,
+    };
+    STEPS.iter().position(|s| s.name() == base).ok_or_else(|| {
+        Error::Input(format!(
+            "unknown step `{name}`; the steps are: {} (and configure_preset, configure_make, configure_fragments)",
+            step_names().join(", ")
+        ))
+    })
+}
+
+/// Runs one step in its own process: the earlier steps' results (keyed by step name, as an
+/// engine passes them) are laid over a fresh run first, and every earlier step must have one.
+pub fn run_step(
+    plan: Plan,
+    name: &str,
+    results: &std::collections::BTreeMap<String, flow::StepResult>,
+    wait: bool,
+    reporter: &dyn Reporter,
+) -> Result<(flow::StepResult, KernelRun), Error> {
+    let at = find_step(name, &plan.request)?;
+    let mut earlier = Vec::with_capacity(at);
+    let mut missing = Vec::new();
+    for step in &STEPS[..at] {
+        let found = results.get(step.name()).or_else(|| {
+            (step.name() == "configure")
+                .then(|| {
+                    results.get(&format!(
+                        "configure_{}",
+                        plan.request.config_method.as_str()
+                    ))
+                })
+                .flatten()
+        });
+        match found {
+            Some(r) => earlier.push(r.clone()),
+            None => missing.push(step.name()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Input(format!(
+            "step {name} needs the results of the steps before it; missing: {}",
+            missing.join(", ")
+        )));
+    }
+    let _guard = lock_slot(&plan, wait, reporter)?;
+    let mut run = KernelRun::new(plan);
+    flow::apply(&mut run, &earlier)?;
+    let mut result = flow::run_one(STEPS[at], &mut run, reporter)?;
+    name.clone_into(&mut result.step);
+    Ok((result, run))
 }
 
 /// What `kforge identity` prints.

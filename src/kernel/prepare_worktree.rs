@@ -91,6 +91,7 @@ impl Step<KernelRun> for PrepareWorktree {
         fs_err::create_dir_all(&slot.build)?;
         fs_err::create_dir_all(&slot.destdir)?;
         ctx.tree = Some(slot.head_tree()?);
+        ctx.pinned = Some(ctx.plan.resolved.clone());
         Ok(Outcome::Ran)
     }
 }

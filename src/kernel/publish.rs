@@ -125,6 +125,32 @@ pub fn devel_sources(build: &Path) -> std::io::Result<Vec<Source>> {
             );
         }
     }
+    // Sources and forced includes the build generated (lib/oid_registry_data.c,
+    // init/utsversion-tmp.h, ...) that the compilation database names: an editor opening
+    // the database finds them too.
+    let database = build.join("compile_commands.json");
+    if database.is_file()
+        && let Ok(text) = fs_err::read_to_string(&database)
+        && let Ok(entries) = serde_json::from_str::<Vec<super::devtools::Entry>>(&text)
+    {
+        for e in &entries {
+            let dir = Path::new(&e.directory);
+            let words: Vec<&str> = e.command.split_whitespace().collect();
+            let forced = words
+                .windows(2)
+                .filter(|w| w[0] == "-include")
+                .map(|w| dir.join(w[1]));
+            for named in std::iter::once(Path::new(&e.file).to_owned()).chain(forced) {
+                let named = crate::dirs::normalize(&named);
+                if let Ok(rel) = named.strip_prefix(build) {
+                    let dest = rel.to_string_lossy().into_owned();
+                    if named.is_file() && !out.iter().any(|s: &Source| s.dest == dest) {
+                        out.push(Source { dest, from: named });
+                    }
+                }
+            }
+        }
+    }
     // Host programs (fixdep, modpost, genksyms, ...): the executables under scripts/.
     let scripts = build.join("scripts");
     if scripts.is_dir() {

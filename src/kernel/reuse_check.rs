@@ -12,7 +12,7 @@ use crate::manifest::{Manifest, Reused};
 use crate::store::{Layer, LayerRecord, Store, verify_dir};
 
 /// An existing copy of the identity.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     pub how: Reused,
     /// The manifest of the build that made it.

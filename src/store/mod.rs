@@ -749,6 +749,57 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Copies a layer out of the store into `dest` (a directory that must not exist yet),
+    /// checking every file's bytes against the layer's record on the way: a damaged entry
+    /// fails here instead of handing out wrong files. The copies are the caller's to change.
+    pub fn materialize(
+        &self,
+        layer: Layer,
+        release: &str,
+        dest: &Path,
+    ) -> Result<LayerRecord, StoreError> {
+        let record = self
+            .record(layer, release)?
+            .ok_or_else(|| StoreError::Missing(release.to_owned(), layer.as_str()))?;
+        let dir = self.layer_dir(layer, release);
+        fs_err::create_dir(dest)?;
+        let mut problems = Vec::new();
+        for f in &record.files {
+            if !safe_relative(&f.path) {
+                problems.push(format!("{}: unsafe path", f.path));
+                continue;
+            }
+            let to = dest.join(&f.path);
+            if let Some(parent) = to.parent() {
+                fs_err::create_dir_all(parent)?;
+            }
+            if let Some(target) = &f.link {
+                std::os::unix::fs::symlink(target, &to)?;
+                continue;
+            }
+            let mut out = fs_err::File::create(&to)?;
+            let (sha, size) = hash_stream(fs_err::File::open(dir.join(&f.path))?, Some(&mut out))?;
+            out.set_permissions(std::fs::Permissions::from_mode(if f.executable {
+                0o755
+            } else {
+                0o644
+            }))?;
+            if sha != f.sha256 || size != f.size {
+                problems.push(format!("{}: bytes differ from the record", f.path));
+            }
+        }
+        if problems.is_empty() {
+            Ok(record)
+        } else {
+            Err(StoreError::Damaged {
+                path: dir,
+                problems,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

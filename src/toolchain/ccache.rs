@@ -17,6 +17,30 @@ pub struct CcacheSettings {
     pub max_size: String,
     /// Paths below this are rewritten to relative ones before hashing.
     pub base_dir: PathBuf,
+    /// A shared cache behind the local one (`remote_storage`): every worker's misses are
+    /// looked up there, and every result (local hits too, `reshare`) is stored there.
+    pub remote: Option<String>,
+}
+
+/// Checks a remote storage URL before it reaches ccache's config: one of the schemes this
+/// ccache supports, no white space or control characters (which would end or split the
+/// config line). ccache's own `|attribute=value` suffixes are allowed.
+pub fn validate_remote(url: &str) -> Result<(), String> {
+    let scheme_ok = ["redis://", "redis+unix:", "http://", "https://", "file:"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok {
+        return Err(format!(
+            "ccache remote `{url}` is not a redis://, redis+unix:, http(s):// or file: URL"
+        ));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "ccache remote `{}` holds white space or control characters",
+            url.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a size the way ccache reads `max_size`: a number with an optional
@@ -42,7 +66,7 @@ pub fn validate_max_size(size: &str) -> Result<(), String> {
 
 /// The text of the managed config file.
 pub fn render(settings: &CcacheSettings) -> String {
-    format!(
+    let mut text = format!(
         "# Written by kforge on every build; edits here are overwritten.\n\
          cache_dir = {}\n\
          max_size = {}\n\
@@ -53,7 +77,13 @@ pub fn render(settings: &CcacheSettings) -> String {
         settings.cache_dir.display(),
         settings.max_size,
         settings.base_dir.display(),
-    )
+    );
+    if let Some(url) = &settings.remote {
+        text.push_str("remote_storage = ");
+        text.push_str(url);
+        text.push_str("\nreshare = true\n");
+    }
+    text
 }
 
 /// Writes the managed config (atomically) and returns its path, for `CCACHE_CONFIGPATH`.
@@ -92,11 +122,40 @@ mod tests {
             cache_dir: "/c".into(),
             max_size: "10G".into(),
             base_dir: "/w".into(),
+            remote: None,
         };
         let text = render(&s);
         assert!(text.contains("base_dir = /w\n"));
         assert!(text.contains("hash_dir = false\n"));
         assert!(text.contains("max_size = 10G\n"));
+        assert!(!text.contains("remote_storage"));
+        let shared = render(&CcacheSettings {
+            remote: Some("redis://10.0.0.1:6379".into()),
+            ..s
+        });
+        assert!(shared.contains("remote_storage = redis://10.0.0.1:6379\nreshare = true\n"));
+    }
+
+    #[test]
+    fn remote_urls() {
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis+unix:/run/redis.sock",
+            "https://cache.example.org/ccache|layout=bazel",
+            "file:/srv/ccache",
+        ] {
+            assert!(validate_remote(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1:6379",
+            "ftp://x",
+            "redis://a b",
+            "redis://a\nmax_size = 1",
+            "-redis://x",
+        ] {
+            assert!(validate_remote(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -106,6 +165,7 @@ mod tests {
             cache_dir: dir.path().join("cache"),
             max_size: "1G".into(),
             base_dir: dir.path().into(),
+            remote: None,
         };
         let p = write_ccache_conf(&s).unwrap();
         s.max_size = "2G".into();

@@ -124,6 +124,29 @@ impl Run {
     }
 }
 
+/// Runs git in `dir` without the user's config, as a fixed test identity; its trimmed stdout.
+#[track_caller]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "kforge test")
+        .env("GIT_AUTHOR_EMAIL", "test@kforge.invalid")
+        .env("GIT_COMMITTER_NAME", "kforge test")
+        .env("GIT_COMMITTER_EMAIL", "test@kforge.invalid")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// The manifest contract, field by field; unknown fields are an error, so a field added
 /// or renamed by accident fails here.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -156,6 +179,7 @@ pub struct ManifestContract {
     pub reused: Option<String>,
     pub store_entry: Option<String>,
     pub store_devel: Option<String>,
+    pub dev_worktree: Option<String>,
 }
 
 impl TestContext {

@@ -1,0 +1,74 @@
+//! devtools: `compile_commands.json` for the build, made by the kernel's own
+//! `make compile_commands.json` (scripts/clang-tools/gen_compile_commands.py over exactly the
+//! objects this build linked). publish_devel takes it into the devel layer.
+
+use std::ffi::OsString;
+
+use super::{KernelRun, run_make};
+use crate::error::Error;
+use crate::flow::{Event, Outcome, Reporter, Step};
+
+pub struct Devtools;
+
+impl Step<KernelRun> for Devtools {
+    fn name(&self) -> &'static str {
+        "devtools"
+    }
+
+    fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+        if let Some(why) = ctx.reused_reason() {
+            return Ok(Outcome::Skipped(why));
+        }
+        let out = ctx.plan.slot.build.join("compile_commands.json");
+        // A database left by an earlier build of this slot must not pass for this one's
+        // (publish_devel takes whatever is there).
+        match fs_err::remove_file(&out) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        if !ctx.plan.request.devtools {
+            return Ok(Outcome::Skipped("devtools is off".into()));
+        }
+        run_make(
+            ctx,
+            self.name(),
+            &[OsString::from("compile_commands.json")],
+            reporter,
+        )?;
+        let entries = read_entries(&out)?;
+        reporter.event(&Event::Info {
+            step: self.name(),
+            message: &format!("{} ({} translation units)", out.display(), entries.len()),
+        });
+        ctx.compile_commands = Some(out);
+        Ok(Outcome::Ran)
+    }
+}
+
+/// One entry of a compilation database, as the kernel's generator writes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub command: String,
+    pub directory: String,
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// Reads a compilation database; an empty or unreadable one is an error.
+pub fn read_entries(path: &std::path::Path) -> Result<Vec<Entry>, Error> {
+    let text = fs_err::read_to_string(path)?;
+    let entries: Vec<Entry> = serde_json::from_str(&text).map_err(|e| {
+        Error::Build(format!(
+            "{}: not a compilation database: {e}",
+            path.display()
+        ))
+    })?;
+    if entries.is_empty() {
+        return Err(Error::Build(format!(
+            "{}: the compilation database is empty",
+            path.display()
+        )));
+    }
+    Ok(entries)
+}

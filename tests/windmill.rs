@@ -1,0 +1,115 @@
+//! The Windmill flow in the repository is what `kforge windmill-flow` generates now, and it
+//! validates offline against Windmill's published flow schema (the npm package
+//! windmill-yaml-validator, installed into windmill/node_modules by scripts/test.sh).
+//! That the flow also runs the pipeline is tested in tests/devel.rs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{BIN, repo_root};
+
+fn flow_path() -> std::path::PathBuf {
+    repo_root().join("windmill/f/kernel/build.flow/flow.yaml")
+}
+
+/// Runs the validator on `file`: (passed, what it printed).
+fn validate(file: &Path) -> (bool, String) {
+    let dir = repo_root().join("windmill");
+    assert!(
+        dir.join("node_modules/windmill-yaml-validator").is_dir(),
+        "windmill/node_modules is missing: run `npm ci --prefix windmill` (scripts/test.sh does)"
+    );
+    let out = Command::new("node")
+        .arg(dir.join("validate.mjs"))
+        .arg(file)
+        .output()
+        .expect("node (scripts/install-deps.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_committed_flow_is_current() {
+    let out = Command::new(BIN).arg("windmill-flow").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(flow_path()).unwrap();
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == committed,
+        "{} is stale: run `kforge windmill-flow > {}`",
+        flow_path().display(),
+        kforge::windmill::FLOW_PATH
+    );
+}
+
+#[test]
+fn the_flow_validates_against_windmills_schema_and_a_broken_one_does_not() {
+    let (ok, text) = validate(&flow_path());
+    assert!(ok, "{text}");
+    assert!(text.contains("valid"), "{text}");
+
+    let committed = std::fs::read_to_string(flow_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (what, broken) in [
+        (
+            "an unknown module type",
+            committed.replacen("type: \"branchone\"", "type: \"branchsome\"", 1),
+        ),
+        (
+            "a module without its value",
+            committed.replacen(
+                "      value:\n        type: \"rawscript\"",
+                "      valve:\n        type: \"rawscript\"",
+                1,
+            ),
+        ),
+        (
+            "same_worker as a string",
+            committed.replacen("same_worker: true", "same_worker: \"yes\"", 1),
+        ),
+    ] {
+        assert_ne!(broken, committed, "{what}: the edit did not apply");
+        let file = dir.path().join("flow.yaml");
+        std::fs::write(&file, broken).unwrap();
+        let (ok, text) = validate(&file);
+        assert!(!ok, "{what} passed validation:\n{text}");
+    }
+}
+
+#[test]
+fn every_module_calls_its_step_on_the_worker_index_from_the_environment() {
+    let committed = std::fs::read_to_string(flow_path()).unwrap();
+    let list = Command::new(BIN).args(["step", "--list"]).output().unwrap();
+    let steps: Vec<String> = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(steps.len(), 14, "{steps:?}");
+    let mut at = 0;
+    for step in &steps {
+        let call = if step == "configure" {
+            "kforge step configure_preset --wait".to_owned()
+        } else {
+            format!("kforge step {step} --wait")
+        };
+        let found = committed[at..]
+            .find(&call)
+            .unwrap_or_else(|| panic!("`{call}` is missing or out of order"));
+        at += found;
+    }
+    for method in ["make", "fragments"] {
+        assert!(committed.contains(&format!("kforge step configure_{method} --wait")));
+        assert!(committed.contains(&format!("flow_input.config_method === '{method}'")));
+    }
+    assert!(committed.contains("same_worker: true"));
+    assert_eq!(
+        committed.matches("${KFORGE_WORKER_INDEX:?").count(),
+        steps.len() + 2
+    );
+}
