@@ -135,7 +135,10 @@ fn a_worker_with_an_empty_cache_compiles_from_the_shared_remote() {
     );
     let conf = std::fs::read_to_string(empty.join("kforge-ccache.conf")).unwrap();
     assert!(
-        conf.contains(&format!("remote_storage = {}\n", redis.url())),
+        conf.contains(&format!(
+            "remote_storage = {}|connect-timeout=1000\n",
+            redis.url()
+        )),
         "{conf}"
     );
 

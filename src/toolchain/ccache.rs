@@ -81,6 +81,12 @@ pub fn render(settings: &CcacheSettings) -> String {
     if let Some(url) = &settings.remote {
         text.push_str("remote_storage = ");
         text.push_str(url);
+        // ccache gives up on connecting to Redis after 100 ms by default and then skips the
+        // lookup or the write without a word; a host that make keeps busy on every core can
+        // take longer than that. A second is the default here unless the URL says otherwise.
+        if url.starts_with("redis") && !url.contains("connect-timeout=") {
+            text.push_str("|connect-timeout=1000");
+        }
         text.push_str("\nreshare = true\n");
     }
     text
@@ -133,7 +139,23 @@ mod tests {
             remote: Some("redis://10.0.0.1:6379".into()),
             ..s
         });
-        assert!(shared.contains("remote_storage = redis://10.0.0.1:6379\nreshare = true\n"));
+        assert!(shared.contains(
+            "remote_storage = redis://10.0.0.1:6379|connect-timeout=1000\nreshare = true\n"
+        ));
+        let own = render(&CcacheSettings {
+            remote: Some("redis://h|connect-timeout=50".into()),
+            ..shared_settings()
+        });
+        assert!(own.contains("remote_storage = redis://h|connect-timeout=50\n"));
+    }
+
+    fn shared_settings() -> CcacheSettings {
+        CcacheSettings {
+            cache_dir: "/c".into(),
+            max_size: "10G".into(),
+            base_dir: "/w".into(),
+            remote: None,
+        }
     }
 
     #[test]
