@@ -93,10 +93,21 @@ pub fn render(settings: &CcacheSettings) -> String {
 }
 
 /// Writes the managed config (atomically) and returns its path, for `CCACHE_CONFIGPATH`.
+///
+/// The file is named by its content: ccache reads it again at every compile, so builds that
+/// share the cache but not the settings (another `ccache_max_size`, a remote set for one of
+/// them) must not rewrite each other's file in the middle of a build.
 pub fn write_ccache_conf(settings: &CcacheSettings) -> std::io::Result<PathBuf> {
+    use sha2::Digest as _;
     fs_err::create_dir_all(&settings.cache_dir)?;
-    let path = settings.cache_dir.join("kforge-ccache.conf");
-    write_atomic(&path, render(settings).as_bytes())?;
+    let text = render(settings);
+    let digest = crate::identity::to_hex(&sha2::Sha256::digest(text.as_bytes()));
+    let path = settings
+        .cache_dir
+        .join(format!("kforge-ccache-{}.conf", &digest[..12]));
+    if fs_err::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        write_atomic(&path, text.as_bytes())?;
+    }
     Ok(path)
 }
 
@@ -190,10 +201,24 @@ mod tests {
             remote: None,
         };
         let p = write_ccache_conf(&s).unwrap();
+        assert_eq!(
+            write_ccache_conf(&s).unwrap(),
+            p,
+            "same settings, same file"
+        );
         s.max_size = "2G".into();
-        assert_eq!(write_ccache_conf(&s).unwrap(), p);
+        let q = write_ccache_conf(&s).unwrap();
+        assert_ne!(
+            q, p,
+            "other settings, another file: a running build keeps its own"
+        );
         assert!(
             fs_err::read_to_string(&p)
+                .unwrap()
+                .contains("max_size = 1G")
+        );
+        assert!(
+            fs_err::read_to_string(&q)
                 .unwrap()
                 .contains("max_size = 2G")
         );
