@@ -490,7 +490,7 @@ pub fn resumable(slot: &Slot) -> Result<(RunRecord, usize), Error> {
 /// of the steps before it as recorded.
 pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finished, Error> {
     let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
-    let (mut record, at) = resumable(&slot)?;
+    let (record, at) = resumable(&slot)?;
     let plan = plan(record.request.clone(), dirs)?;
     let _guard = lock_slot(&plan, wait, reporter)?;
     // Taken again under the lock: another run may have finished in between.
@@ -501,7 +501,6 @@ pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finish
         ));
     }
     let mut run = KernelRun::new(plan);
-    record.results.truncate(at);
     flow::apply(&mut run, &record.results)?;
     reporter.event(&flow::Event::Info {
         step: STEPS[at].name(),
