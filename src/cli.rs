@@ -8,6 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use kforge::request::{ConfigMethod, KernelRequest, OneOrMany};
 use kforge::toolchain::Compiler;
 
+/// `--flag[=BOOL]`: the bare flag means true.
+macro_rules! bool_flag {
+    () => {
+        clap::builder::ArgAction::Set
+    };
+}
+
 const AFTER_HELP: &str = "\
 Environment: KFORGE_WORKERS_DIR, KFORGE_WORKER_INDEX, KFORGE_SYSTEM_DIR, KFORGE_MIRROR,
 KFORGE_LIBRARY, KFORGE_CCACHE_DIR and KFORGE_CONFIG (a TOML file with the same keys in
@@ -53,6 +60,9 @@ pub struct GlobalArgs {
     /// The kernel's bare mirror [env: KFORGE_MIRROR; default SYSTEM_DIR/mirrors/linux.git].
     #[arg(long, global = true, value_name = "DIR")]
     pub mirror: Option<PathBuf>,
+    /// QEMU's bare mirror [env: KFORGE_QEMU_MIRROR; default SYSTEM_DIR/mirrors/qemu.git].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub qemu_mirror: Option<PathBuf>,
     /// A kconfig library directory (defconfigs/, fragments/) replacing the built-in one.
     #[arg(long, global = true, value_name = "DIR")]
     pub library: Option<PathBuf>,
@@ -111,9 +121,13 @@ Example (bash):
     WindmillFlow,
     /// List the kconfig library's presets and fragments.
     Library,
-    /// Create or fill the bare mirror builds come from.
+    /// Create or fill the bare mirror builds come from (the kernel's, or QEMU's with
+    /// --project qemu).
+    Mirror(MirrorArgs),
+    /// Build QEMU itself the way kernels are built (pinned ref, optional series, identity,
+    /// store), for booting guests with `--qemu`.
     #[command(subcommand)]
-    Mirror(MirrorCommand),
+    Qemu(QemuCommand),
     /// The build store: finished identities (kernel-<release>), their run and devel layers.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -217,6 +231,148 @@ pub enum PeersCommand {
     Rm { name: String },
 }
 
+/// Whose mirror a `kforge mirror` command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Project {
+    /// The kernel's (--mirror).
+    Linux,
+    /// QEMU's (--qemu-mirror).
+    Qemu,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  kforge mirror import-tarball /usr/src/linux-source-6.12.tar.xz --tag v6.12.117
+  apt-get source --download-only qemu      # Debian's QEMU source package
+  kforge mirror --project qemu import-tarball qemu_7.2+dfsg.orig.tar.xz --tag v7.2.0
+  kforge mirror --project qemu init --from https://gitlab.com/qemu-project/qemu.git")]
+pub struct MirrorArgs {
+    /// Which project's mirror.
+    #[arg(long, value_enum, default_value = "linux")]
+    pub project: Project,
+    #[command(subcommand)]
+    pub command: MirrorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QemuCommand {
+    /// Build QEMU: prepare_worktree -> build_flags -> reuse_check -> configure -> compile ->
+    /// install -> publish -> collect; prints the manifest (with qemu_binary).
+    #[command(after_help = "Examples:
+  kforge qemu build                                  # newest v* tag, x86_64-softmmu, minimal
+  kforge qemu build debian/7.2+dfsg-7+deb12u18 --configure-option=--enable-slirp
+  kforge qemu build v9.2.0 --target-list x86_64-softmmu,aarch64-softmmu --features default
+  kforge boot --check --qemu qemu-7.2.22-0123456789ab   # boot a kernel with it")]
+    Build(QemuBuildArgs),
+    /// Continue the slot's failed or interrupted QEMU build from the step it stopped at.
+    Resume {
+        /// Wait for a busy slot instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print the JSON Schema of a QEMU build request.
+    Schema,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct QemuBuildArgs {
+    /// The ref to build (same as --git-ref).
+    #[arg(value_name = "GIT_REF")]
+    pub git_ref_pos: Option<String>,
+    /// A request file (JSON, or TOML by its .toml name) with any inputs; flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub request: Option<PathBuf>,
+    /// Wait for a busy slot instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+    /// Tag, branch or commit from the QEMU mirror [default: the newest v* tag].
+    #[arg(long, value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// A mailed series to apply on top: message-id or lore URL.
+    #[arg(long, value_name = "MSGID")]
+    pub b4_series: Option<String>,
+    /// The thread as a local mbox file or maildir (offline), for --b4-series.
+    #[arg(long, value_name = "PATH")]
+    pub b4_mbox: Option<PathBuf>,
+    /// configure's targets, comma-separated or repeated [default: x86_64-softmmu].
+    #[arg(long, value_name = "TARGET", value_delimiter = ',')]
+    pub target_list: Vec<String>,
+    /// minimal (TCG, KVM, vhost-user: what kforge's guests need) or default (configure's
+    /// own: every feature whose library is installed) [default: minimal].
+    #[arg(long, value_enum)]
+    pub features: Option<kforge::qemu::Features>,
+    /// One more configure option, e.g. --configure-option=--enable-slirp (repeat); passed
+    /// as one argv word, never through a shell.
+    #[arg(
+        long = "configure-option",
+        value_name = "OPTION",
+        allow_hyphen_values = true
+    )]
+    pub configure_options: Vec<String>,
+    /// gcc or clang [default: gcc].
+    #[arg(long, value_enum)]
+    pub compiler: Option<Compiler>,
+    /// Compile through the shared, kforge-managed ccache [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!())]
+    pub ccache: Option<bool>,
+    /// Map the slot out of debug info, SOURCE_DATE_EPOCH from the commit [default: true].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!())]
+    pub reproducible: Option<bool>,
+    /// Take the identity from the store when it is there [default: true]; =false rebuilds.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!())]
+    pub reuse: Option<bool>,
+    /// Remove build/ first.
+    #[arg(long)]
+    pub wipe_build: bool,
+    /// Clone the slot's worktree anew.
+    #[arg(long)]
+    pub recreate_build_worktree: bool,
+}
+
+impl QemuBuildArgs {
+    /// The request: the file's inputs (or the defaults), with every given flag on top.
+    pub fn to_request(&self) -> Result<kforge::qemu::QemuRequest, String> {
+        let mut r = match &self.request {
+            Some(path) => {
+                let text = fs_err::read_to_string(path).map_err(|e| e.to_string())?;
+                kforge::qemu::QemuRequest::from_file_text(&path.to_string_lossy(), &text)?
+            }
+            None => kforge::qemu::QemuRequest::default(),
+        };
+        if let (Some(a), Some(b)) = (&self.git_ref_pos, &self.git_ref)
+            && a != b
+        {
+            return Err(format!("two refs given: `{a}` and --git-ref `{b}`"));
+        }
+        if let Some(g) = self.git_ref.clone().or_else(|| self.git_ref_pos.clone()) {
+            r.git_ref = Some(g);
+        }
+        if let Some(s) = &self.b4_series {
+            r.b4_series = Some(s.clone());
+        }
+        if let Some(m) = &self.b4_mbox {
+            r.b4_mbox = Some(m.clone());
+        }
+        if !self.target_list.is_empty() {
+            r.target_list.clone_from(&self.target_list);
+        }
+        if let Some(f) = self.features {
+            r.features = f;
+        }
+        r.configure_options
+            .extend(self.configure_options.iter().cloned());
+        if let Some(c) = self.compiler {
+            r.compiler = c;
+        }
+        set(&mut r.ccache, self.ccache);
+        set(&mut r.reproducible, self.reproducible);
+        set(&mut r.reuse, self.reuse);
+        r.wipe_build |= self.wipe_build;
+        r.recreate_build_worktree |= self.recreate_build_worktree;
+        Ok(r)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum MirrorCommand {
     /// Make the bare mirror as a clone of a URL or a local repository.
@@ -284,8 +440,9 @@ pub struct GuestArgs {
     /// A command the guest runs (busybox sh) before it powers off.
     #[arg(long, value_name = "CMD", help_heading = "Guest")]
     pub command: Option<String>,
-    /// The QEMU binary [default: qemu-system-x86_64 on PATH].
-    #[arg(long, value_name = "PATH", help_heading = "Guest")]
+    /// The QEMU to boot with: a binary, a manifest of `kforge qemu build`, or a QEMU
+    /// identity in the store (qemu-<release>) [default: qemu-system-x86_64 on PATH].
+    #[arg(long, value_name = "PATH_OR_IDENTITY", help_heading = "Guest")]
     pub qemu: Option<PathBuf>,
     /// Boot into this directory (e.g. made with debootstrap) shared over virtiofs: kforge's
     /// initramfs checks the modules, then switch_root's into it with the modules share at
@@ -365,13 +522,6 @@ pub enum VmCommand {
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
     },
-}
-
-/// `--flag[=BOOL]`: the bare flag means true.
-macro_rules! bool_flag {
-    () => {
-        clap::builder::ArgAction::Set
-    };
 }
 
 #[derive(Debug, Args, Clone)]

@@ -15,6 +15,7 @@ pub struct ConfigFile {
     pub worker_index: Option<u32>,
     pub system_dir: Option<PathBuf>,
     pub mirror: Option<PathBuf>,
+    pub qemu_mirror: Option<PathBuf>,
     pub library: Option<PathBuf>,
     pub ccache_dir: Option<PathBuf>,
     pub store: Option<PathBuf>,
@@ -29,6 +30,7 @@ pub struct DirFlags {
     pub worker_index: Option<u32>,
     pub system_dir: Option<PathBuf>,
     pub mirror: Option<PathBuf>,
+    pub qemu_mirror: Option<PathBuf>,
     pub library: Option<PathBuf>,
 }
 
@@ -40,6 +42,8 @@ pub struct Dirs {
     pub system_dir: PathBuf,
     /// The kernel's bare mirror.
     pub mirror: PathBuf,
+    /// QEMU's bare mirror (`kforge qemu build`).
+    pub qemu_mirror: PathBuf,
     /// A user's kconfig library directory, replacing the built-in one.
     pub library: Option<PathBuf>,
     pub ccache_dir: PathBuf,
@@ -166,6 +170,14 @@ impl Dirs {
                 .or(file.mirror)
                 .unwrap_or_else(|| system_dir.join("mirrors/linux.git")),
         );
+        let qemu_mirror = absolute(
+            &flags
+                .qemu_mirror
+                .clone()
+                .or_else(|| env_path("KFORGE_QEMU_MIRROR"))
+                .or(file.qemu_mirror)
+                .unwrap_or_else(|| system_dir.join("mirrors/qemu.git")),
+        );
         let library = flags
             .library
             .clone()
@@ -197,6 +209,7 @@ impl Dirs {
             worker_index,
             system_dir,
             mirror,
+            qemu_mirror,
             library,
             ccache_dir,
             store,

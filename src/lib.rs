@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod library;
 pub mod manifest;
 pub mod process;
+pub mod qemu;
 pub mod request;
 pub mod series;
 pub mod slot;

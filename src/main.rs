@@ -27,7 +27,9 @@ fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Resu
     let request = args.to_request().map_err(Error::Input)?;
     if args.boot && until == Until::Collect {
         // Fail before building when the guest cannot be booted here at all.
-        kforge::process::find_program("qemu-system-x86_64")?;
+        if guest_qemu(&args.guest, dirs)?.is_none() {
+            kforge::process::find_program("qemu-system-x86_64")?;
+        }
         kforge::guest::find_virtiofsd()?;
         kforge::guest::initramfs::find_static_busybox().map_err(Error::Input)?;
     }
@@ -138,7 +140,7 @@ fn run_guest(
         module: g.module.clone(),
         command: g.command.clone(),
         workdir: workdir.clone(),
-        qemu: g.qemu.clone(),
+        qemu: guest_qemu(g, dirs)?,
         rootfs: g.rootfs(),
     };
     let result = kforge::guest::boot_check(manifest, &opts, ui);
@@ -178,7 +180,7 @@ fn vm_command(args: &cli::VmArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
                     module: guest.module.clone(),
                     command: guest.command.clone(),
                     oneshot: *oneshot,
-                    qemu: guest.qemu.clone(),
+                    qemu: guest_qemu(guest, dirs)?,
                     rootfs: guest.rootfs(),
                 },
             )?;
@@ -270,10 +272,39 @@ fn boot_command(args: &cli::BootArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<
     Ok(())
 }
 
-fn mirror(cmd: &MirrorCommand, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
-    match cmd {
+fn qemu_command(cmd: &cli::QemuCommand, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
+    let finished = match cmd {
+        cli::QemuCommand::Build(a) => {
+            let request = a.to_request().map_err(Error::Input)?;
+            let plan = kforge::qemu::plan(request, dirs)?;
+            kforge::qemu::run(plan, a.wait, ui)?
+        }
+        cli::QemuCommand::Resume { wait } => kforge::qemu::resume(dirs, *wait, ui)?,
+        cli::QemuCommand::Schema => {
+            print_json(&schemars::schema_for!(kforge::qemu::QemuRequest));
+            return Ok(());
+        }
+    };
+    print_json(finished.run.manifest.as_ref().expect("collect ran"));
+    Ok(())
+}
+
+/// What `--qemu` names, as a binary (a manifest's or a store identity's).
+fn guest_qemu(g: &cli::GuestArgs, dirs: &Dirs) -> Result<Option<std::path::PathBuf>, Error> {
+    g.qemu
+        .as_deref()
+        .map(|q| kforge::qemu::binary_for(q, &dirs.store))
+        .transpose()
+}
+
+fn mirror(args: &cli::MirrorArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
+    let path = match args.project {
+        cli::Project::Linux => &dirs.mirror,
+        cli::Project::Qemu => &dirs.qemu_mirror,
+    };
+    match &args.command {
         MirrorCommand::Init { from } => {
-            let m = Mirror::init_from(&dirs.mirror, from)?;
+            let m = Mirror::init_from(path, from)?;
             print_json(&serde_json::json!({ "mirror": m.path, "tags": m.tags()? }));
         }
         MirrorCommand::ImportTarball { file, tag, branch } => {
@@ -281,7 +312,7 @@ fn mirror(cmd: &MirrorCommand, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
             if let Some(b) = branch {
                 kforge::slot::git::validate_ref(b).map_err(Error::Input)?;
             }
-            let m = Mirror::open_or_create(&dirs.mirror)?;
+            let m = Mirror::open_or_create(path)?;
             let imported = m.import_tarball(file, tag, branch.as_deref(), &mut |msg| {
                 ui.event(&Event::Info {
                     step: "import-tarball",
@@ -291,7 +322,7 @@ fn mirror(cmd: &MirrorCommand, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
             print_json(&imported);
         }
         MirrorCommand::Show => {
-            let m = Mirror::open(&dirs.mirror)?;
+            let m = Mirror::open(path)?;
             let branches = kforge::slot::git::git(&m.path)
                 .args(["for-each-ref", "--format=%(refname:short)", "refs/heads/"])
                 .output()?;
@@ -511,6 +542,7 @@ fn main() -> ExitCode {
         worker_index: g.worker_index,
         system_dir: g.system_dir.clone(),
         mirror: g.mirror.clone(),
+        qemu_mirror: g.qemu_mirror.clone(),
         library: g.library.clone(),
     };
     let result = Dirs::resolve(&flags)
@@ -543,6 +575,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Mirror(m) => mirror(m, &dirs, &ui),
+            Command::Qemu(c) => qemu_command(c, &dirs, &ui),
             Command::Store(c) => store_command(c, &dirs),
             Command::Peers(c) => peers_command(c, &dirs),
         });

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod record;
+
 use crate::error::Error;
 
 /// What happened, for the user interface.

@@ -341,68 +341,12 @@ impl KernelRun {
     }
 }
 
-/// A slot's last run, rewritten after every step: the request, each finished step's result,
-/// and the step that failed. `kforge resume` continues it from that step.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct RunRecord {
-    pub request: KernelRequest,
-    pub results: Vec<flow::StepResult>,
-    /// The step that started and has not finished: the one running, or the one a killed
-    /// process was in.
-    pub current: Option<String>,
-    pub failed: Option<FailedStep>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct FailedStep {
-    pub step: String,
-    pub error: String,
-}
+/// A slot's last kernel run (see [`flow::record`]).
+pub type RunRecord = flow::record::RunRecord<KernelRequest>;
 
 /// Where a slot keeps its run record.
 pub fn run_record_path(slot: &Slot) -> PathBuf {
-    slot.state.join("run.json")
-}
-
-fn write_record(slot: &Slot, record: &RunRecord) -> Result<(), Error> {
-    fs_err::create_dir_all(&slot.state)?;
-    let text = serde_json::to_string_pretty(record).expect("serializes");
-    crate::fsutil::write_atomic(&run_record_path(slot), text.as_bytes())?;
-    Ok(())
-}
-
-/// Runs `steps` on `run`, keeping the slot's run record current; a failure is recorded
-/// with its step before it is returned.
-fn run_recorded(
-    run: &mut KernelRun,
-    steps: &[&dyn Step<KernelRun>],
-    mut record: RunRecord,
-    reporter: &dyn Reporter,
-) -> Result<Vec<StepRecord>, Error> {
-    let slot = run.plan.slot.clone();
-    record.failed = None;
-    record.current = None;
-    write_record(&slot, &record)?;
-    let outcome = flow::run_stateful(steps, run, reporter, &mut |progress| {
-        match progress {
-            flow::Progress::Started(step) => record.current = Some(step.to_owned()),
-            flow::Progress::Finished(result) => {
-                record.current = None;
-                record.results.push(result.clone());
-            }
-        }
-        write_record(&slot, &record)
-    });
-    if let Err(Error::Step { step, source }) = &outcome {
-        record.current = None;
-        record.failed = Some(FailedStep {
-            step: step.clone(),
-            error: source.to_string(),
-        });
-        // The run's own error matters more than a failure to note it.
-        let _ = write_record(&slot, &record);
-    }
-    outcome
+    flow::record::path(slot)
 }
 
 fn lock_slot(
@@ -426,14 +370,10 @@ pub fn run(
     reporter: &dyn Reporter,
 ) -> Result<Finished, Error> {
     let _guard = lock_slot(&plan, wait, reporter)?;
-    let record = RunRecord {
-        request: plan.request.clone(),
-        results: Vec::new(),
-        current: None,
-        failed: None,
-    };
+    let record = RunRecord::new(plan.request.clone());
+    let slot = plan.slot.clone();
     let mut run = KernelRun::new(plan);
-    let records = run_recorded(&mut run, steps(until), record, reporter)?;
+    let records = flow::record::run_recorded(&slot, &mut run, steps(until), record, reporter)?;
     Ok(Finished {
         run,
         steps: records,
@@ -442,47 +382,13 @@ pub fn run(
 
 /// Reads the slot's run record and says which step a resume starts at.
 pub fn resumable(slot: &Slot) -> Result<(RunRecord, usize), Error> {
-    let path = run_record_path(slot);
-    let text = match fs_err::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Input(format!(
-                "nothing to resume: slot {} has no recorded run",
-                slot.src.display()
-            )));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let record: RunRecord = serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{}: unreadable run record: {e}", path.display())))?;
-    let Some(step) = record
-        .failed
-        .as_ref()
-        .map(|f| f.step.clone())
-        .or_else(|| record.current.clone())
-    else {
+    let Some(record) = flow::record::read::<KernelRequest>(slot)? else {
         return Err(Error::Input(format!(
-            "nothing to resume: the last run in {} finished ({} steps)",
-            slot.src.display(),
-            record.results.len()
+            "nothing to resume: slot {} has no recorded run",
+            slot.src.display()
         )));
     };
-    let at = STEPS
-        .iter()
-        .position(|s| s.name() == step)
-        .ok_or_else(|| Error::Input(format!("{}: unknown step `{step}`", path.display())))?;
-    if record.results.len() != at
-        || record
-            .results
-            .iter()
-            .zip(STEPS)
-            .any(|(r, s)| r.step != s.name())
-    {
-        return Err(Error::Input(format!(
-            "{}: the recorded results do not lead up to step {step}; build again instead",
-            path.display()
-        )));
-    }
+    let at = flow::record::resume_point(slot, &record, STEPS)?;
     Ok((record, at))
 }
 
@@ -514,7 +420,13 @@ pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finish
         .iter()
         .map(flow::StepResult::record)
         .collect::<Vec<_>>();
-    steps.extend(run_recorded(&mut run, &STEPS[at..], record, reporter)?);
+    steps.extend(flow::record::run_recorded(
+        &slot,
+        &mut run,
+        &STEPS[at..],
+        record,
+        reporter,
+    )?);
     Ok(Finished { run, steps })
 }
 

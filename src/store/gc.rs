@@ -100,7 +100,7 @@ pub fn run(
             report.kept_in_use.push(release);
             continue;
         }
-        let lock_path = store.root.join("locks").join(format!("kernel-{release}"));
+        let lock_path = store.root.join("locks").join(store.entry_name(&release));
         let Some(_lock) = FileLock::try_acquire(&lock_path)? else {
             report.kept_in_use.push(release);
             continue;

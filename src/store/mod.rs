@@ -12,6 +12,10 @@
 //! locks/kernel-<release>    shared while a build or command uses the identity
 //! ```
 //!
+//! A QEMU build is an entry of the other kind, `qemu-<release>`, with a run layer only (its
+//! installed tree: `usr/local/bin/qemu-system-*`, `usr/local/share/qemu/`, ...), written,
+//! locked, pinned and verified by the same code.
+//!
 //! A layer is immutable once visible. It is written under `tmp/`, every file and directory
 //! fsynced, then renamed into place; a killed writer leaves only `tmp/` leftovers, which
 //! the next writer sweeps (their writer is gone). `kforge-layer.json` records the sha256,
@@ -92,10 +96,11 @@ pub struct FileRecord {
     pub link: Option<String>,
 }
 
-/// `kforge-layer.json`.
+/// `kforge-layer.json`. `M` is the manifest of the flow that made the entry (the kernel's
+/// by default; QEMU's for `qemu-<release>` entries).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LayerRecord {
+pub struct LayerRecord<M = Manifest> {
     pub schema: String,
     pub layer: Layer,
     pub uts_release: String,
@@ -105,10 +110,10 @@ pub struct LayerRecord {
     pub origin: String,
     pub files: Vec<FileRecord>,
     /// The manifest of the build that made the layer (paths as they were on that build).
-    pub manifest: Manifest,
+    pub manifest: M,
 }
 
-impl LayerRecord {
+impl<M> LayerRecord<M> {
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
@@ -132,10 +137,29 @@ pub struct Source {
     pub from: PathBuf,
 }
 
-/// The store at `root`.
+/// What a store entry holds: a kernel (`kernel-<release>`) or a QEMU (`qemu-<release>`).
+/// Both kinds share the store's directories, locks, pins and writing rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    #[default]
+    Kernel,
+    Qemu,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Kernel => "kernel",
+            Kind::Qemu => "qemu",
+        }
+    }
+}
+
+/// The store at `root`, seen as the entries of one kind.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub root: PathBuf,
+    pub kind: Kind,
 }
 
 /// Checks a release before it becomes a path.
@@ -308,24 +332,44 @@ fn process_alive(pid: i32) -> bool {
 }
 
 impl Store {
-    /// Opens (creating) the store at `root`.
+    /// Opens (creating) the store at `root`, for its kernel entries.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        Self::open_kind(root, Kind::Kernel)
+    }
+
+    /// Opens (creating) the store at `root`, for its entries of `kind`.
+    pub fn open_kind(root: &Path, kind: Kind) -> Result<Self, StoreError> {
         for sub in ["run", "devel", "tmp", "pins", "locks"] {
             fs_err::create_dir_all(root.join(sub))?;
         }
         Ok(Self {
             root: root.to_path_buf(),
+            kind,
         })
+    }
+
+    /// `<kind>-<release>`: the entry's name in every directory of the store.
+    pub fn entry_name(&self, release: &str) -> String {
+        format!("{}-{release}", self.kind.as_str())
     }
 
     pub fn layer_dir(&self, layer: Layer, release: &str) -> PathBuf {
         self.root
             .join(layer.as_str())
-            .join(format!("kernel-{release}"))
+            .join(self.entry_name(release))
     }
 
-    /// The record of a visible layer, if there is one.
+    /// The record of a visible kernel layer, if there is one.
     pub fn record(&self, layer: Layer, release: &str) -> Result<Option<LayerRecord>, StoreError> {
+        self.record_as(layer, release)
+    }
+
+    /// The record of a visible layer, with the manifest type of this store's kind.
+    pub fn record_as<M: serde::de::DeserializeOwned>(
+        &self,
+        layer: Layer,
+        release: &str,
+    ) -> Result<Option<LayerRecord<M>>, StoreError> {
         validate_release(release)?;
         let path = self.layer_dir(layer, release).join(RECORD);
         match fs_err::read(&path) {
@@ -346,14 +390,14 @@ impl Store {
     pub fn hold(&self, release: &str) -> Result<FileLock, StoreError> {
         validate_release(release)?;
         Ok(FileLock::shared(
-            &self.root.join("locks").join(format!("kernel-{release}")),
+            &self.root.join("locks").join(self.entry_name(release)),
         )?)
     }
 
     /// Re-reads every file of a layer against its record; the problems found (none: intact).
     pub fn verify(&self, layer: Layer, release: &str) -> Result<Vec<String>, StoreError> {
         let dir = self.layer_dir(layer, release);
-        let record = match self.record(layer, release) {
+        let record = match self.record_as::<serde_json::Value>(layer, release) {
             Ok(Some(r)) => r,
             Ok(None) => return Err(StoreError::Missing(release.to_owned(), layer.as_str())),
             Err(StoreError::Damaged { problems, .. }) => return Ok(problems),
@@ -418,7 +462,26 @@ impl Store {
         sources: &[Source],
         origin: &str,
     ) -> Result<(Published, PathBuf), StoreError> {
-        let release = manifest.uts_release.as_str();
+        self.publish_entry(
+            layer,
+            &manifest.uts_release,
+            &manifest.digest,
+            manifest,
+            sources,
+            origin,
+        )
+    }
+
+    /// [`Store::publish`] for any kind of entry: `manifest` is recorded as it is.
+    pub fn publish_entry<M: Serialize + Clone>(
+        &self,
+        layer: Layer,
+        release: &str,
+        digest: &str,
+        manifest: &M,
+        sources: &[Source],
+        origin: &str,
+    ) -> Result<(Published, PathBuf), StoreError> {
         validate_release(release)?;
         self.sweep()?;
         let target = self.layer_dir(layer, release);
@@ -429,7 +492,7 @@ impl Store {
             }
             damaged = true;
         }
-        let staging = self.stage(&format!("{}-kernel-{release}", layer.as_str()))?;
+        let staging = self.stage(&format!("{}-{}", layer.as_str(), self.entry_name(release)))?;
         let mut files = Vec::with_capacity(sources.len());
         let mut dirs = vec![staging.dir.clone()];
         for (i, s) in sources.iter().enumerate() {
@@ -485,7 +548,7 @@ impl Store {
             schema: RECORD_SCHEMA.to_owned(),
             layer,
             uts_release: release.to_owned(),
-            digest: manifest.digest.clone(),
+            digest: digest.to_owned(),
             created_unix: now_unix(),
             origin: origin.to_owned(),
             files,
@@ -495,12 +558,12 @@ impl Store {
     }
 
     /// Writes the record into a staged layer, fsyncs it and renames it into place.
-    fn finish(
+    fn finish<M: Serialize>(
         &self,
         layer: Layer,
         release: &str,
         staging: &Staging,
-        record: &LayerRecord,
+        record: &LayerRecord<M>,
         dirs: &[PathBuf],
         damaged: bool,
     ) -> Result<(Published, PathBuf), StoreError> {
@@ -513,7 +576,11 @@ impl Store {
         fault_point("publish:before-rename");
         let target = self.layer_dir(layer, release);
         if damaged && target.exists() {
-            let trash = self.stage(&format!("damaged-{}-kernel-{release}", layer.as_str()))?;
+            let trash = self.stage(&format!(
+                "damaged-{}-{}",
+                layer.as_str(),
+                self.entry_name(release)
+            ))?;
             fs_err::remove_dir(&trash.dir)?;
             fs_err::rename(&target, &trash.dir)?;
         }
@@ -572,7 +639,11 @@ impl Store {
         if damaged && self.verify(layer, release)?.is_empty() {
             return Ok((Published::AlreadyPresent, target));
         }
-        let staging = self.stage(&format!("import-{}-kernel-{release}", layer.as_str()))?;
+        let staging = self.stage(&format!(
+            "import-{}-{}",
+            layer.as_str(),
+            self.entry_name(release)
+        ))?;
         fill(&staging.dir)?;
         let problems = verify_dir(&staging.dir, record, true);
         if !problems.is_empty() {
@@ -603,7 +674,9 @@ impl Store {
             }
             for e in fs_err::read_dir(&dir)? {
                 let name = e?.file_name().to_string_lossy().into_owned();
-                if let Some(r) = name.strip_prefix("kernel-")
+                if let Some(r) = name
+                    .strip_prefix(self.kind.as_str())
+                    .and_then(|n| n.strip_prefix('-'))
                     && validate_release(r).is_ok()
                 {
                     out.insert(r.to_owned());
@@ -616,13 +689,13 @@ impl Store {
     pub fn is_pinned(&self, release: &str) -> bool {
         self.root
             .join("pins")
-            .join(format!("kernel-{release}"))
+            .join(self.entry_name(release))
             .exists()
     }
 
     pub fn pin(&self, release: &str, pinned: bool) -> Result<(), StoreError> {
         validate_release(release)?;
-        let p = self.root.join("pins").join(format!("kernel-{release}"));
+        let p = self.root.join("pins").join(self.entry_name(release));
         if pinned {
             if self.releases()?.iter().all(|r| r != release) {
                 return Err(StoreError::Missing(release.to_owned(), "any"));
@@ -656,7 +729,11 @@ impl Store {
     pub fn size_of(&self, release: &str) -> u64 {
         Layer::ALL
             .iter()
-            .filter_map(|l| self.record(*l, release).ok().flatten())
+            .filter_map(|l| {
+                self.record_as::<serde_json::Value>(*l, release)
+                    .ok()
+                    .flatten()
+            })
             .map(|r| r.total_size())
             .sum()
     }
@@ -668,20 +745,24 @@ impl Store {
         for layer in Layer::ALL {
             let dir = self.layer_dir(layer, release);
             if dir.exists() {
-                let trash = self.stage(&format!("removed-{}-kernel-{release}", layer.as_str()))?;
+                let trash = self.stage(&format!(
+                    "removed-{}-{}",
+                    layer.as_str(),
+                    self.entry_name(release)
+                ))?;
                 fs_err::remove_dir(&trash.dir)?;
                 fs_err::rename(&dir, &trash.dir)?;
                 drop(trash);
             }
         }
-        let _ = fs_err::remove_file(self.root.join("pins").join(format!("kernel-{release}")));
+        let _ = fs_err::remove_file(self.root.join("pins").join(self.entry_name(release)));
         Ok(())
     }
 }
 
 /// Compares a directory with a record: every recorded file present with its bytes, and with
 /// `strict`, nothing else there.
-pub fn verify_dir(dir: &Path, record: &LayerRecord, strict: bool) -> Vec<String> {
+pub fn verify_dir<M>(dir: &Path, record: &LayerRecord<M>, strict: bool) -> Vec<String> {
     let mut problems = Vec::new();
     let mut expected = std::collections::BTreeSet::new();
     for f in &record.files {

@@ -1,0 +1,506 @@
+//! The QEMU flow (`kforge qemu build`): the kernel flow's sibling on the same machinery: a
+//! bare mirror, warm slots (`WORKERS_DIR/<index>/main/qemu` with `build/` and `destdir/`),
+//! the generic step runner and run record, the managed ccache config, the store (entries
+//! `qemu-<release>`), and a manifest whose `qemu_binary` the guest layer boots with.
+//!
+//! Steps: prepare_worktree -> build_flags -> reuse_check -> configure -> compile -> install
+//! -> publish -> collect. The identity is known at build_flags (tree, options, toolchain),
+//! so a reused QEMU is not even configured. `plan` does every check that needs no change on
+//! disk first.
+
+pub mod request;
+mod steps;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::dirs::Dirs;
+use crate::error::Error;
+use crate::flow::{self, Reporter, Step, StepRecord};
+use crate::manifest::Reused;
+use crate::slot::{Mirror, ResolvedRef, Slot};
+use crate::store::{Kind, Layer, Store};
+use crate::toolchain::{self, ToolchainIdentity};
+
+pub use request::{Features, QemuRequest};
+
+/// The project name of this flow's slots and mirror.
+pub const PROJECT: &str = "qemu";
+/// Bumped when kforge changes how it configures or installs QEMU (part of every digest).
+pub const RECIPE: &str = "kforge-qemu/1";
+/// Where the build installs under destdir/ (configure's --prefix).
+pub const PREFIX: &str = "/usr/local";
+pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
+
+/// Every input of a QEMU identity's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QemuIdentityInputs {
+    pub recipe: String,
+    /// The git tree object built (the ref's, or the series' HEAD's).
+    pub tree: String,
+    /// The tree's VERSION file.
+    pub version: String,
+    pub target_list: Vec<String>,
+    /// configure's options as they shape the binary (no ccache, no host paths, no package
+    /// version, which is derived from the identity).
+    pub configure_options: Vec<String>,
+    pub toolchain: ToolchainIdentity,
+    /// First lines of `meson --version` and `ninja --version`.
+    pub meson: String,
+    pub ninja: String,
+}
+
+impl QemuIdentityInputs {
+    /// The 12-hex-digit digest of these inputs.
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("serializes");
+        crate::identity::to_hex(&sha2::Sha256::digest(&bytes))[..crate::identity::DIGEST_LEN]
+            .to_owned()
+    }
+}
+
+/// What `collect` writes to `WORKERS_DIR/<index>/main/qemu.manifest.json` and prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QemuManifest {
+    pub schema_version: u32,
+    /// `qemu-<release>`: the store entry's name, and what `--qemu` accepts.
+    pub identity: String,
+    /// `<version>-<digest>`.
+    pub release: String,
+    pub version: String,
+    pub digest: String,
+    pub commit: String,
+    pub git_ref: String,
+    pub ref_kind: String,
+    pub series: Option<crate::series::Applied>,
+    pub compiler: String,
+    pub target_list: Vec<String>,
+    pub features: String,
+    /// configure's argv as this build ran it.
+    pub configure_args: Vec<String>,
+    /// The system emulator the guest layer runs (the first softmmu target's), in the store
+    /// when the build is there.
+    pub qemu_binary: Option<String>,
+    /// The first line of `qemu_binary --version` (it names the identity).
+    pub qemu_version: Option<String>,
+    /// Every installed program, relative to the install root (`usr/local/bin/...`).
+    pub programs: Vec<String>,
+    pub build_dir: String,
+    pub destdir: String,
+    pub worker_index: u32,
+    pub inputs: QemuIdentityInputs,
+    /// `null` when this run built QEMU; else where the existing copy was found.
+    pub reused: Option<Reused>,
+    /// The store's entry (`STORE/run/qemu-<release>`), when it is there.
+    pub store_entry: Option<String>,
+}
+
+/// A checked request, ready to run: nothing on disk has been changed to make it.
+#[derive(Debug)]
+pub struct Plan {
+    pub request: QemuRequest,
+    pub dirs: Dirs,
+    pub mirror: Mirror,
+    pub slot: Slot,
+    pub resolved: ResolvedRef,
+    pub toolchain: ToolchainIdentity,
+    pub series: Option<(String, Option<PathBuf>)>,
+}
+
+/// What configure decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configured {
+    pub release: String,
+    pub digest: String,
+    pub inputs: QemuIdentityInputs,
+    /// configure's argv (after the script's path).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// An existing copy of the identity in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub entry: PathBuf,
+    pub manifest: QemuManifest,
+}
+
+/// State shared by the steps of one run.
+#[derive(Debug)]
+pub struct QemuRun {
+    pub plan: Plan,
+    pub pinned: Option<ResolvedRef>,
+    pub tree: Option<String>,
+    pub series: Option<crate::series::Applied>,
+    pub configured: Option<Configured>,
+    pub reused: Option<Hit>,
+    pub hold: Option<crate::fsutil::FileLock>,
+    /// Installed programs, relative to destdir/.
+    pub programs: Option<Vec<String>>,
+    pub qemu_version: Option<String>,
+    pub store_entry: Option<PathBuf>,
+    pub manifest: Option<QemuManifest>,
+}
+
+/// The part of a run that crosses process boundaries.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunState {
+    pinned: Option<ResolvedRef>,
+    tree: Option<String>,
+    series: Option<crate::series::Applied>,
+    configured: Option<Configured>,
+    reused: Option<Hit>,
+    programs: Option<Vec<String>>,
+    qemu_version: Option<String>,
+    store_entry: Option<PathBuf>,
+    manifest: Option<QemuManifest>,
+}
+
+impl flow::Stateful for QemuRun {
+    fn state(&self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        let s = RunState {
+            pinned: self.pinned.clone(),
+            tree: self.tree.clone(),
+            series: self.series.clone(),
+            configured: self.configured.clone(),
+            reused: self.reused.clone(),
+            programs: self.programs.clone(),
+            qemu_version: self.qemu_version.clone(),
+            store_entry: self.store_entry.clone(),
+            manifest: self.manifest.clone(),
+        };
+        match serde_json::to_value(s) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(_) => unreachable!("a struct serializes to an object"),
+            Err(e) => Err(Error::Input(format!("run state: {e}"))),
+        }
+    }
+
+    fn set_state(
+        &mut self,
+        state: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        let s: RunState = serde_json::from_value(serde_json::Value::Object(state))
+            .map_err(|e| Error::Input(format!("a step result does not fit this flow: {e}")))?;
+        if let Some(p) = &s.pinned
+            && p.commit != self.plan.resolved.commit
+        {
+            self.plan.resolved = p.clone();
+        }
+        self.pinned = s.pinned;
+        self.tree = s.tree;
+        self.series = s.series;
+        self.configured = s.configured;
+        self.reused = s.reused;
+        self.programs = s.programs;
+        self.qemu_version = s.qemu_version;
+        self.store_entry = s.store_entry;
+        self.manifest = s.manifest;
+        Ok(())
+    }
+}
+
+impl QemuRun {
+    fn new(plan: Plan) -> Self {
+        Self {
+            plan,
+            pinned: None,
+            tree: None,
+            series: None,
+            configured: None,
+            reused: None,
+            hold: None,
+            programs: None,
+            qemu_version: None,
+            store_entry: None,
+            manifest: None,
+        }
+    }
+    /// The commit built: the series' HEAD when one was applied, else the ref's commit.
+    pub fn head_commit(&self) -> &str {
+        self.series
+            .as_ref()
+            .map_or(self.plan.resolved.commit.as_str(), |s| s.head.as_str())
+    }
+    pub fn store(&self) -> Result<Store, Error> {
+        Ok(Store::open_kind(&self.plan.dirs.store, Kind::Qemu)?)
+    }
+    fn configured(&self) -> &Configured {
+        self.configured.as_ref().expect("configure ran")
+    }
+    fn reused_reason(&self) -> Option<String> {
+        self.reused
+            .as_ref()
+            .map(|h| format!("{} reused from the store", h.manifest.identity))
+    }
+}
+
+/// The QEMU mirror, with a hint that names this flow's commands when it is missing.
+fn open_mirror(dirs: &Dirs) -> Result<Mirror, Error> {
+    Mirror::open(&dirs.qemu_mirror).map_err(|e| match e {
+        crate::slot::mirror::MirrorError::Missing(p) => Error::Input(format!(
+            "no QEMU mirror at {}: import a release tarball with `kforge mirror --project qemu import-tarball FILE --tag vX.Y.Z` (Debian's: apt-get source --download-only qemu), or clone one with `kforge mirror --project qemu init --from URL`, or point --qemu-mirror / KFORGE_QEMU_MIRROR at one",
+            p.display()
+        )),
+        other => other.into(),
+    })
+}
+
+/// Checks a request against the mirror and the host before any change.
+pub fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
+    request.validate().map_err(Error::Input)?;
+    let mirror = open_mirror(dirs)?;
+    let git_ref = match &request.git_ref {
+        Some(r) => r.clone(),
+        None => mirror.newest_tag()?,
+    };
+    let resolved = mirror.resolve(&git_ref)?;
+    let top = mirror.list_dir(&resolved.commit, "")?;
+    for needed in ["configure", "VERSION", "meson.build"] {
+        if !top.iter().any(|n| n == needed) {
+            return Err(Error::Input(format!(
+                "{git_ref} ({}) has no top-level {needed}: not a QEMU tree",
+                &resolved.commit[..12]
+            )));
+        }
+    }
+    let known = mirror.list_dir(&resolved.commit, "configs/targets")?;
+    if !known.is_empty() {
+        for t in &request.target_list {
+            if !known.iter().any(|k| k == &format!("{t}.mak")) {
+                let names: Vec<&str> = known
+                    .iter()
+                    .filter_map(|k| k.strip_suffix(".mak"))
+                    .collect();
+                return Err(Error::Input(format!(
+                    "target `{t}` is not in {git_ref}; its targets: {}",
+                    names.join(", ")
+                )));
+            }
+        }
+    }
+    let series = match &request.b4_series {
+        Some(s) => {
+            let msgid =
+                crate::series::parse_message_id(s).map_err(|e| Error::Input(e.to_string()))?;
+            let mbox = request
+                .b4_mbox
+                .as_deref()
+                .map(crate::series::check_mbox)
+                .transpose()
+                .map_err(|e| Error::Input(e.to_string()))?;
+            crate::process::find_program("b4")?;
+            Some((msgid, mbox))
+        }
+        None => None,
+    };
+    let toolchain = toolchain::resolve(request.compiler)?;
+    crate::process::find_program("ninja")?;
+    if request.ccache {
+        crate::process::find_program("ccache")?;
+    }
+    let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
+    Ok(Plan {
+        request: QemuRequest {
+            git_ref: Some(git_ref),
+            ..request
+        },
+        dirs: dirs.clone(),
+        mirror,
+        slot,
+        resolved,
+        toolchain,
+        series,
+    })
+}
+
+/// Every step of the QEMU flow, in order.
+pub const STEPS: &[&dyn Step<QemuRun>] = &[
+    &steps::PrepareWorktree,
+    &steps::BuildFlags,
+    &steps::ReuseCheck,
+    &steps::Configure,
+    &steps::Compile,
+    &steps::Install,
+    &steps::Publish,
+    &steps::Collect,
+];
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct Finished {
+    pub run: QemuRun,
+    pub steps: Vec<StepRecord>,
+}
+
+/// A slot's last QEMU run.
+pub type RunRecord = flow::record::RunRecord<QemuRequest>;
+
+fn lock_slot(
+    plan: &Plan,
+    wait: bool,
+    reporter: &dyn Reporter,
+) -> Result<crate::slot::SlotGuard, Error> {
+    Ok(plan.slot.lock(wait, &mut |msg| {
+        reporter.event(&flow::Event::Info {
+            step: "prepare_worktree",
+            message: msg,
+        });
+    })?)
+}
+
+/// Locks the plan's slot and runs the flow, keeping the slot's run record.
+pub fn run(plan: Plan, wait: bool, reporter: &dyn Reporter) -> Result<Finished, Error> {
+    let _guard = lock_slot(&plan, wait, reporter)?;
+    let record = RunRecord::new(plan.request.clone());
+    let slot = plan.slot.clone();
+    let mut run = QemuRun::new(plan);
+    let steps = flow::record::run_recorded(&slot, &mut run, STEPS, record, reporter)?;
+    Ok(Finished { run, steps })
+}
+
+/// Continues the slot's failed or interrupted QEMU run from the step it stopped at.
+pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finished, Error> {
+    let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
+    let Some(record) = flow::record::read::<QemuRequest>(&slot)? else {
+        return Err(Error::Input(format!(
+            "nothing to resume: slot {} has no recorded QEMU run",
+            slot.src.display()
+        )));
+    };
+    let at = flow::record::resume_point(&slot, &record, STEPS)?;
+    let plan = plan(record.request.clone(), dirs)?;
+    let _guard = lock_slot(&plan, wait, reporter)?;
+    let mut run = QemuRun::new(plan);
+    flow::apply(&mut run, &record.results)?;
+    let mut done: Vec<StepRecord> = record
+        .results
+        .iter()
+        .map(flow::StepResult::record)
+        .collect();
+    done.extend(flow::record::run_recorded(
+        &slot,
+        &mut run,
+        &STEPS[at..],
+        record,
+        reporter,
+    )?);
+    Ok(Finished { run, steps: done })
+}
+
+/// Where collect writes the slot's last QEMU manifest.
+pub fn manifest_path(slot: &Slot) -> PathBuf {
+    slot.root.join(format!("{PROJECT}.manifest.json"))
+}
+
+/// Resolves what `--qemu` names to a QEMU binary: a QEMU manifest (its `qemu_binary`), an
+/// identity in the store (`qemu-<release>` or `<release>`), or an executable file.
+pub fn binary_for(arg: &Path, store_root: &Path) -> Result<PathBuf, Error> {
+    let text = arg.to_string_lossy();
+    if arg.is_file() {
+        let bytes = fs_err::read(arg)?;
+        if bytes.first() == Some(&b'{') {
+            let m: QemuManifest = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Input(format!(
+                    "{} is not a QEMU manifest (kforge qemu build writes them): {e}",
+                    arg.display()
+                ))
+            })?;
+            let bin = m.qemu_binary.ok_or_else(|| {
+                Error::Input(format!(
+                    "the QEMU manifest {} has no qemu_binary (no softmmu target was built)",
+                    arg.display()
+                ))
+            })?;
+            return check_executable(PathBuf::from(bin));
+        }
+        return check_executable(crate::dirs::absolute(arg));
+    }
+    let release = text.strip_prefix("qemu-").unwrap_or(&text);
+    if crate::store::validate_release(release).is_ok() && !text.contains('/') {
+        let store = Store::open_kind(store_root, Kind::Qemu)?;
+        let Some(record) = store.record_as::<QemuManifest>(Layer::Run, release)? else {
+            return Err(Error::Input(format!(
+                "`{text}` is not a file, and qemu-{release} is not in the store ({}); `kforge qemu build` makes one",
+                store_root.display()
+            )));
+        };
+        let entry = store.layer_dir(Layer::Run, release);
+        let bin = steps::entry_binary(&entry, &record.manifest)
+            .ok_or_else(|| Error::Input(format!("qemu-{release} has no system emulator")))?;
+        return check_executable(bin);
+    }
+    Err(Error::Input(format!(
+        "--qemu `{text}` is neither a file nor a QEMU identity (qemu-<release>)"
+    )))
+}
+
+fn check_executable(p: PathBuf) -> Result<PathBuf, Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match fs_err::metadata(&p) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(p),
+        Ok(_) => Err(Error::Input(format!(
+            "the QEMU binary {} is not an executable file",
+            p.display()
+        ))),
+        Err(_) => Err(Error::Input(format!(
+            "the QEMU binary {} is missing",
+            p.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> QemuIdentityInputs {
+        QemuIdentityInputs {
+            recipe: RECIPE.into(),
+            tree: "a".repeat(40),
+            version: "7.2.22".into(),
+            target_list: vec!["x86_64-softmmu".into()],
+            configure_options: vec!["--without-default-features".into()],
+            toolchain: ToolchainIdentity {
+                compiler: "gcc".into(),
+                cc: "gcc (Debian 12.2.0-14) 12.2.0".into(),
+                linker: "GNU ld 2.40".into(),
+                make: "GNU Make 4.3".into(),
+                env: None,
+            },
+            meson: "1.0.1".into(),
+            ninja: "1.11.1".into(),
+        }
+    }
+
+    #[test]
+    fn every_input_moves_the_digest() {
+        let base = inputs().digest();
+        assert_eq!(base.len(), 12);
+        assert_eq!(base, inputs().digest(), "a pure function");
+        let mut changed = Vec::new();
+        let mut i = inputs();
+        i.tree = "b".repeat(40);
+        changed.push(i.digest());
+        let mut i = inputs();
+        i.configure_options.push("--enable-slirp".into());
+        changed.push(i.digest());
+        let mut i = inputs();
+        i.target_list.push("aarch64-softmmu".into());
+        changed.push(i.digest());
+        let mut i = inputs();
+        i.toolchain.cc = "clang version 14".into();
+        changed.push(i.digest());
+        let mut i = inputs();
+        i.meson = "1.7.0".into();
+        changed.push(i.digest());
+        for d in changed {
+            assert_ne!(d, base);
+        }
+    }
+}
