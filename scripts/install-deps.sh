@@ -20,6 +20,12 @@ PKGS=(
   qemu-system-x86 busybox-static libcap-ng-dev libseccomp-dev systemd util-linux
   # the kernel source the fixture mirror is made from
   linux-source-6.12
+  # building QEMU (kforge qemu build): meson, ninja and the libraries of the minimal
+  # feature set; firmware for a built QEMU comes from Debian's packages (--firmwarepath).
+  # The QEMU fixture fetches Debian's qemu source package with apt-get and applies its
+  # patches with GNU patch.
+  ninja-build meson pkg-config libglib2.0-dev libpixman-1-dev zlib1g-dev libfdt-dev
+  seabios qemu-system-data ipxe-qemu patch debian-archive-keyring
 )
 
 # Node.js runs the offline checks of the Windmill flow (windmill/validate.mjs,

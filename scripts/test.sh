@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this):
 #   1. installs the system packages that are missing (apt-get),
-#   2. builds kforge and prepares the fixture kernel mirror (cached between runs),
+#   2. builds kforge and prepares the fixture mirrors (cached between runs): the kernel's
+#      from linux-source-6.12, QEMU's from Debian's qemu source package,
 #   3. installs the Windmill flow's validator (npm) and checks formatting and lints,
 #   4. runs every test: unit tests, then the integration tests, which drive real git,
 #      make, gcc, clang/LLVM, ccache, b4, QEMU, virtiofsd, systemd and redis on a real
-#      kernel tree, in two lanes side by side.
+#      kernel tree (and build QEMU itself from Debian's source), in two lanes side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,10 @@ bash scripts/install-deps.sh
 cargo build --locked
 KFORGE_TEST_MIRROR=$(bash scripts/fixture-mirror.sh "$PWD/target/debug/kforge")
 export KFORGE_TEST_MIRROR
+# The QEMU mirror (apt-get source, an import and 38 patches: about a minute, mostly I/O)
+# is made while the lints below use the CPU.
+qemu_fixture=$(mktemp)
+bash scripts/fixture-qemu.sh "$PWD/target/debug/kforge" >"$qemu_fixture" & qemu_pid=$!
 
 # The Windmill flow's offline checks: Windmill's schema validator, pinned by
 # windmill/package-lock.json (from the npm registry once, then cached in node_modules).
@@ -25,6 +30,11 @@ cargo clippy --locked --all-targets -- -D warnings
 
 # Unit tests first (seconds).
 cargo test --locked --lib --bins
+
+wait $qemu_pid || { echo "test.sh: scripts/fixture-qemu.sh failed" >&2; exit 1; }
+KFORGE_TEST_QEMU_MIRROR=$(cat "$qemu_fixture")
+rm -f "$qemu_fixture"
+export KFORGE_TEST_QEMU_MIRROR
 
 # Warm the tests' shared ccache once with the config most tests build (tiny_guest_defconfig,
 # gcc), so the two lanes below do not both pay a cold compile of the same objects at once

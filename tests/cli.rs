@@ -289,6 +289,82 @@ fn missing_mirror_says_how_to_make_one() {
 }
 
 #[test]
+fn qemu_requests_are_checked_before_anything_is_touched() {
+    let ctx = TestContext::new("qemubad");
+    // No QEMU mirror yet: the hint names the commands that make one.
+    refused(
+        &ctx,
+        &["qemu", "build"],
+        "kforge mirror --project qemu import-tarball",
+    );
+    refused(
+        &ctx,
+        &["qemu", "build", "--configure-option=--prefix=/opt"],
+        "is set by kforge itself",
+    );
+    refused(
+        &ctx,
+        &["qemu", "build", "--configure-option=--cc=tcc"],
+        "use compiler",
+    );
+    refused(
+        &ctx,
+        &["qemu", "build", "--configure-option=enable-slirp"],
+        "does not start with `--`",
+    );
+    refused(
+        &ctx,
+        &[
+            "qemu",
+            "build",
+            "--configure-option=--extra-cflags=-O1\n--evil",
+        ],
+        "control characters",
+    );
+    refused(
+        &ctx,
+        &["qemu", "build", "--target-list", "x86_64-softmmu;id"],
+        "not a QEMU target name",
+    );
+    refused(
+        &ctx,
+        &[
+            "qemu",
+            "build",
+            "--target-list",
+            "x86_64-softmmu,x86_64-softmmu",
+        ],
+        "listed twice",
+    );
+    refused(
+        &ctx,
+        &["qemu", "build", "--git-ref=--upload-pack=/tmp/x"],
+        "like an option",
+    );
+    let file = ctx.dir.path().join("q.json");
+    std::fs::write(&file, r#"{"target": "x86_64-softmmu"}"#).unwrap();
+    refused(
+        &ctx,
+        &["qemu", "build", "--request", file.to_str().unwrap()],
+        "unknown field `target`",
+    );
+    // The schema names every input.
+    let schema: serde_json::Value = ctx.run(&["qemu", "schema"]).ok().json();
+    for field in [
+        "git_ref",
+        "target_list",
+        "features",
+        "configure_options",
+        "compiler",
+    ] {
+        assert!(
+            schema["properties"].get(field).is_some(),
+            "{field}: {schema}"
+        );
+    }
+}
+
+#[test]
 fn import_tarball_makes_an_annotated_tag_and_cuts_the_debian_block() {
     let ctx = TestContext::with_mirror("import", "/unused".into());
     let src = ctx.dir.path().join("linux-source-9.9");
