@@ -54,8 +54,8 @@ echo "test.sh: ccache warmed in $((SECONDS - t0)) s" >&2
 # single-threaded (git checkouts, Kconfig, depmod, guest boots under TCG), so two lanes
 # finish in about two thirds of the time one takes. The lanes are balanced by the times
 # measured on 2 cores; every test has its own kforge home, only ccache is shared.
-LANE_A=(build series guest vm windmill cli)
-LANE_B=(store peers identity devel remote_cache)
+LANE_A=(build series guest vm remote_cache windmill cli)
+LANE_B=(store peers identity devel qemu)
 
 declare -A exe
 while IFS=$'\t' read -r name path; do

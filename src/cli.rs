@@ -51,7 +51,8 @@ pub struct GlobalArgs {
     /// Where the worker slots live [env: KFORGE_WORKERS_DIR].
     #[arg(long, global = true, value_name = "DIR")]
     pub workers_dir: Option<PathBuf>,
-    /// Which slot this build uses: WORKERS_DIR/<index>/main/linux [env: KFORGE_WORKER_INDEX].
+    /// Which slot this build uses: WORKERS_DIR/<index>/main/linux (or qemu) [env:
+    /// KFORGE_WORKER_INDEX].
     #[arg(long, global = true, value_name = "N")]
     pub worker_index: Option<u32>,
     /// kforge's own state (mirrors, registry) [env: KFORGE_SYSTEM_DIR].
@@ -275,6 +276,7 @@ pub enum QemuCommand {
 }
 
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "QEMU build")]
 pub struct QemuBuildArgs {
     /// The ref to build (same as --git-ref).
     #[arg(value_name = "GIT_REF")]

@@ -338,25 +338,54 @@ fn mirror(args: &cli::MirrorArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
 
 /// The identities that defined guests boot from the store (gc keeps them).
 fn guest_uses(dirs: &Dirs) -> std::collections::BTreeSet<String> {
-    let mut uses = std::collections::BTreeSet::new();
+    guest_defs(dirs)
+        .into_iter()
+        .filter(|def| def.kernel.starts_with(&dirs.store))
+        .map(|def| def.uts_release)
+        .collect()
+}
+
+/// The QEMU entries (`qemu-<release>`) that defined guests run.
+fn guest_qemu_uses(dirs: &Dirs) -> std::collections::BTreeSet<String> {
+    let run = dirs.store.join("run");
+    guest_defs(dirs)
+        .into_iter()
+        .filter_map(|def| {
+            let rel = def.qemu.strip_prefix(&run).ok()?;
+            let entry = rel.components().next()?.as_os_str().to_string_lossy();
+            entry.strip_prefix("qemu-").map(str::to_owned)
+        })
+        .collect()
+}
+
+fn guest_defs(dirs: &Dirs) -> Vec<kforge::guest::vm::VmDef> {
     let Ok(entries) = fs_err::read_dir(dirs.system_dir.join("vms")) else {
-        return uses;
+        return Vec::new();
     };
-    for e in entries.flatten() {
-        if let Ok(text) = fs_err::read_to_string(e.path().join("vm.json"))
-            && let Ok(def) = serde_json::from_str::<kforge::guest::vm::VmDef>(&text)
-            && def.kernel.starts_with(&dirs.store)
-        {
-            uses.insert(def.uts_release);
-        }
+    entries
+        .flatten()
+        .filter_map(|e| fs_err::read_to_string(e.path().join("vm.json")).ok())
+        .filter_map(|text| serde_json::from_str::<kforge::guest::vm::VmDef>(&text).ok())
+        .collect()
+}
+
+/// The store of an identity's kind, and its release: `qemu-<release>` is a QEMU entry,
+/// `kernel-<release>` or a bare release a kernel.
+fn entry_of(dirs: &Dirs, identity: &str) -> Result<(kforge::store::Store, String), Error> {
+    use kforge::store::{Kind, Store, parse_entry_name, validate_release};
+    if let Some(r) = identity.strip_prefix("qemu-") {
+        validate_release(r)?;
+        Ok((Store::open_kind(&dirs.store, Kind::Qemu)?, r.to_owned()))
+    } else {
+        Ok((Store::open(&dirs.store)?, parse_entry_name(identity)?))
     }
-    uses
 }
 
 fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
     use cli::StoreCommand as S;
-    use kforge::store::{Layer, Store, gc, parse_entry_name};
+    use kforge::store::{Kind, Layer, Store, gc, parse_entry_name};
     let store = Store::open(&dirs.store)?;
+    let qemu = Store::open_kind(&dirs.store, Kind::Qemu)?;
     match cmd {
         S::Ls => {
             let mut out = Vec::new();
@@ -378,7 +407,34 @@ fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
                     "path": store.layer_dir(Layer::Run, &r),
                 }));
             }
+            for r in qemu.releases()? {
+                let rec = qemu
+                    .record_as::<kforge::qemu::QemuManifest>(Layer::Run, &r)
+                    .ok()
+                    .flatten();
+                out.push(serde_json::json!({
+                    "identity": qemu.entry_name(&r),
+                    "layers": ["run"],
+                    "size": qemu.size_of(&r),
+                    "pinned": qemu.is_pinned(&r),
+                    "origin": rec.as_ref().map(|r| r.origin.clone()),
+                    "commit": rec.as_ref().map(|r| r.manifest.commit.clone()),
+                    "created_unix": rec.as_ref().map(|r| r.created_unix),
+                    "path": qemu.layer_dir(Layer::Run, &r),
+                }));
+            }
             print_json(&serde_json::json!({ "store": store.root, "entries": out }));
+        }
+        S::Show { identity, manifest } if identity.starts_with("qemu-") => {
+            let (qemu, r) = entry_of(dirs, identity)?;
+            let Some(run) = qemu.record_as::<kforge::qemu::QemuManifest>(Layer::Run, &r)? else {
+                return Err(Error::Input(format!("no store entry {identity}")));
+            };
+            if *manifest {
+                print_json(&run.manifest);
+            } else {
+                print_json(&serde_json::json!({ "run": run }));
+            }
         }
         S::Show { identity, manifest } => {
             let r = parse_entry_name(identity)?;
@@ -394,23 +450,35 @@ fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
             }
         }
         S::Verify { identity } => {
-            let releases = match identity {
-                Some(i) => vec![parse_entry_name(i)?],
-                None => store.releases()?,
+            let entries: Vec<(&Store, String)> = match identity {
+                Some(i) if i.starts_with("qemu-") => {
+                    let (_, r) = entry_of(dirs, i)?;
+                    if qemu.releases()?.iter().all(|x| x != &r) {
+                        return Err(Error::Input(format!("no store entry {i}")));
+                    }
+                    vec![(&qemu, r)]
+                }
+                Some(i) => vec![(&store, parse_entry_name(i)?)],
+                None => store
+                    .releases()?
+                    .into_iter()
+                    .map(|r| (&store, r))
+                    .chain(qemu.releases()?.into_iter().map(|r| (&qemu, r)))
+                    .collect(),
             };
             let mut bad = Vec::new();
             let mut report = Vec::new();
-            for r in releases {
+            for (store, r) in entries {
                 for l in Layer::ALL {
                     if !store.layer_dir(l, &r).exists() {
                         continue;
                     }
                     let problems = store.verify(l, &r)?;
                     if !problems.is_empty() {
-                        bad.push(format!("kernel-{r} ({})", l.as_str()));
+                        bad.push(format!("{} ({})", store.entry_name(&r), l.as_str()));
                     }
                     report.push(serde_json::json!({
-                        "identity": format!("kernel-{r}"),
+                        "identity": store.entry_name(&r),
                         "layer": l.as_str(),
                         "ok": problems.is_empty(),
                         "problems": problems,
@@ -484,23 +552,32 @@ fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
             let done = kforge::store::peers::export(&store, dest, &releases, &key)?;
             print_json(&serde_json::json!({ "dest": dest, "exported": done, "key": key.name }));
         }
-        S::Pin { identity } => store.pin(&parse_entry_name(identity)?, true)?,
-        S::Unpin { identity } => store.pin(&parse_entry_name(identity)?, false)?,
+        S::Pin { identity } => {
+            let (store, r) = entry_of(dirs, identity)?;
+            store.pin(&r, true)?;
+        }
+        S::Unpin { identity } => {
+            let (store, r) = entry_of(dirs, identity)?;
+            store.pin(&r, false)?;
+        }
         S::Rm { identity } => {
-            let r = parse_entry_name(identity)?;
-            if guest_uses(dirs).contains(&r) {
+            let (store, r) = entry_of(dirs, identity)?;
+            let name = store.entry_name(&r);
+            let used = match store.kind {
+                Kind::Kernel => guest_uses(dirs),
+                Kind::Qemu => guest_qemu_uses(dirs),
+            };
+            if used.contains(&r) {
                 return Err(Error::Input(format!(
-                    "kernel-{r} is booted by a defined guest; `kforge vm rm` it first"
+                    "{name} is used by a defined guest; `kforge vm rm` it first"
                 )));
             }
-            let lock = store.root.join("locks").join(format!("kernel-{r}"));
+            let lock = store.root.join("locks").join(&name);
             let Some(_l) = kforge::fsutil::FileLock::try_acquire(&lock)? else {
-                return Err(Error::Input(format!(
-                    "kernel-{r} is in use by a running build"
-                )));
+                return Err(Error::Input(format!("{name} is in use by a running build")));
             };
             if store.releases()?.iter().all(|x| x != &r) {
-                return Err(kforge::store::StoreError::Missing(r, "any").into());
+                return Err(Error::Input(format!("no store entry {name}")));
             }
             store.remove(&r)?;
         }
