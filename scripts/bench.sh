@@ -7,7 +7,8 @@
 #   - kforge build, cold slot, cold ccache; and a cold slot with a warm ccache
 #   - the store: the same request again (answered from the store), and an A -> B -> A switch
 #   - tuxmake and virtme-ng (from PyPI) building the same tree with the same .config
-# and writes the figures to docs/benchmarks.md. Takes about 45 minutes on 2 cores.
+# and writes the figures to docs/benchmarks.md (keeping the sections scripts/bench-boot.sh and
+# scripts/bench-qemu.sh write). Takes about 45 minutes on 2 cores.
 #
 #   scripts/bench.sh            BENCH_PRESET=imageless_defconfig scripts/bench.sh
 set -euo pipefail
@@ -240,5 +241,10 @@ overhead=$(awk -v a="${secs[kforge_nocache]}" -v b="$base" 'BEGIN{printf "%+.1f%
   echo "kforge boots it with its own initramfs and the modules over virtiofs; virtme-ng runs the"
   echo "same bzImage with the host's root filesystem, which this small preset cannot run (no"
   echo "futex, no multi-user): \`scripts/bench-boot.sh\` compares the two on a full kernel, below."
-} >"$root/docs/benchmarks.md"
+} >"$root/docs/benchmarks.md.new"
+# Keep the sections the other bench scripts write (bench-boot.sh, bench-qemu.sh).
+touch "$root/docs/benchmarks.md"
+awk '/^## / { keep = ($0 == "## Boot on a full kernel" || $0 == "## QEMU"); if (keep) print "" }
+     keep' "$root/docs/benchmarks.md" >>"$root/docs/benchmarks.md.new"
+mv "$root/docs/benchmarks.md.new" "$root/docs/benchmarks.md"
 cat "$root/docs/benchmarks.md"

@@ -170,8 +170,9 @@ pub enum StoreCommand {
         /// kernel-<release> or <release> [default: every identity].
         identity: Option<String>,
     },
-    /// Remove identities unused for --older-than, then the least recently used until the
-    /// store fits --max-size; never pinned ones, ones a build holds or a defined guest boots.
+    /// Remove identities (kernels and QEMUs) unused for --older-than, then the least recently
+    /// used until the store fits --max-size; never pinned ones, ones a build holds or a
+    /// defined guest uses.
     #[command(after_help = "Examples:
   kforge store gc --older-than 30d
   kforge store gc --max-size 20G --dry-run")]

@@ -513,7 +513,8 @@ fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
                     .map_err(Error::Input)?,
                 dry_run: *dry_run,
             };
-            print_json(&gc::run(&store, &policy, &guest_uses(dirs))?);
+            let (kernels, qemus) = (guest_uses(dirs), guest_qemu_uses(dirs));
+            print_json(&gc::run(&[(&store, &kernels), (&qemu, &qemus)], &policy)?);
         }
         S::Keygen { name, force } => {
             let name = name.clone().unwrap_or_else(|| {

@@ -375,13 +375,52 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         r.stdout
     );
 
-    // The entry a defined guest runs is not removed under it.
+    // The entry a defined guest runs is not removed under it, by rm nor by gc; a pinned
+    // one is kept by gc; else gc takes QEMU entries as it takes kernels.
     let r = ctx.run(&["store", "rm", &first.identity]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("used by a defined guest"), "{}", r.stderr);
+    let gc: serde_json::Value = ctx
+        .run(&["store", "gc", "--older-than", "0s", "--dry-run"])
+        .ok()
+        .json();
+    let mut in_use: Vec<&str> = gc["kept_in_use"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    in_use.sort_unstable();
+    assert_eq!(
+        in_use,
+        vec![kernel.uts_release.as_str(), first.identity.as_str()],
+        "{gc}"
+    );
     ctx.run(&["vm", "--unit-dir", u, "rm", "q1"]).ok();
-    ctx.run(&["store", "rm", &first.identity]).ok();
+    ctx.run(&["store", "pin", &first.identity]).ok();
+    let gc: serde_json::Value = ctx
+        .run(&["store", "gc", "--older-than", "0s", "--dry-run"])
+        .ok()
+        .json();
+    assert_eq!(
+        gc["kept_pinned"],
+        serde_json::json!([first.identity]),
+        "{gc}"
+    );
+    assert!(entry.exists());
+    ctx.run(&["store", "unpin", &first.identity]).ok();
+    let gc: serde_json::Value = ctx.run(&["store", "gc", "--older-than", "0s"]).ok().json();
+    assert!(
+        gc["removed"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(first.identity)),
+        "{gc}"
+    );
     assert!(!entry.exists());
+    let r = ctx.run(&["store", "rm", &first.identity]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no store entry"), "{}", r.stderr);
 
     // What --qemu is not: a missing file, a manifest of something else, an unknown identity.
     for (arg, says) in [

@@ -1,5 +1,6 @@
 //! `kforge store gc`: remove identities by age or to fit a size, least recently used first,
-//! never a pinned one, one a build holds (its shared lock) or one a defined guest boots.
+//! never a pinned one, one a build holds (its shared lock) or one a defined guest uses. Both
+//! kinds of entry (kernels and QEMUs) compete for the one size budget.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
@@ -64,27 +65,27 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size like 500M or 20G"))
 }
 
-/// Runs the policy. `guest_uses` are the identities defined guests boot.
-pub fn run(
-    store: &Store,
-    policy: &Policy,
-    guest_uses: &BTreeSet<String>,
-) -> Result<Report, StoreError> {
-    store.sweep()?;
-    let mut entries: Vec<(String, SystemTime, u64)> = store
-        .releases()?
-        .into_iter()
-        .map(|r| {
+/// Runs the policy over the entries of every kind given, each with the releases defined
+/// guests use. Kernels are reported by release, QEMUs as `qemu-<release>`.
+pub fn run(stores: &[(&Store, &BTreeSet<String>)], policy: &Policy) -> Result<Report, StoreError> {
+    let mut entries: Vec<(&Store, &BTreeSet<String>, String, SystemTime, u64)> = Vec::new();
+    for (store, uses) in stores {
+        store.sweep()?;
+        for r in store.releases()? {
             let used = store.last_used(&r).unwrap_or(SystemTime::UNIX_EPOCH);
             let size = store.size_of(&r);
-            (r, used, size)
-        })
-        .collect();
-    entries.sort_by_key(|(_, used, _)| *used);
-    let mut total: u64 = entries.iter().map(|e| e.2).sum();
+            entries.push((store, uses, r, used, size));
+        }
+    }
+    entries.sort_by_key(|e| e.3);
+    let mut total: u64 = entries.iter().map(|e| e.4).sum();
     let now = SystemTime::now();
     let mut report = Report::default();
-    for (release, used, size) in entries {
+    for (store, guest_uses, release, used, size) in entries {
+        let name = match store.kind {
+            super::Kind::Kernel => release.clone(),
+            super::Kind::Qemu => store.entry_name(&release),
+        };
         let old = policy
             .older_than
             .is_some_and(|age| now.duration_since(used).unwrap_or_default() > age);
@@ -93,16 +94,16 @@ pub fn run(
             continue;
         }
         if store.is_pinned(&release) {
-            report.kept_pinned.push(release);
+            report.kept_pinned.push(name);
             continue;
         }
         if guest_uses.contains(&release) {
-            report.kept_in_use.push(release);
+            report.kept_in_use.push(name);
             continue;
         }
         let lock_path = store.root.join("locks").join(store.entry_name(&release));
         let Some(_lock) = FileLock::try_acquire(&lock_path)? else {
-            report.kept_in_use.push(release);
+            report.kept_in_use.push(name);
             continue;
         };
         if !policy.dry_run {
@@ -110,7 +111,7 @@ pub fn run(
         }
         total = total.saturating_sub(size);
         report.freed_bytes += size;
-        report.removed.push(release);
+        report.removed.push(name);
     }
     report.remaining_bytes = total;
     Ok(report)
