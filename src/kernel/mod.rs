@@ -349,19 +349,6 @@ pub fn run_record_path(slot: &Slot) -> PathBuf {
     flow::record::path(slot)
 }
 
-fn lock_slot(
-    plan: &Plan,
-    wait: bool,
-    reporter: &dyn Reporter,
-) -> Result<crate::slot::SlotGuard, Error> {
-    Ok(plan.slot.lock(wait, &mut |msg| {
-        reporter.event(&flow::Event::Info {
-            step: "prepare_worktree",
-            message: msg,
-        });
-    })?)
-}
-
 /// Locks the plan's slot and runs the flow up to `until`.
 pub fn run(
     plan: Plan,
@@ -369,7 +356,7 @@ pub fn run(
     wait: bool,
     reporter: &dyn Reporter,
 ) -> Result<Finished, Error> {
-    let _guard = lock_slot(&plan, wait, reporter)?;
+    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
     let record = RunRecord::new(plan.request.clone());
     let slot = plan.slot.clone();
     let mut run = KernelRun::new(plan);
@@ -398,7 +385,7 @@ pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finish
     let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
     let (record, at) = resumable(&slot)?;
     let plan = plan(record.request.clone(), dirs)?;
-    let _guard = lock_slot(&plan, wait, reporter)?;
+    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
     // Taken again under the lock: another run may have finished in between.
     let (again, at_again) = resumable(&slot)?;
     if at_again != at || again.results.len() != record.results.len() {
@@ -487,7 +474,7 @@ pub fn run_step(
             missing.join(", ")
         )));
     }
-    let _guard = lock_slot(&plan, wait, reporter)?;
+    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
     let mut run = KernelRun::new(plan);
     flow::apply(&mut run, &earlier)?;
     let mut result = flow::run_one(STEPS[at], &mut run, reporter)?;

@@ -3,7 +3,6 @@
 use super::KernelRun;
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
-use crate::identity::{LabelSource, infer_label};
 
 pub struct PrepareWorktree;
 
@@ -50,34 +49,14 @@ impl Step<KernelRun> for PrepareWorktree {
             message: &what,
         });
         if let Some((msgid, mbox)) = &plan.series {
-            let mut applied = crate::series::apply(
-                &slot.src,
-                &slot.state.join("b4"),
-                msgid,
-                mbox.as_deref(),
-                &plan.resolved.commit,
-            )?;
-            let (base, suffix) = infer_label(&LabelSource::Series {
-                subject: &applied.subject,
-            });
-            let branch = crate::series::publish(
-                &slot.src,
+            ctx.series = Some(crate::series::apply_and_publish(
+                slot,
                 &plan.mirror.path,
-                &format!("{base}{suffix}"),
-                &applied.head,
-            )
-            .map_err(|e| Error::Input(e.to_string()))?;
-            reporter.event(&Event::Info {
-                step: self.name(),
-                message: &format!(
-                    "applied {} patch(es) of \"{}\" on {}; published as {branch}",
-                    applied.patches.len(),
-                    applied.subject,
-                    short(&plan.resolved.commit)
-                ),
-            });
-            applied.branch = Some(branch);
-            ctx.series = Some(applied);
+                (msgid, mbox.as_deref()),
+                &plan.resolved.commit,
+                self.name(),
+                reporter,
+            )?);
         }
         let plan = &ctx.plan;
         let slot = &plan.slot;

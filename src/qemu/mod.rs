@@ -341,22 +341,9 @@ pub struct Finished {
 /// A slot's last QEMU run.
 pub type RunRecord = flow::record::RunRecord<QemuRequest>;
 
-fn lock_slot(
-    plan: &Plan,
-    wait: bool,
-    reporter: &dyn Reporter,
-) -> Result<crate::slot::SlotGuard, Error> {
-    Ok(plan.slot.lock(wait, &mut |msg| {
-        reporter.event(&flow::Event::Info {
-            step: "prepare_worktree",
-            message: msg,
-        });
-    })?)
-}
-
 /// Locks the plan's slot and runs the flow, keeping the slot's run record.
 pub fn run(plan: Plan, wait: bool, reporter: &dyn Reporter) -> Result<Finished, Error> {
-    let _guard = lock_slot(&plan, wait, reporter)?;
+    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
     let record = RunRecord::new(plan.request.clone());
     let slot = plan.slot.clone();
     let mut run = QemuRun::new(plan);
@@ -375,7 +362,7 @@ pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finish
     };
     let at = flow::record::resume_point(&slot, &record, STEPS)?;
     let plan = plan(record.request.clone(), dirs)?;
-    let _guard = lock_slot(&plan, wait, reporter)?;
+    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
     let mut run = QemuRun::new(plan);
     flow::apply(&mut run, &record.results)?;
     let mut done: Vec<StepRecord> = record

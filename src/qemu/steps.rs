@@ -7,7 +7,6 @@ use super::{Configured, Hit, PREFIX, QemuIdentityInputs, QemuManifest, QemuRun, 
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
 use crate::fsutil::write_atomic;
-use crate::identity::{LabelSource, infer_label};
 use crate::manifest::Reused;
 use crate::process::Cmd;
 use crate::slot::git::git;
@@ -81,34 +80,14 @@ impl Step<QemuRun> for PrepareWorktree {
         };
         info(reporter, self.name(), &what);
         if let Some((msgid, mbox)) = &plan.series {
-            let mut applied = crate::series::apply(
-                &slot.src,
-                &slot.state.join("b4"),
-                msgid,
-                mbox.as_deref(),
-                &plan.resolved.commit,
-            )?;
-            let (base, suffix) = infer_label(&LabelSource::Series {
-                subject: &applied.subject,
-            });
-            let branch = crate::series::publish(
-                &slot.src,
+            ctx.series = Some(crate::series::apply_and_publish(
+                slot,
                 &plan.mirror.path,
-                &format!("{base}{suffix}"),
-                &applied.head,
-            )
-            .map_err(|e| Error::Input(e.to_string()))?;
-            info(
-                reporter,
+                (msgid, mbox.as_deref()),
+                &plan.resolved.commit,
                 self.name(),
-                &format!(
-                    "applied {} patch(es) of \"{}\"; published as {branch}",
-                    applied.patches.len(),
-                    applied.subject
-                ),
-            );
-            applied.branch = Some(branch);
-            ctx.series = Some(applied);
+                reporter,
+            )?);
         }
         let slot = &ctx.plan.slot;
         if ctx.plan.request.wipe_build {

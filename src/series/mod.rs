@@ -287,6 +287,41 @@ fn is_patch_subject_of(subject: &str, patches: &[String]) -> bool {
         .any(|p| crate::identity::parse_revision(p).0 == title)
 }
 
+/// What a flow's prepare_worktree does with a series: applies it on the slot's worktree at
+/// `base`, publishes its HEAD to the mirror as `b4/<slug of its subject>`, and says so as an
+/// event of `step`. The returned record names that branch.
+pub fn apply_and_publish(
+    slot: &crate::slot::Slot,
+    mirror: &Path,
+    (msgid, mbox): (&str, Option<&Path>),
+    base: &str,
+    step: &str,
+    reporter: &dyn crate::flow::Reporter,
+) -> Result<Applied, crate::error::Error> {
+    let mut applied = apply(&slot.src, &slot.state.join("b4"), msgid, mbox, base)?;
+    let (label, suffix) = crate::identity::infer_label(&crate::identity::LabelSource::Series {
+        subject: &applied.subject,
+    });
+    let branch = publish(
+        &slot.src,
+        mirror,
+        &format!("{label}{suffix}"),
+        &applied.head,
+    )
+    .map_err(|e| crate::error::Error::Input(e.to_string()))?;
+    reporter.event(&crate::flow::Event::Info {
+        step,
+        message: &format!(
+            "applied {} patch(es) of \"{}\" on {}; published as {branch}",
+            applied.patches.len(),
+            applied.subject,
+            &base[..12.min(base.len())]
+        ),
+    });
+    applied.branch = Some(branch);
+    Ok(applied)
+}
+
 /// Publishes the applied HEAD to the mirror as `refs/heads/b4/<slug>` for review.
 pub fn publish(
     worktree: &Path,

@@ -902,6 +902,62 @@ mod tests {
     }
 
     #[test]
+    fn kinds_share_a_root_but_not_their_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("qemu-system-x86_64");
+        std::fs::write(&file, b"\x7fELF").unwrap();
+        std::fs::set_permissions(
+            &file,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .unwrap();
+        let sources = [Source {
+            dest: "usr/local/bin/qemu-system-x86_64".into(),
+            from: file,
+        }];
+        let qemu = Store::open_kind(&dir.path().join("store"), Kind::Qemu).unwrap();
+        let kernels = Store::open(&dir.path().join("store")).unwrap();
+        let manifest = serde_json::json!({ "identity": "qemu-7.2.22-0123456789ab" });
+        let (published, path) = qemu
+            .publish_entry(
+                Layer::Run,
+                "7.2.22-0123456789ab",
+                "0123456789ab",
+                &manifest,
+                &sources,
+                "local",
+            )
+            .unwrap();
+        assert_eq!(published, Published::Added);
+        assert!(path.ends_with("run/qemu-7.2.22-0123456789ab"));
+        assert_eq!(qemu.releases().unwrap(), vec!["7.2.22-0123456789ab"]);
+        assert!(
+            kernels.releases().unwrap().is_empty(),
+            "a kernel store sees no QEMU"
+        );
+        assert!(
+            qemu.verify(Layer::Run, "7.2.22-0123456789ab")
+                .unwrap()
+                .is_empty()
+        );
+        let record = qemu
+            .record_as::<serde_json::Value>(Layer::Run, "7.2.22-0123456789ab")
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.manifest, manifest);
+        assert!(record.files[0].executable);
+        qemu.pin("7.2.22-0123456789ab", true).unwrap();
+        assert!(
+            dir.path()
+                .join("store/pins/qemu-7.2.22-0123456789ab")
+                .exists()
+        );
+        assert!(!kernels.is_pinned("7.2.22-0123456789ab"));
+        qemu.remove("7.2.22-0123456789ab").unwrap();
+        assert!(qemu.releases().unwrap().is_empty());
+    }
+
+    #[test]
     fn releases_and_paths_are_checked() {
         assert!(validate_release("6.12.117-vanilla-c2a875e327a8").is_ok());
         for bad in ["", "../x", "a/b", ".hidden", "-opt", &"x".repeat(65), "a b"] {
