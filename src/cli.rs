@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use kforge::request::{ConfigMethod, KernelRequest, OneOrMany};
+use kforge::request::{ConfigMethod, KernelRequest, OneOrMany, heading};
 use kforge::toolchain::Compiler;
 
 /// `--flag[=BOOL]`: the bare flag means true.
@@ -276,8 +276,10 @@ pub enum QemuCommand {
     Schema,
 }
 
+/// The `--help` heading of a QEMU build request's inputs.
+const QEMU_HEADING: &str = "QEMU build";
+
 #[derive(Debug, Args, Clone)]
-#[command(next_help_heading = "QEMU build")]
 pub struct QemuBuildArgs {
     /// The ref to build (same as --git-ref).
     #[arg(value_name = "GIT_REF")]
@@ -289,46 +291,50 @@ pub struct QemuBuildArgs {
     #[arg(long)]
     pub wait: bool,
     /// Tag, branch or commit from the QEMU mirror [default: the newest v* tag].
-    #[arg(long, value_name = "REF")]
+    #[arg(long, value_name = "REF", help_heading = QEMU_HEADING)]
     pub git_ref: Option<String>,
     /// A mailed series to apply on top: message-id or lore URL.
-    #[arg(long, value_name = "MSGID")]
+    #[arg(long, value_name = "MSGID", help_heading = QEMU_HEADING)]
     pub b4_series: Option<String>,
     /// The thread as a local mbox file or maildir (offline), for --b4-series.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = QEMU_HEADING)]
     pub b4_mbox: Option<PathBuf>,
     /// configure's targets, comma-separated or repeated [default: x86_64-softmmu].
-    #[arg(long, value_name = "TARGET", value_delimiter = ',')]
+    #[arg(long, value_name = "TARGET", value_delimiter = ',', help_heading = QEMU_HEADING)]
     pub target_list: Vec<String>,
     /// minimal (TCG, KVM, vhost-user: what kforge's guests need) or default (configure's
     /// own: every feature whose library is installed) [default: minimal].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = QEMU_HEADING)]
     pub features: Option<kforge::qemu::Features>,
     /// One more configure option, e.g. --configure-option=--enable-slirp (repeat); passed
     /// as one argv word, never through a shell.
     #[arg(
         long = "configure-option",
         value_name = "OPTION",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        help_heading = QEMU_HEADING
     )]
     pub configure_options: Vec<String>,
     /// gcc or clang [default: gcc].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, help_heading = QEMU_HEADING)]
     pub compiler: Option<Compiler>,
     /// Compile through the shared, kforge-managed ccache [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!())]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = QEMU_HEADING)]
     pub ccache: Option<bool>,
+    /// The shared ccache's size limit [default: 10G].
+    #[arg(long, value_name = "SIZE", help_heading = QEMU_HEADING)]
+    pub ccache_max_size: Option<String>,
     /// Map the slot out of debug info, SOURCE_DATE_EPOCH from the commit [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!())]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = QEMU_HEADING)]
     pub reproducible: Option<bool>,
     /// Take the identity from the store when it is there [default: true]; =false rebuilds.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!())]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = QEMU_HEADING)]
     pub reuse: Option<bool>,
     /// Remove build/ first.
-    #[arg(long)]
+    #[arg(long, help_heading = QEMU_HEADING)]
     pub wipe_build: bool,
     /// Clone the slot's worktree anew.
-    #[arg(long)]
+    #[arg(long, help_heading = QEMU_HEADING)]
     pub recreate_build_worktree: bool,
 }
 
@@ -368,6 +374,9 @@ impl QemuBuildArgs {
             r.compiler = c;
         }
         set(&mut r.ccache, self.ccache);
+        if let Some(size) = &self.ccache_max_size {
+            r.ccache_max_size.clone_from(size);
+        }
         set(&mut r.reproducible, self.reproducible);
         set(&mut r.reuse, self.reuse);
         r.wipe_build |= self.wipe_build;
@@ -548,83 +557,83 @@ pub struct BuildArgs {
     #[arg(
         long,
         value_name = "REF",
-        help_heading = "Worktree: which source is built, its label, the slot's tree"
+        help_heading = heading::WORKTREE
     )]
     pub git_ref: Option<String>,
     /// A mailed series to apply on top: message-id or lore URL.
     #[arg(
         long,
         value_name = "MSGID",
-        help_heading = "Worktree: which source is built, its label, the slot's tree"
+        help_heading = heading::WORKTREE
     )]
     pub b4_series: Option<String>,
     /// The thread as a local mbox file or maildir (offline), for --b4-series.
     #[arg(
         long,
         value_name = "PATH",
-        help_heading = "Worktree: which source is built, its label, the slot's tree"
+        help_heading = heading::WORKTREE
     )]
     pub b4_mbox: Option<PathBuf>,
     /// Name the build yourself (<=40 chars of [A-Za-z0-9._-]); implies --custom-label.
     #[arg(
         long,
-        help_heading = "Worktree: which source is built, its label, the slot's tree"
+        help_heading = heading::WORKTREE
     )]
     pub label: Option<String>,
     /// Use --label instead of the inferred vanilla/branch label.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::WORKTREE)]
     pub custom_label: Option<bool>,
     /// Lay a fresh checkout, discarding build/ and destdir/.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::WORKTREE)]
     pub recreate_build_worktree: Option<bool>,
     /// Remove build/ before configuring (a clean build).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::WORKTREE)]
     pub wipe_build: Option<bool>,
     /// Lay a developer worktree of the built commit under this group, with the devel layer
     /// and a compile_commands.json for its paths.
     #[arg(
         long,
         value_name = "GROUP",
-        help_heading = "Worktree: which source is built, its label, the slot's tree"
+        help_heading = heading::WORKTREE
     )]
     pub worktree_group: Option<String>,
     /// Where worktree groups live (absolute) [default: SYSTEM_DIR/worktrees].
     #[arg(
         long,
         value_name = "DIR",
-        help_heading = "Worktree: which source is built, its label, the slot's tree"
+        help_heading = heading::WORKTREE
     )]
     pub deploy_dir: Option<PathBuf>,
     /// The developer worktree's name in its group [default: the build's label].
     #[arg(
         long,
         value_name = "NAME",
-        help_heading = "Worktree: which source is built, its label, the slot's tree"
+        help_heading = heading::WORKTREE
     )]
     pub deploy_name: Option<String>,
     /// Move an existing developer worktree to this build (never one with work in it).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Worktree: which source is built, its label, the slot's tree")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::WORKTREE)]
     pub deploy_replace: Option<bool>,
 
     /// How .config is produced [default: preset].
     #[arg(
         long,
         value_enum,
-        help_heading = "Configuration: how .config is produced"
+        help_heading = heading::CONFIGURATION
     )]
     pub config_method: Option<ConfigMethod>,
     /// Library preset for --config-method preset [default: imageless_defconfig]; implies it.
     #[arg(
         long,
         value_name = "NAME",
-        help_heading = "Configuration: how .config is produced"
+        help_heading = heading::CONFIGURATION
     )]
     pub preset: Option<String>,
     /// In-tree config goal(s) for --config-method make (repeat: defconfig, kvm_guest.config); implies it.
     #[arg(
         long,
         value_name = "GOAL",
-        help_heading = "Configuration: how .config is produced"
+        help_heading = heading::CONFIGURATION
     )]
     pub defconfig: Vec<String>,
     /// Library fragment <category>/<name> for --config-method fragments (repeat); implies it.
@@ -632,11 +641,11 @@ pub struct BuildArgs {
         long = "fragment",
         alias = "fragments",
         value_name = "ID",
-        help_heading = "Configuration: how .config is produced"
+        help_heading = heading::CONFIGURATION
     )]
     pub fragments: Vec<String>,
     /// Fragments start from allnoconfig (true) or alldefconfig (false) [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Configuration: how .config is produced")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::CONFIGURATION)]
     pub allnoconfig_base: Option<bool>,
 
     /// Extra make goal to narrow the build (repeat) [default: vmlinux, bzImage, modules].
@@ -644,14 +653,14 @@ pub struct BuildArgs {
         long = "target",
         alias = "targets",
         value_name = "GOAL",
-        help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
+        help_heading = heading::BUILD
     )]
     pub targets: Vec<String>,
     /// gcc, or clang with LLVM=1 [default: gcc].
     #[arg(
         long,
         value_enum,
-        help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
+        help_heading = heading::BUILD
     )]
     pub compiler: Option<Compiler>,
     /// Extra make flag, VAR=VALUE or a reporting switch like -k (repeat); never via a shell.
@@ -660,44 +669,44 @@ pub struct BuildArgs {
         alias = "make-flags",
         value_name = "FLAG",
         allow_hyphen_values = true,
-        help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
+        help_heading = heading::BUILD
     )]
     pub make_flags: Vec<String>,
     /// Pin KBUILD_BUILD_TIMESTAMP/USER/HOST/VERSION [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Build: compiler, make goals and flags, reproducibility, ccache")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::BUILD)]
     pub reproducible: Option<bool>,
     /// Take the pinned timestamp from the commit date [default: false, the epoch].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Build: compiler, make goals and flags, reproducibility, ccache")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::BUILD)]
     pub timestamp_from_commit: Option<bool>,
     /// Compile through the shared, kforge-managed ccache [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Build: compiler, make goals and flags, reproducibility, ccache")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::BUILD)]
     pub ccache: Option<bool>,
     /// The cache's size limit [default: 10G].
     #[arg(
         long,
         value_name = "SIZE",
-        help_heading = "Build: compiler, make goals and flags, reproducibility, ccache"
+        help_heading = heading::BUILD
     )]
     pub ccache_max_size: Option<String>,
     /// Generate compile_commands.json into the devel layer [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Build: compiler, make goals and flags, reproducibility, ccache")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::BUILD)]
     pub devtools: Option<bool>,
 
     /// Answer from destdir/ or the store when the identity exists [default: true]; =false rebuilds.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Reuse: when an identity that already exists is not rebuilt")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::REUSE)]
     pub reuse: Option<bool>,
     /// Fetch the identity from a registered peer's store before building [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Reuse: when an identity that already exists is not rebuilt")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::REUSE)]
     pub use_peers: Option<bool>,
 
     /// make install the boot image into destdir/boot [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Installation: what goes into destdir/")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::INSTALLATION)]
     pub install: Option<bool>,
     /// make modules_install into destdir/lib/modules [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Installation: what goes into destdir/")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::INSTALLATION)]
     pub modules_install: Option<bool>,
     /// Add lib/modules/<release>/source pointing at the tree [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = "Installation: what goes into destdir/")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = heading::INSTALLATION)]
     pub source_symlink: Option<bool>,
 }
 
@@ -796,5 +805,77 @@ impl BuildArgs {
 fn set(field: &mut bool, value: Option<bool>) {
     if let Some(v) = value {
         *field = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// Every input of a request's schema is a flag of its command whose argument has the
+    /// input's name, under the heading of the input's group; and every flag under an input
+    /// group's heading is an input of the schema. Walked from the schema and clap's command.
+    fn check_inputs(
+        command: &str,
+        schema: &serde_json::Value,
+        heading_of: &dyn Fn(&str) -> String,
+    ) {
+        let cli = Cli::command();
+        let cmd = command
+            .split(' ')
+            .fold(&cli, |c, name| c.find_subcommand(name).expect(name));
+        let props = schema["properties"].as_object().unwrap();
+        for (name, prop) in props {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_id() == name.as_str())
+                .unwrap_or_else(|| panic!("`kforge {command}` has no flag for input `{name}`"));
+            assert!(arg.get_long().is_some(), "{name} is not a --flag");
+            let group = prop["x-group"].as_str().unwrap_or_default();
+            assert_eq!(
+                arg.get_help_heading(),
+                Some(heading_of(group).as_str()),
+                "`{name}` is not under its group's heading"
+            );
+        }
+        let headings: Vec<String> = kforge::request::GROUPS
+            .iter()
+            .map(|(g, _)| heading_of(g))
+            .collect();
+        for arg in cmd.get_arguments() {
+            if arg
+                .get_help_heading()
+                .is_some_and(|h| headings.iter().any(|x| x == h))
+            {
+                assert!(
+                    props.contains_key(arg.get_id().as_str()),
+                    "--{} is under an input heading but is no input of the schema",
+                    arg.get_id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_build_input_is_a_flag_under_its_group() {
+        let schema = kforge::request::schema();
+        let summaries: std::collections::BTreeMap<&str, &str> =
+            kforge::request::GROUPS.iter().copied().collect();
+        check_inputs("build", &schema, &|g| format!("{g}: {}", summaries[g]));
+        check_inputs("identity", &schema, &|g| format!("{g}: {}", summaries[g]));
+    }
+
+    #[test]
+    fn every_qemu_input_is_a_flag_of_qemu_build() {
+        let schema =
+            serde_json::to_value(schemars::schema_for!(kforge::qemu::QemuRequest)).unwrap();
+        check_inputs("qemu build", &schema, &|_| super::QEMU_HEADING.to_owned());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

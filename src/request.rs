@@ -61,24 +61,26 @@ impl ConfigMethod {
     }
 }
 
-/// The input groups, in form order, with their one-line summaries (also the `--help`
-/// headings).
-pub const GROUPS: &[(&str, &str)] = &[
-    (
-        "Worktree",
-        "which source is built: the ref, its label, and the slot's tree",
-    ),
-    ("Configuration", "how .config is produced"),
-    (
-        "Build",
-        "compiler, make goals and flags, reproducibility, ccache",
-    ),
-    (
-        "Reuse",
-        "when an identity that already exists is not rebuilt",
-    ),
-    ("Installation", "what is installed into destdir/"),
-];
+/// Declares the input groups once: their names (each input's `x-group`), their summaries
+/// (the schema's `x-groups`) and the `--help` headings made of both.
+macro_rules! input_groups {
+    ($($konst:ident => $name:literal, $summary:literal;)*) => {
+        /// The input groups, in form order, with their one-line summaries.
+        pub const GROUPS: &[(&str, &str)] = &[$(($name, $summary)),*];
+        /// The `--help` heading of each input group: `<group>: <summary>`.
+        pub mod heading {
+            $(pub const $konst: &str = concat!($name, ": ", $summary);)*
+        }
+    };
+}
+
+input_groups! {
+    WORKTREE => "Worktree", "which source is built, its label, the slot's tree";
+    CONFIGURATION => "Configuration", "how .config is produced";
+    BUILD => "Build", "compiler, make goals and flags, reproducibility, ccache";
+    REUSE => "Reuse", "when an identity that already exists is not rebuilt";
+    INSTALLATION => "Installation", "what goes into destdir/";
+}
 
 fn default_preset() -> String {
     "imageless_defconfig".to_owned()
@@ -98,14 +100,7 @@ const fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 #[schemars(
     title = "kforge kernel build",
-    description = "Build a Linux kernel at a pinned ref, reproducibly, with a content-addressed identity that `uname -r` reports.",
-    extend("x-groups" = [
-        {"name": "Worktree", "summary": "which source is built: the ref, its label, and the slot's tree"},
-        {"name": "Configuration", "summary": "how .config is produced"},
-        {"name": "Build", "summary": "compiler, make goals and flags, reproducibility, ccache"},
-        {"name": "Reuse", "summary": "when an identity that already exists is not rebuilt"},
-        {"name": "Installation", "summary": "what is installed into destdir/"}
-    ])
+    description = "Build a Linux kernel at a pinned ref, reproducibly, with a content-addressed identity that `uname -r` reports."
 )]
 pub struct KernelRequest {
     // ---- Worktree
@@ -496,6 +491,13 @@ fn is_plain_name(s: &str) -> bool {
 pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(KernelRequest);
     let mut value = serde_json::to_value(schema).expect("schema serializes");
+    let groups: Vec<serde_json::Value> = GROUPS
+        .iter()
+        .map(|(name, summary)| serde_json::json!({"name": name, "summary": summary}))
+        .collect();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("x-groups".into(), groups.into());
+    }
     if let Some(props) = value
         .get_mut("properties")
         .and_then(serde_json::Value::as_object_mut)
@@ -613,32 +615,18 @@ mod tests {
             text.contains("\"clang\"") && text.contains("\"fragments\""),
             "{text}"
         );
-        for name in [
-            "git_ref",
-            "b4_series",
-            "b4_mbox",
-            "custom_label",
-            "label",
-            "recreate_build_worktree",
-            "wipe_build",
-            "config_method",
-            "preset",
-            "defconfig",
-            "fragments",
-            "allnoconfig_base",
-            "targets",
-            "compiler",
-            "make_flags",
-            "reproducible",
-            "timestamp_from_commit",
-            "ccache",
-            "ccache_max_size",
-            "install",
-            "modules_install",
-            "source_symlink",
-        ] {
-            assert!(props.get(name).is_some(), "{name} missing from schema");
-            assert!(props[name].get("x-group").is_some(), "{name} has no group");
+        // Every field of the request is in the schema (serde's names, from a serialized
+        // default), with a group that exists, a title and a description.
+        let fields = serde_json::to_value(KernelRequest::default()).unwrap();
+        let fields = fields.as_object().unwrap();
+        assert_eq!(props.as_object().unwrap().len(), fields.len());
+        let groups: Vec<&str> = GROUPS.iter().map(|(g, _)| *g).collect();
+        for name in fields.keys() {
+            let p = &props[name];
+            let group = p["x-group"].as_str().unwrap_or_default();
+            assert!(groups.contains(&group), "{name}: group {group:?}");
+            assert!(p["title"].is_string(), "{name} has no title");
+            assert!(p["description"].is_string(), "{name} has no description");
         }
     }
 }

@@ -220,13 +220,26 @@ pub(crate) fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Sends SIGKILL to this process when `KFORGE_FAULT_INJECT` names `point`: lets the tests
-/// kill a publish at an exact place.
+/// Test hooks at exact places of a publish, from `KFORGE_FAULT_INJECT`:
+/// - `POINT`: SIGKILL this process there (what a killed writer leaves behind);
+/// - `POINT@wait:FILE`: create `FILE.<pid>`, then wait there until `FILE` exists (a barrier
+///   that holds two writers at the same place, to race them for real).
 pub(crate) fn fault_point(point: &str) {
-    if std::env::var("KFORGE_FAULT_INJECT").is_ok_and(|v| v == point) {
+    let Ok(v) = std::env::var("KFORGE_FAULT_INJECT") else {
+        return;
+    };
+    if v == point {
         // SAFETY: kill(2) on our own pid.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    } else if let Some(file) = v
+        .strip_prefix(point)
+        .and_then(|rest| rest.strip_prefix("@wait:"))
+    {
+        let _ = fs_err::write(format!("{file}.{}", std::process::id()), b"");
+        while !Path::new(file).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }

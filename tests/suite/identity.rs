@@ -1,55 +1,24 @@
 //! configure and the build identity, for real: Kconfig runs on the fixture kernel through
 //! `kforge identity` (everything up to configure, no compile).
 
-mod common;
+use crate::support::kernel::{assert_release_format, assert_symbols, symbols};
+use crate::support::{Identity, TAG, TINY, TestContext, VERSION, fs};
 
-use std::collections::BTreeMap;
-
-use common::{IdentityContract, TestContext, assert_release_format};
-
-fn identity(ctx: &TestContext, args: &[&str]) -> (IdentityContract, String) {
-    let mut all = vec!["identity"];
-    all.extend_from_slice(args);
-    let id: IdentityContract = ctx.run(&all).ok().json();
-    let config = std::fs::read_to_string(&id.config).unwrap();
+fn identity(ctx: &TestContext, args: &[&str]) -> (Identity, String) {
+    let id: Identity = ctx.kforge(["identity"]).args(args).run().success().json();
+    let config = fs::read_string(&id.config);
     (id, config)
 }
 
-fn symbols(config: &str) -> BTreeMap<String, String> {
-    config
-        .lines()
-        .filter_map(|l| {
-            if let Some(s) = l
-                .strip_prefix("# ")
-                .and_then(|r| r.strip_suffix(" is not set"))
-            {
-                Some((s.to_owned(), "n".to_owned()))
-            } else {
-                l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))
-            }
-        })
-        .collect()
-}
-
-#[track_caller]
-fn has(config: &str, want: &[(&str, &str)]) {
-    let s = symbols(config);
-    for (k, v) in want {
-        assert_eq!(s.get(*k).map(String::as_str), Some(*v), "{k}");
-    }
-}
-
 #[test]
+#[ignore = "runs Kconfig on the real kernel tree: scripts/test.sh"]
 fn the_three_config_methods_produce_their_symbols() {
     let ctx = TestContext::new("methods");
     // preset
-    let (id, config) = identity(&ctx, &["--preset", "tiny_guest_defconfig"]);
-    assert_release_format(&id.uts_release, "6.12.117", "vanilla");
-    assert_eq!(
-        id.git_ref, "v6.12.117",
-        "the default ref is the newest v* tag"
-    );
-    has(
+    let (id, config) = identity(&ctx, &TINY);
+    assert_release_format(&id.uts_release, VERSION, "vanilla");
+    assert_eq!(id.git_ref, TAG, "the default ref is the newest v* tag");
+    assert_symbols(
         &config,
         &[
             ("CONFIG_64BIT", "y"),
@@ -61,10 +30,10 @@ fn the_three_config_methods_produce_their_symbols() {
         ],
     );
     let localversion = format!("\"-vanilla-{}\"", id.digest);
-    has(&config, &[("CONFIG_LOCALVERSION", &localversion)]);
+    assert_symbols(&config, &[("CONFIG_LOCALVERSION", &localversion)]);
     // The default preset is the imageless guest.
     let (_, config) = identity(&ctx, &[]);
-    has(
+    assert_symbols(
         &config,
         &[
             ("CONFIG_VIRTIO_FS", "y"),
@@ -85,7 +54,7 @@ fn the_three_config_methods_produce_their_symbols() {
             "kvm_guest.config",
         ],
     );
-    has(
+    assert_symbols(
         &config,
         &[
             ("CONFIG_KVM_GUEST", "y"),
@@ -117,7 +86,7 @@ fn the_three_config_methods_produce_their_symbols() {
     assert_eq!(config_a, config_b, "fragment order changed the .config");
     assert_eq!(id_a.digest, id_b.digest);
     // builtin/ overrides land last: vsock is =y although net/vsock asks for =m.
-    has(
+    assert_symbols(
         &config_a,
         &[
             ("CONFIG_KASAN", "y"),
@@ -136,45 +105,39 @@ fn the_three_config_methods_produce_their_symbols() {
 }
 
 #[test]
+#[ignore = "runs Kconfig on the real kernel tree: scripts/test.sh"]
 fn each_identity_input_moves_the_digest_and_nothing_else_does() {
     let ctx = TestContext::new("digest");
-    let tiny = ["--preset", "tiny_guest_defconfig"];
     let run = |extra: &[&str]| {
-        let mut a: Vec<&str> = tiny.to_vec();
+        let mut a: Vec<&str> = TINY.to_vec();
         a.extend_from_slice(extra);
         identity(&ctx, &a).0
     };
-    let base = run(&["v6.12.117"]);
-    assert_eq!(base.inputs["toolchain"]["compiler"], "gcc");
+    let base = run(&[TAG]);
+    assert_eq!(base.inputs.toolchain.compiler, "gcc");
 
     // Things that change the bytes change the digest.
-    let clang = run(&["v6.12.117", "--compiler", "clang"]);
+    let clang = run(&[TAG, "--compiler", "clang"]);
     assert_ne!(clang.digest, base.digest);
-    assert_eq!(clang.inputs["toolchain"]["compiler"], "clang");
+    assert_eq!(clang.inputs.toolchain.compiler, "clang");
     assert_ne!(
-        clang.inputs["config_sha256"], base.inputs["config_sha256"],
+        clang.inputs.config_sha256, base.inputs.config_sha256,
         "Kconfig records the compiler"
     );
-    let w1 = run(&["v6.12.117", "--make-flag", "W=1"]);
+    let w1 = run(&[TAG, "--make-flag", "W=1"]);
     assert_ne!(w1.digest, base.digest);
-    assert_eq!(w1.inputs["config_sha256"], base.inputs["config_sha256"]);
+    assert_eq!(w1.inputs.config_sha256, base.inputs.config_sha256);
     let symbol = identity(
         &ctx,
-        &[
-            "v6.12.117",
-            "--fragment",
-            "core/base",
-            "--fragment",
-            "arch/x86_64",
-        ],
+        &[TAG, "--fragment", "core/base", "--fragment", "arch/x86_64"],
     )
     .0;
     assert_ne!(symbol.digest, base.digest);
     let branch = run(&["test/comment"]);
     assert_ne!(branch.digest, base.digest);
-    assert_ne!(branch.inputs["tree"], base.inputs["tree"]);
+    assert_ne!(branch.inputs.tree, base.inputs.tree);
     assert_eq!(branch.label, "test-comment");
-    assert_release_format(&branch.uts_release, "6.12.117", "test-comment");
+    assert_release_format(&branch.uts_release, VERSION, "test-comment");
 
     // The digest keys on the tree: a tag on the same commit is the same build.
     let tag = run(&["kf-test-1"]);
@@ -184,25 +147,20 @@ fn each_identity_input_moves_the_digest_and_nothing_else_does() {
     // Things that do not change the bytes leave the digest alone. (In a slot of its own,
     // so that Kconfig really runs without ccache rather than the slot remembering.)
     assert_eq!(
-        run(&["v6.12.117", "--ccache=false", "--worker-index", "2"]).digest,
+        run(&[TAG, "--ccache=false", "--worker-index", "2"]).digest,
         base.digest
     );
-    assert_eq!(
-        run(&["v6.12.117", "--ccache-max-size", "1G"]).digest,
-        base.digest
-    );
-    let custom = run(&["v6.12.117", "--label", "my-experiment"]);
+    assert_eq!(run(&[TAG, "--ccache-max-size", "1G"]).digest, base.digest);
+    let custom = run(&[TAG, "--label", "my-experiment"]);
     assert_eq!(custom.digest, base.digest);
     assert_eq!(
         custom.uts_release,
-        format!("6.12.117-my-experiment-{}", base.digest)
+        format!("{VERSION}-my-experiment-{}", base.digest)
     );
     // Another slot (another worker path, another prefix-map value): same digest.
-    let mut a = vec!["identity", "--worker-index", "1", "v6.12.117"];
-    a.extend_from_slice(&tiny);
-    let other: IdentityContract = ctx.run(&a).ok().json();
+    let other = run(&["--worker-index", "1", TAG]);
     assert_eq!(other.digest, base.digest);
     assert!(other.config.contains("/1/main/linux/"));
     // And the same request again in the warm slot: same digest.
-    assert_eq!(run(&["v6.12.117"]), base);
+    assert_eq!(run(&[TAG]), base);
 }

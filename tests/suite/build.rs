@@ -2,43 +2,26 @@
 //! incremental re-syncs, a failing and a killed build. Assertions are on the bytes the
 //! build produced (manifest fields, kernel.release, the bzImage's version string, modules).
 
-mod common;
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime};
+use crate::support::git::git;
+use crate::support::kernel::{assert_release_format, bzimage_version_string, vermagic};
+use crate::support::{Home, Identity, Manifest, TAG, TINY, TestContext, VERSION, fixtures, fs};
 
-use common::{ManifestContract, TestContext, assert_release_format, bzimage_version_string};
-
-const TINY: [&str; 2] = ["--preset", "tiny_guest_defconfig"];
-
-fn build(ctx: &TestContext, extra: &[&str]) -> ManifestContract {
-    let mut a = vec!["build"];
-    a.extend_from_slice(&TINY);
-    a.extend_from_slice(extra);
-    ctx.run(&a).ok().json()
+fn build(ctx: &TestContext, extra: &[&str]) -> Manifest {
+    ctx.kforge(["build"])
+        .args(TINY)
+        .args(extra)
+        .run()
+        .success()
+        .json()
 }
 
-fn mtime(p: &Path) -> SystemTime {
-    std::fs::metadata(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .modified()
-        .unwrap()
-}
-
-fn git_rev(mirror: &Path, rev: &str) -> String {
-    let o = std::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(mirror)
-        .args(["rev-parse", rev])
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
-}
-
-/// Checks one built kernel against its manifest, file by file.
-fn check_built(m: &ManifestContract, ctx: &TestContext, slot: u32, compiler: &str) {
-    let src = ctx.slot(slot);
+/// Checks one built kernel against its manifest, file by file, in the home that built it.
+fn check_built(m: &Manifest, home: &Home, slot: u32, compiler: &str) {
+    let src = home.slot(slot);
     assert_eq!(m.worker_index, slot);
     assert_eq!(PathBuf::from(&m.build_dir), src.join("build"));
     assert_eq!(PathBuf::from(&m.destdir), src.join("destdir"));
@@ -54,14 +37,14 @@ fn check_built(m: &ManifestContract, ctx: &TestContext, slot: u32, compiler: &st
         "{}",
         m.uts_version
     );
-    assert_eq!(m.identity["toolchain"]["compiler"], compiler);
+    assert_eq!(m.identity.toolchain.compiler, compiler);
     // The release Kbuild baked is the identity.
-    let release = std::fs::read_to_string(src.join("build/include/config/kernel.release")).unwrap();
+    let release = fs::read_string(src.join("build/include/config/kernel.release"));
     assert_eq!(release.trim(), m.uts_release);
     // The boot image, named with the release, says so in its own header. It was installed
     // into destdir and published to the store, where the manifest points.
     assert_eq!(m.schema_version, 2);
-    let entry = ctx.store().join(format!("run/kernel-{}", m.uts_release));
+    let entry = home.store().join("run").join(m.entry());
     assert_eq!(
         m.store_entry.as_deref(),
         Some(&*entry.display().to_string())
@@ -70,7 +53,7 @@ fn check_built(m: &ManifestContract, ctx: &TestContext, slot: u32, compiler: &st
     assert_eq!(image, entry.join(format!("boot/vmlinuz-{}", m.uts_release)));
     let installed = src.join(format!("destdir/boot/vmlinuz-{}", m.uts_release));
     assert!(
-        std::fs::read(&image).unwrap() == std::fs::read(&installed).unwrap(),
+        fs::read(&image) == fs::read(&installed),
         "the store's boot image differs from the installed one"
     );
     let banner = bzimage_version_string(&image);
@@ -93,66 +76,68 @@ fn check_built(m: &ManifestContract, ctx: &TestContext, slot: u32, compiler: &st
         src.join(format!("destdir/lib/modules/{}/modules.dep", m.uts_release))
             .is_file()
     );
-    let dep = std::fs::read_to_string(mods.join("modules.dep")).unwrap();
+    let dep = fs::read_string(mods.join("modules.dep"));
     assert!(dep.contains("vsock_loopback.ko"), "{dep}");
-    let ko = mods.join("kernel/net/vmw_vsock/vsock_loopback.ko");
-    let modinfo = std::process::Command::new("/sbin/modinfo")
-        .args(["-F", "vermagic"])
-        .arg(&ko)
-        .output()
-        .unwrap();
-    let vermagic = String::from_utf8(modinfo.stdout).unwrap();
-    assert!(
-        vermagic.starts_with(&format!("{} ", m.uts_release)),
-        "{vermagic}"
-    );
+    let magic = vermagic(&mods.join("kernel/net/vmw_vsock/vsock_loopback.ko"));
+    assert!(magic.starts_with(&format!("{} ", m.uts_release)), "{magic}");
     // The manifest file beside the slot is the one printed.
-    let beside: ManifestContract = serde_json::from_str(
-        &std::fs::read_to_string(
-            ctx.workers()
-                .join(format!("{slot}/main/linux.manifest.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let beside: Manifest = serde_json::from_slice(&fs::read(home.slot_manifest(slot))).unwrap();
     assert_eq!(&beside, m);
 }
 
 #[test]
+#[ignore = "builds kernels: scripts/test.sh"]
 fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
+    fixtures::tiny_gcc(); // the suite's ccache is warm for this config from here on
     let ctx = TestContext::new("gcc");
-    let a = build(&ctx, &["v6.12.117"]);
-    assert_release_format(&a.uts_release, "6.12.117", "vanilla");
-    assert_eq!(a.commit, git_rev(&ctx.mirror, "v6.12.117^{commit}"));
-    assert_eq!(a.git_ref, "v6.12.117");
+    let a = build(&ctx, &[TAG]);
+    assert_release_format(&a.uts_release, VERSION, "vanilla");
+    assert_eq!(
+        a.commit,
+        git(&ctx.mirror(), &["rev-parse", "v6.12.117^{commit}"])
+    );
+    assert_eq!(a.git_ref, TAG);
     assert_eq!(a.ref_kind, "tag");
     check_built(&a, &ctx, 0, "gcc");
-
     assert_eq!(a.reused, None);
+    // The suite's fixture is the same identity, built in another home.
+    assert_eq!(a.uts_release, fixtures::tiny_gcc().manifest.uts_release);
 
     // Same inputs in another slot, compiled again (reuse off): same identity,
-    // byte-identical outputs; the store already had it and keeps the one entry.
-    let b = build(
-        &ctx,
-        &[
-            "v6.12.117",
+    // byte-identical outputs; the store already had it and keeps the one entry. Booted
+    // right after its build (`build --boot`): the guest reports the identity.
+    let r = ctx
+        .kforge(["build"])
+        .args(TINY)
+        .args([
+            TAG,
             "--worker-index",
             "1",
             "--source-symlink",
             "--reuse=false",
-        ],
+        ])
+        .args(["--boot", "--accel", "tcg"])
+        .run()
+        .success();
+    let b: Manifest = r.json();
+    assert!(
+        r.stderr.contains(&format!(
+            "uname -r in the guest: {}; vsock_loopback loaded",
+            b.uts_release
+        )),
+        "{}",
+        r.stderr
     );
     assert_eq!(b.reused, None);
     assert_eq!(b.uts_release, a.uts_release);
     assert_eq!(b.identity, a.identity);
     check_built(&b, &ctx, 1, "gcc");
-    let installed = |slot: u32, m: &ManifestContract, file: &str| {
-        std::fs::read(
+    let installed = |slot: u32, m: &Manifest, file: &str| {
+        fs::read(
             ctx.slot(slot)
                 .join("destdir")
                 .join(file.replace("REL", &m.uts_release)),
         )
-        .unwrap()
     };
     assert!(
         installed(0, &a, "boot/vmlinuz-REL") == installed(1, &b, "boot/vmlinuz-REL"),
@@ -171,27 +156,27 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
     // Re-sync the warm slot to a branch that changes one file: only that file is rewritten
     // and only what depends on it is rebuilt.
     let src = ctx.slot(0);
-    let fork_c = mtime(&src.join("kernel/fork.c"));
-    let fork_o = mtime(&src.join("build/kernel/fork.o"));
-    let version_o = mtime(&src.join("build/init/version.o"));
+    let fork_c = fs::mtime(src.join("kernel/fork.c"));
+    let fork_o = fs::mtime(src.join("build/kernel/fork.o"));
+    let version_o = fs::mtime(src.join("build/init/version.o"));
     let c = build(&ctx, &["test/comment"]);
     assert_eq!(c.label, "test-comment");
     assert_eq!(c.ref_kind, "branch");
     assert_ne!(c.digest, a.digest);
-    assert_eq!(c.commit, git_rev(&ctx.mirror, "test/comment"));
+    assert_eq!(c.commit, git(&ctx.mirror(), &["rev-parse", "test/comment"]));
     check_built(&c, &ctx, 0, "gcc");
     assert_eq!(
-        mtime(&src.join("kernel/fork.c")),
+        fs::mtime(src.join("kernel/fork.c")),
         fork_c,
         "an unchanged source file was rewritten"
     );
     assert_eq!(
-        mtime(&src.join("build/kernel/fork.o")),
+        fs::mtime(src.join("build/kernel/fork.o")),
         fork_o,
         "an unchanged object was rebuilt"
     );
     assert!(
-        mtime(&src.join("build/init/version.o")) > version_o,
+        fs::mtime(src.join("build/init/version.o")) > version_o,
         "the changed file was not rebuilt"
     );
     // Both identities stay installed side by side in destdir.
@@ -199,26 +184,22 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
     assert!(a_installed.is_file());
 
     // wipe_build removes build/; recreate_build_worktree lays a fresh tree and destdir.
-    ctx.run(&[
-        "identity",
-        "--preset",
-        "tiny_guest_defconfig",
-        "--wipe-build",
-    ])
-    .ok();
+    ctx.kforge(["identity"])
+        .args(TINY)
+        .arg("--wipe-build")
+        .run()
+        .success();
     assert!(
         !src.join("build/kernel/fork.o").exists(),
         "wipe_build kept objects"
     );
     assert!(src.join("build/.config").is_file());
-    std::fs::write(src.join("destdir/marker"), "x").unwrap();
-    ctx.run(&[
-        "identity",
-        "--preset",
-        "tiny_guest_defconfig",
-        "--recreate-build-worktree",
-    ])
-    .ok();
+    fs::write(src.join("destdir/marker"), "x");
+    ctx.kforge(["identity"])
+        .args(TINY)
+        .arg("--recreate-build-worktree")
+        .run()
+        .success();
     assert!(
         !src.join("destdir/marker").exists(),
         "recreate kept destdir"
@@ -227,66 +208,57 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
 }
 
 #[test]
+#[ignore = "builds kernels: scripts/test.sh"]
 fn clang_build_uses_llvm_and_has_its_own_identity() {
-    let ctx = TestContext::new("clang");
-    let m = build(&ctx, &["--compiler", "clang"]);
-    assert_release_format(&m.uts_release, "6.12.117", "vanilla");
-    check_built(&m, &ctx, 0, "clang");
+    // The suite's clang kernel is this build: compiled once, checked here in its own home.
+    let f = fixtures::tiny_clang();
+    let m = &f.manifest;
+    assert_eq!(m.reused, None, "the fixture's build compiled");
+    assert_release_format(&m.uts_release, VERSION, "vanilla");
+    check_built(m, &f.home, f.slot, "clang");
     assert!(m.linux_compiler.contains("LLD"), "{}", m.linux_compiler);
-    let gcc = ctx
-        .run(&[
-            "identity",
-            "--preset",
-            "tiny_guest_defconfig",
-            "--worker-index",
-            "1",
-        ])
-        .ok();
-    let gcc: common::IdentityContract = gcc.json();
-    assert_ne!(gcc.digest, m.digest);
-    let config = std::fs::read_to_string(&m.config).unwrap();
+    let config = fs::read_string(&m.config);
     assert!(config.contains("CONFIG_CC_IS_CLANG=y"));
+    // gcc's identity of the same request differs.
+    let ctx = TestContext::new("clang");
+    let gcc: Identity = ctx.kforge(["identity"]).args(TINY).run().success().json();
+    assert_ne!(gcc.digest, m.digest);
+    assert_eq!(gcc.inputs.tree, m.identity.tree);
 }
 
 #[test]
+#[ignore = "builds kernels: scripts/test.sh"]
 fn a_failed_or_killed_build_leaves_the_slot_usable() {
+    fixtures::tiny_gcc();
     let ctx = TestContext::new("faults");
     // A compile error: exit 1, make's failing output shown, nothing claimed.
-    let r = ctx.run(&[
-        "build",
-        "test/broken",
-        "--preset",
-        "tiny_guest_defconfig",
-        "--target",
-        "init/version.o",
-        "--install=false",
-        "--modules-install=false",
-    ]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("step compile failed"), "{}", r.stderr);
-    assert!(r.stderr.contains("init/version.c"), "{}", r.stderr);
-    assert!(r.stderr.contains("exit status 2"), "{}", r.stderr);
+    let r = ctx
+        .kforge(["build", "test/broken"])
+        .args(TINY)
+        .args([
+            "--target",
+            "init/version.o",
+            "--install=false",
+            "--modules-install=false",
+        ])
+        .run()
+        .code(1)
+        .stderr_has("step compile failed")
+        .stderr_has("init/version.c")
+        .stderr_has("exit status 2");
     assert!(r.stdout.is_empty());
-    assert!(!ctx.workers().join("0/main/linux.manifest.json").exists());
+    assert!(!ctx.slot_manifest(0).exists());
 
     // A build killed in the middle of compiling.
     let mut child = ctx
-        .command()
-        .args([
-            "build",
-            "--preset",
-            "tiny_guest_defconfig",
-            "--wipe-build",
-            "-v",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .kforge(["build"])
+        .args(TINY)
+        .args(["--wipe-build", "-v"])
+        .spawn();
+    drop(child.stdout.take());
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        use std::io::BufRead;
         for line in std::io::BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
@@ -307,6 +279,6 @@ fn a_failed_or_killed_build_leaves_the_slot_usable() {
     let start = Instant::now();
     let m = build(&ctx, &["--wait"]);
     check_built(&m, &ctx, 0, "gcc");
-    assert_release_format(&m.uts_release, "6.12.117", "vanilla");
+    assert_release_format(&m.uts_release, VERSION, "vanilla");
     eprintln!("rebuild after kill took {:?}", start.elapsed());
 }

@@ -1,0 +1,175 @@
+//! The guest layer for real: kforge-built kernels (the suite's gcc and clang fixtures)
+//! booted in QEMU (TCG here) with their modules shared over virtiofsd, checked from what the
+//! guest prints on its serial console.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::procs::assert_no_guests;
+use crate::support::{BootReport, Outcome, TestContext, fixtures, fs};
+
+fn boot(ctx: &TestContext, manifest: &Path, extra: &[&str]) -> Outcome {
+    ctx.kforge(["boot", "--check"])
+        .arg(manifest)
+        .args(["--accel", "tcg"])
+        .args(extra)
+        .run()
+}
+
+/// A root directory holding a static busybox and `init` (a shell script).
+fn rootfs(dir: &Path, init: &str) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "sbin", "proc", "sys", "dev", "etc", "lib"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("busybox-static (scripts/install-deps.sh installs it)");
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    fs::write_executable(root.join("sbin/init"), init);
+    root
+}
+
+#[test]
+#[ignore = "boots kernels in QEMU: scripts/test.sh"]
+fn built_kernels_boot_with_their_identity_and_modules() {
+    let ctx = TestContext::new("guest");
+    let gcc = ctx.adopt(fixtures::tiny_gcc());
+    let manifest = ctx.manifest_file(&gcc.entry());
+    // boot --check by store identity: the guest reports the identity and loads a module
+    // from the virtiofs share.
+    let report: BootReport = ctx
+        .kforge(["boot", "--check", &gcc.entry(), "--accel", "tcg"])
+        .run()
+        .success()
+        .json();
+    assert!(report.passed, "{report:?}");
+    assert_eq!(
+        report.guest_release.as_deref(),
+        Some(gcc.uts_release.as_str())
+    );
+    assert_eq!(report.expected_release, gcc.uts_release);
+    assert!(report.modules_mounted && report.module_loaded);
+    assert_eq!(report.module, "vsock_loopback");
+    assert_eq!(report.accel, "tcg");
+    assert!(report.seconds > 0.0);
+    assert!(
+        report
+            .console_tail
+            .iter()
+            .any(|l| l == &format!("KFORGE-UNAME {}", gcc.uts_release))
+    );
+    assert_no_guests(ctx.path());
+    // The same by manifest file.
+    let report: BootReport = boot(&ctx, &manifest, &[]).success().json();
+    assert!(report.passed, "{report:?}");
+
+    // A root directory shared over virtiofs: the guest switches into it, with its modules
+    // share moved to /lib/modules/$(uname -r), and writes into it.
+    let root = rootfs(
+        ctx.path(),
+        "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nr=$(uname -r)\n\
+         echo \"ROOTFS-INIT $r $(cat /etc/hostname)\"\n\
+         [ -f /lib/modules/$r/modules.dep ] && echo ROOTFS-MODULES-VISIBLE\n\
+         echo $r > /booted-release; sync\necho 'guest login:'\nsleep 60\n",
+    );
+    fs::write(root.join("etc/hostname"), "from-the-share\n");
+    let root_s = root.to_str().unwrap();
+    let report: BootReport = boot(&ctx, &manifest, &["--rootfs", root_s])
+        .success()
+        .json();
+    assert!(
+        report.passed && report.rootfs_mounted && report.ready_seen,
+        "{report:?}"
+    );
+    assert_eq!(report.rootfs.as_deref(), Some(root_s));
+    let tail = report.console_tail.join("\n");
+    assert!(
+        tail.contains(&format!("ROOTFS-INIT {} from-the-share", gcc.uts_release)),
+        "{tail}"
+    );
+    assert!(tail.contains("ROOTFS-MODULES-VISIBLE"), "{tail}");
+    assert_eq!(
+        fs::read_string(root.join("booted-release")),
+        format!("{}\n", gcc.uts_release)
+    );
+    // A root directory whose init never says it is up: fails with the reason; one without
+    // the init: refused before booting.
+    boot(
+        &ctx,
+        &manifest,
+        &[
+            "--rootfs",
+            root_s,
+            "--ready",
+            "never-printed",
+            "--timeout",
+            "20",
+        ],
+    )
+    .code(1)
+    .stderr_has("`never-printed` did not appear");
+    boot(
+        &ctx,
+        &manifest,
+        &["--rootfs", root_s, "--init", "/sbin/nope"],
+    )
+    .code(2)
+    .stderr_has("has no /sbin/nope");
+    assert_no_guests(ctx.path());
+
+    // The clang build boots too.
+    let clang = ctx.adopt(fixtures::tiny_clang());
+    let report: BootReport = ctx
+        .kforge(["boot", "--check", &clang.entry(), "--accel", "tcg"])
+        .run()
+        .success()
+        .json();
+    assert!(report.passed, "{report:?}");
+    assert_eq!(
+        report.guest_release.as_deref(),
+        Some(clang.uts_release.as_str())
+    );
+
+    // A manifest whose modules tree is missing: refused before booting.
+    let edited = |name: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&manifest)).unwrap();
+        f(&mut v);
+        let p = ctx.path().join(name);
+        fs::write(&p, v.to_string());
+        p
+    };
+    let missing = edited("missing.json", &|v| {
+        v["modules_dir"] = "/nonexistent/lib/modules/x".into();
+    });
+    boot(&ctx, &missing, &[]).code(2).stderr_has("is missing");
+    // One that names another release's tree: refused too.
+    let other = edited("other.json", &|v| {
+        v["modules_dir"] = clang.modules_dir.clone().unwrap().into();
+    });
+    boot(&ctx, &other, &[])
+        .code(2)
+        .stderr_has(&format!("belongs to release {}", clang.uts_release));
+    // Another release's modules under this release's name: the guest boots, the module
+    // does not load (wrong vermagic), and the check fails with the console's end.
+    let fake = ctx.path().join("fake/lib/modules").join(&gcc.uts_release);
+    fs::copy_tree(Path::new(clang.modules_dir.as_ref().unwrap()), &fake);
+    let wrong = edited("wrong.json", &|v| {
+        v["modules_dir"] = fake.display().to_string().into();
+    });
+    let r = boot(&ctx, &wrong, &[])
+        .code(1)
+        .stderr_has("module vsock_loopback did not load")
+        .stderr_has("--- guest console");
+    let report: BootReport = r.json();
+    assert!(!report.passed && report.modules_mounted && !report.module_loaded);
+    assert_eq!(
+        report.failure.as_deref(),
+        Some("module vsock_loopback did not load from the modules share")
+    );
+    // A guest that does not finish in time is stopped, and nothing is left running.
+    boot(&ctx, &manifest, &["--timeout", "1"])
+        .code(1)
+        .stderr_has("did not finish within 1 s");
+    assert_no_guests(ctx.path());
+}

@@ -1,0 +1,309 @@
+//! The QEMU flow for real: Debian's QEMU source package (imported by
+//! `scripts/fixture-qemu.sh`) built by `kforge qemu build` (the suite's QEMU fixture),
+//! answered from the store on a second request, repaired when damaged, and booting a
+//! kforge-built kernel through the guest layer and through a defined guest's unit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::fixtures::{self, QEMU_BUILD};
+use crate::support::git::git;
+use crate::support::systemd::assert_units_verify;
+use crate::support::tools::ToolLog;
+use crate::support::{
+    BootReport, GcReport, LayerRecord, QemuManifest, StoreLs, TestContext, fs, qemu_mirror,
+};
+
+#[test]
+#[ignore = "builds QEMU and boots a kernel with it: scripts/test.sh"]
+fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
+    let ctx = TestContext::new("qemu").with_qemu_mirror();
+    let mirror = qemu_mirror();
+    let commit = git(mirror, &["rev-parse", "refs/heads/debian/latest"]);
+    let version = git(
+        mirror,
+        &["cat-file", "blob", "refs/heads/debian/latest:VERSION"],
+    );
+
+    // A ref the mirror does not have is refused before anything is made.
+    ctx.kforge(["qemu", "build", "no/such/ref"])
+        .run()
+        .code(2)
+        .stderr_has("tags include: v7");
+    assert!(!ctx.workers().exists());
+    // So is a target this QEMU does not have.
+    ctx.kforge([
+        "qemu",
+        "build",
+        "debian/latest",
+        "--target-list",
+        "nope64-softmmu",
+    ])
+    .run()
+    .code(2)
+    .stderr_has("x86_64-softmmu");
+    assert!(!ctx.workers().exists());
+
+    // First request (the suite's QEMU fixture, in its own home): configured, compiled,
+    // installed, published.
+    let f = fixtures::qemu();
+    let first = f.manifest.clone();
+    assert_eq!(first.commit, commit);
+    assert_eq!(first.version, version);
+    assert_eq!(first.git_ref, "debian/latest");
+    assert_eq!(first.ref_kind, "branch");
+    assert_eq!(first.release, format!("{version}-{}", first.digest));
+    assert_eq!(first.identity, format!("qemu-{}", first.release));
+    assert!(
+        first.digest.len() == 12 && first.digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{}",
+        first.digest
+    );
+    assert_eq!(first.reused, None);
+    assert_eq!(first.target_list, ["x86_64-softmmu"]);
+    assert_eq!(first.features, "minimal");
+    assert_eq!(first.compiler, "gcc");
+    assert_eq!(first.schema_version, 1);
+    assert_eq!(first.worker_index, f.slot);
+    assert!(first.series.is_none());
+    assert_eq!(first.programs, ["usr/local/bin/qemu-system-x86_64"]);
+    for arg in [
+        "--target-list=x86_64-softmmu",
+        "--cc=ccache gcc",
+        "--without-default-features",
+        "--enable-vhost-user",
+        "--disable-debug-info",
+    ] {
+        assert!(first.configure_args.iter().any(|a| a == arg), "{arg}");
+    }
+    assert!(
+        first
+            .inputs
+            .configure_options
+            .iter()
+            .any(|o| o == "--disable-debug-info")
+    );
+    assert!(
+        first
+            .configure_args
+            .contains(&format!("--with-pkgversion=kforge-{}", first.identity))
+    );
+    // The digest's inputs hold neither the slot's path nor the ccache wrapper.
+    let inputs = format!("{:?}", first.inputs);
+    assert!(
+        !inputs.contains(f.home.workers().to_str().unwrap()),
+        "{inputs}"
+    );
+    assert!(!inputs.contains("ccache"), "{inputs}");
+    assert_eq!(first.inputs.tree.len(), 40);
+
+    // The binary is the store's copy, and says which identity it is.
+    let entry = f.home.store().join("run").join(&first.identity);
+    assert_eq!(first.store_entry.as_deref(), Some(entry.to_str().unwrap()));
+    let binary = PathBuf::from(first.qemu_binary.clone().unwrap());
+    assert_eq!(binary, entry.join("usr/local/bin/qemu-system-x86_64"));
+    let out = Command::new(&binary).arg("--version").output().unwrap();
+    let said = String::from_utf8(out.stdout).unwrap();
+    let line = said.lines().next().unwrap().to_owned();
+    assert_eq!(
+        line,
+        format!(
+            "QEMU emulator version {version} (kforge-{})",
+            first.identity
+        )
+    );
+    assert_eq!(first.qemu_version.as_deref(), Some(line.as_str()));
+    // Byte for byte what install put into destdir/, and recorded with that hash.
+    let installed = Path::new(&first.destdir).join("usr/local/bin/qemu-system-x86_64");
+    assert_eq!(fs::sha256(&installed), fs::sha256(&binary));
+    let record: LayerRecord<QemuManifest> =
+        serde_json::from_slice(&fs::read(entry.join("kforge-layer.json"))).unwrap();
+    let recorded = record
+        .files
+        .iter()
+        .find(|f| f.path == "usr/local/bin/qemu-system-x86_64")
+        .unwrap();
+    assert_eq!(recorded.sha256, fs::sha256(&binary));
+    assert!(recorded.executable);
+    assert_eq!(record.manifest.identity, first.identity);
+    // The slot keeps the manifest beside it.
+    let kept: QemuManifest =
+        serde_json::from_slice(&fs::read(f.home.qemu_slot_manifest(f.slot))).unwrap();
+    assert_eq!(kept, first);
+
+    // Second request, in this test's home holding a copy of the entry: the store answers;
+    // meson and ninja are asked their versions only.
+    ctx.adopt_qemu(f);
+    let tools = ToolLog::new(ctx.path(), &["meson", "ninja"]);
+    let r = ctx
+        .kforge(QEMU_BUILD)
+        .path_prepend(tools.bin())
+        .run()
+        .success()
+        .stderr_has("is in the store")
+        .stderr_has("compile skipped");
+    let second: QemuManifest = r.json();
+    for tool in ["meson", "ninja"] {
+        let calls = tools.calls(tool);
+        assert!(
+            calls.iter().all(|l| l == "--version"),
+            "the reused build ran {tool}: {calls:?}"
+        );
+    }
+    assert_eq!(second.reused.as_deref(), Some("store"));
+    let here = |m: &QemuManifest| {
+        let mut m = m.clone();
+        m.reused = None;
+        m.build_dir.clear();
+        m.destdir.clear();
+        m.qemu_binary = m
+            .qemu_binary
+            .map(|b| b.replace(f.home.root.to_str().unwrap(), "HOME"));
+        m.store_entry = m
+            .store_entry
+            .map(|b| b.replace(f.home.root.to_str().unwrap(), "HOME"));
+        m
+    };
+    let mut same = second.clone();
+    same.qemu_binary = same
+        .qemu_binary
+        .map(|b| b.replace(ctx.path().to_str().unwrap(), "HOME"));
+    same.store_entry = same
+        .store_entry
+        .map(|b| b.replace(ctx.path().to_str().unwrap(), "HOME"));
+    assert_eq!(
+        here(&same),
+        here(&first),
+        "a reused build's manifest differs but for `reused` and where it is"
+    );
+    let own_entry = ctx.store().join("run").join(&first.identity);
+    let own_binary = own_entry.join("usr/local/bin/qemu-system-x86_64");
+    assert_eq!(second.qemu_binary.as_deref(), own_binary.to_str());
+
+    // A damaged store copy is found by verify, and the next request rebuilds and replaces
+    // it.
+    let trace = own_entry.join("usr/local/share/qemu/trace-events-all");
+    fs::flip_byte(&trace, 0, 0x20);
+    ctx.kforge(["store", "verify", &first.identity])
+        .run()
+        .code(1)
+        .stdout_has("usr/local/share/qemu/trace-events-all: sha256 differs from the record");
+    let r = ctx
+        .kforge(QEMU_BUILD)
+        .run()
+        .success()
+        .stderr_has("is damaged, rebuilding")
+        .stderr_has("replaced the damaged copy of");
+    let repaired: QemuManifest = r.json();
+    assert_eq!(repaired.reused, None);
+    assert_eq!(repaired.identity, first.identity);
+    assert_eq!(fs::sha256(&own_binary), fs::sha256(&binary));
+    ctx.kforge(["store", "verify", &first.identity])
+        .run()
+        .success();
+    let listed: StoreLs = ctx.kforge(["store", "ls"]).run().success().json();
+    assert!(
+        listed
+            .entries
+            .iter()
+            .any(|e| e.identity == first.identity && e.commit.as_deref() == Some(commit.as_str())),
+        "{listed:?}"
+    );
+
+    // A kernel, booted with this QEMU by identity: the guest check passes, and the
+    // command line kforge ran names the store's binary.
+    let kernel = ctx.adopt(fixtures::tiny_gcc());
+    let kernel_manifest = ctx.manifest_file(&kernel.entry());
+    let r = ctx
+        .kforge(["-v", "boot", "--check", &kernel.entry(), "--accel", "tcg"])
+        .args(["--qemu", &first.identity])
+        .run()
+        .success()
+        .stderr_has(&format!("$ {} -nodefaults", own_binary.display()));
+    let report: BootReport = r.json();
+    assert!(report.passed, "{report:?}");
+    assert_eq!(
+        report.guest_release.as_deref(),
+        Some(kernel.uts_release.as_str())
+    );
+
+    // A defined guest given the QEMU manifest: its unit's ExecStart names the built
+    // binary, the units verify, and the guest runs (in the foreground here) and checks out.
+    let units = ctx.path().join("units");
+    let u = units.to_str().unwrap();
+    let slot_manifest = ctx.qemu_slot_manifest(0);
+    ctx.kforge(["vm", "--unit-dir", u, "define", "q1", "--oneshot"])
+        .args(["--manifest", &kernel.entry(), "--qemu"])
+        .arg(&slot_manifest)
+        .run()
+        .success();
+    let dropin = fs::read_string(units.join("qemu-system@q1.service.d/kforge.conf"));
+    assert!(
+        dropin.contains(&format!("\nExecStart=\"{}\" ", own_binary.display())),
+        "{dropin}"
+    );
+    assert_units_verify(
+        &units,
+        &["qemu-system@q1.service", "kforge-virtiofsd@q1.service"],
+    );
+    ctx.kforge(["vm", "--unit-dir", u, "run", "q1", "--timeout", "60"])
+        .run()
+        .success()
+        .stdout_has(&format!("KFORGE-UNAME {}", kernel.uts_release));
+
+    // The entry a defined guest runs is not removed under it, by rm nor by gc; a pinned
+    // one is kept by gc; else gc takes QEMU entries as it takes kernels.
+    ctx.kforge(["store", "rm", &first.identity])
+        .run()
+        .code(2)
+        .stderr_has("used by a defined guest");
+    let gc: GcReport = ctx
+        .kforge(["store", "gc", "--older-than", "0s", "--dry-run"])
+        .run()
+        .success()
+        .json();
+    let mut in_use = gc.kept_in_use.clone();
+    in_use.sort_unstable();
+    assert_eq!(in_use, [kernel.uts_release.clone(), first.identity.clone()]);
+    ctx.kforge(["vm", "--unit-dir", u, "rm", "q1"])
+        .run()
+        .success();
+    ctx.kforge(["store", "pin", &first.identity])
+        .run()
+        .success();
+    let gc: GcReport = ctx
+        .kforge(["store", "gc", "--older-than", "0s", "--dry-run"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(gc.kept_pinned, [first.identity.as_str()]);
+    assert!(own_entry.exists());
+    ctx.kforge(["store", "unpin", &first.identity])
+        .run()
+        .success();
+    let gc: GcReport = ctx
+        .kforge(["store", "gc", "--older-than", "0s"])
+        .run()
+        .success()
+        .json();
+    assert!(gc.removed.contains(&first.identity), "{gc:?}");
+    assert!(!own_entry.exists());
+    ctx.kforge(["store", "rm", &first.identity])
+        .run()
+        .code(2)
+        .stderr_has("no store entry");
+
+    // What --qemu is not: a missing file, a manifest of something else, an unknown identity.
+    for (arg, says) in [
+        ("/nonexistent/qemu-system-x86_64", "neither a file nor"),
+        (kernel_manifest.to_str().unwrap(), "is not a QEMU manifest"),
+        ("qemu-7.2.22-000000000000", "is not in the store"),
+    ] {
+        ctx.kforge(["boot", "--check"])
+            .arg(&kernel_manifest)
+            .args(["--qemu", arg])
+            .run()
+            .code(2)
+            .stderr_has(says);
+    }
+}

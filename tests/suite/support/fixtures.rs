@@ -1,0 +1,132 @@
+//! The suite-wide fixture store: the kernels and the QEMU that tests only consume, each built
+//! once per suite by the first test that asks (the others wait on its lock), in a kforge
+//! home of its own under `target/kforge-test/fixtures/<binary key>/`. A test copies an entry
+//! into its own store with [`super::TestContext::adopt`], so what it damages or collects is
+//! its own copy.
+//!
+//! The key is the kforge binary's size and modification time: a rebuilt kforge builds its
+//! fixtures anew (from the shared ccache), an unchanged one takes them in seconds.
+//! `scripts/test.sh` starts every suite with no fixtures.
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+
+use super::{BIN, Home, Manifest, Outcome, QemuManifest, TAG, TINY, kernel_mirror, qemu_mirror};
+
+/// A built identity in the fixture store, with the home and slot that built it.
+#[derive(Debug, Clone)]
+pub struct Fixture<M> {
+    pub home: Home,
+    pub slot: u32,
+    /// What the build printed (its first, compiling run).
+    pub manifest: M,
+    entry: String,
+}
+
+impl<M> Fixture<M> {
+    /// The store entry's name (`kernel-<release>`, `qemu-<release>`).
+    pub fn entry(&self) -> String {
+        self.entry.clone()
+    }
+}
+
+fn fixture_root() -> PathBuf {
+    let meta = std::fs::metadata(BIN).expect("the kforge binary");
+    let key = format!("{:x}-{:x}", meta.len(), meta.mtime_nsec() ^ meta.mtime());
+    let dir = super::test_root().join("fixtures").join(key);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Builds `name` once: under an exclusive lock, unless an earlier test (in this process or
+/// another) already did. A failed build is remembered, so the tests after it fail at once
+/// with its output instead of building it again.
+fn ensure<M: DeserializeOwned>(
+    name: &str,
+    slot: u32,
+    args: &[&str],
+    qemu: bool,
+    entry: impl Fn(&M) -> String,
+) -> Fixture<M> {
+    let root = fixture_root();
+    let home = Home {
+        root: root.join("home"),
+    };
+    let done = root.join(format!("{name}.json"));
+    let failed = root.join(format!("{name}.failed"));
+    let _lock = kforge::fsutil::FileLock::acquire(&root.join(format!("{name}.lock"))).unwrap();
+    if let Ok(text) = std::fs::read_to_string(&failed) {
+        panic!("the fixture {name} failed to build earlier in this suite:\n{text}");
+    }
+    if !done.exists() {
+        let start = std::time::Instant::now();
+        eprintln!("fixture {name}: building (kforge {})", args.join(" "));
+        let mirror = kernel_mirror();
+        let mut cmd = home.command(mirror.as_os_str(), qemu.then(qemu_mirror));
+        cmd.args(args).env("KFORGE_WORKER_INDEX", slot.to_string());
+        let out = Outcome::new(format!("kforge {}", args.join(" ")), cmd.output().unwrap());
+        if !out.status.success() {
+            let text = format!("`{}` exited {}:\n{}", out.command, out.status, out.stderr);
+            kforge::fsutil::write_atomic(&failed, text.as_bytes()).unwrap();
+            panic!("the fixture {name} failed to build: {text}");
+        }
+        kforge::fsutil::write_atomic(&done, out.stdout.as_bytes()).unwrap();
+        eprintln!("fixture {name}: built in {:?}", start.elapsed());
+    }
+    let manifest: M = serde_json::from_slice(&std::fs::read(&done).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", done.display()));
+    Fixture {
+        entry: entry(&manifest),
+        home,
+        slot,
+        manifest,
+    }
+}
+
+/// The tiny guest preset at the fixture tag, with gcc (slot 0 of the fixture home). Also what
+/// warms the suite's ccache: a test that compiles this config with gcc asks for it first,
+/// so the cold compile happens once.
+pub fn tiny_gcc() -> &'static Fixture<Manifest> {
+    static F: OnceLock<Fixture<Manifest>> = OnceLock::new();
+    F.get_or_init(|| {
+        ensure(
+            "tiny-gcc",
+            0,
+            &["build", TAG, TINY[0], TINY[1]],
+            false,
+            |m: &Manifest| m.entry(),
+        )
+    })
+}
+
+/// The same with clang and LLVM (slot 1).
+pub fn tiny_clang() -> &'static Fixture<Manifest> {
+    static F: OnceLock<Fixture<Manifest>> = OnceLock::new();
+    F.get_or_init(|| {
+        ensure(
+            "tiny-clang",
+            1,
+            &["build", TAG, TINY[0], TINY[1], "--compiler", "clang"],
+            false,
+            |m: &Manifest| m.entry(),
+        )
+    })
+}
+
+/// The arguments of the QEMU fixture: Debian's QEMU, minimal, without debug info (a fifth
+/// less to compile; an option of the request's own, in the identity).
+pub const QEMU_BUILD: [&str; 4] = [
+    "qemu",
+    "build",
+    "debian/latest",
+    "--configure-option=--disable-debug-info",
+];
+
+/// QEMU from Debian's source package (`kforge qemu build`, slot 0 of the fixture home).
+pub fn qemu() -> &'static Fixture<QemuManifest> {
+    static F: OnceLock<Fixture<QemuManifest>> = OnceLock::new();
+    F.get_or_init(|| ensure("qemu", 0, &QEMU_BUILD, true, QemuManifest::entry))
+}

@@ -1,0 +1,185 @@
+//! Guests as systemd services, for real: a systemd running as PID 1 of its own namespaces
+//! (see `support::systemd`) starts qemu-system@<vm>.service for a kernel kforge built, and
+//! stops it; the units verify, and `vm run` runs the same guest without systemd.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::procs::{assert_no_guests, guest_processes};
+use crate::support::systemd::{Systemd, assert_units_verify};
+use crate::support::{
+    BIN, Manifest, Outcome, TINY, TestContext, VmDefinition, VmStatus, fixtures, fs, repo_root,
+};
+
+#[test]
+#[ignore = "runs a real systemd as root and boots a kernel: scripts/test.sh"]
+fn a_real_systemd_runs_the_guest_as_qemu_system_at_vm_service() {
+    let ctx = TestContext::new("vm");
+    let m = ctx.adopt(fixtures::tiny_gcc());
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let mirror = ctx.mirror();
+    let sd = Systemd::start(ctx.path(), &[&repo_root(), bin_dir, ctx.path(), &mirror]);
+    // kforge runs inside the namespace (its units go to that systemd's private /run).
+    let kf = |args: &[&str]| -> Outcome {
+        let mut c = sd.nsenter(&[BIN]);
+        c.env_clear().envs(ctx.kforge_env());
+        c.args(["vm", "--unit-dir", "/run/systemd/system"])
+            .args(args);
+        Outcome::new(format!("kforge vm {}", args.join(" ")), c.output().unwrap())
+    };
+    let def: VmDefinition = kf(&["define", "g1", "--manifest", &m.entry()])
+        .success()
+        .json();
+    assert_eq!(def.uts_release, m.uts_release);
+    // The unit is an instance of the template, its ExecStart the QEMU binary with this kernel.
+    let cat = sd
+        .nsenter(&["systemctl", "cat", "qemu-system@g1.service"])
+        .output()
+        .unwrap();
+    let cat = String::from_utf8_lossy(&cat.stdout);
+    assert!(
+        cat.contains("/run/systemd/system/qemu-system@.service"),
+        "{cat}"
+    );
+    assert!(
+        cat.contains("ExecStart=\"/usr/bin/qemu-system-x86_64\""),
+        "{cat}"
+    );
+    assert!(cat.contains(m.bz_image.as_ref().unwrap()), "{cat}");
+    kf(&["start", "g1"]).success();
+    // The guest's console shows the identity and the module load from virtiofs.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let console = loop {
+        let c = kf(&["console", "g1"]).success().stdout;
+        if c.contains("KFORGE-DONE") {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "guest console so far:\n{c}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        console.contains(&format!("KFORGE-UNAME {}", m.uts_release)),
+        "{console}"
+    );
+    assert!(
+        console.contains("KFORGE-MODULE-LOADED vsock_loopback"),
+        "{console}"
+    );
+    let status: VmStatus = kf(&["status", "g1"]).success().json();
+    assert_eq!(status.active_state, "active");
+    assert_eq!(status.virtiofsd_state, "active");
+    assert_eq!(status.qemu_unit, "qemu-system@g1.service");
+    assert!(status.main_pid > 0);
+    let running = guest_processes(ctx.path());
+    assert_eq!(running.len(), 2, "{running:?}");
+    // systemctl stop ends QEMU and virtiofsd.
+    kf(&["stop", "g1"]).success();
+    let status: VmStatus = kf(&["status", "g1"]).success().json();
+    assert_eq!(status.active_state, "inactive");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !guest_processes(ctx.path()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left running: {:?}",
+            guest_processes(ctx.path())
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kf(&["rm", "g1"]).success();
+    kf(&["status", "g1"]).code(2);
+    drop(sd);
+}
+
+#[test]
+#[ignore = "boots kernels in QEMU: scripts/test.sh"]
+fn units_verify_and_vm_run_needs_no_systemd() {
+    let ctx = TestContext::new("units");
+    ctx.adopt(fixtures::tiny_gcc());
+    // The slot's last build (here answered from the store) is what `vm define` takes by
+    // default.
+    let built: Manifest = ctx.kforge(["build"]).args(TINY).run().success().json();
+    assert_eq!(built.reused.as_deref(), Some("store"));
+    let units = ctx.path().join("units");
+    let u = units.to_str().unwrap();
+    let def: VmDefinition = ctx
+        .kforge(["vm", "--unit-dir", u, "define", "t1", "--oneshot"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(def.uts_release, built.uts_release);
+    assert_eq!(def.manifest, ctx.slot_manifest(0).display().to_string());
+    assert!(def.oneshot);
+    assert_units_verify(
+        &units,
+        &["qemu-system@t1.service", "kforge-virtiofsd@t1.service"],
+    );
+    // Without systemd as init here, start refuses and points at vm run.
+    if !Path::new("/run/systemd/system").exists() {
+        ctx.kforge(["vm", "--unit-dir", u, "start", "t1"])
+            .run()
+            .code(2)
+            .stderr_has("kforge vm run t1");
+    }
+    // The same command line in the foreground; a oneshot guest ends by itself.
+    ctx.kforge(["vm", "--unit-dir", u, "run", "t1", "--timeout", "60"])
+        .run()
+        .success()
+        .stdout_has(&format!("KFORGE-UNAME {}", def.uts_release))
+        .stdout_has("KFORGE-MODULE-LOADED vsock_loopback");
+    assert_no_guests(ctx.path());
+
+    // A guest on a root directory share: a third unit, bound to the guest, that verifies;
+    // in the foreground the guest switches into the directory.
+    let root = ctx.path().join("rootfs");
+    for d in ["bin", "sbin", "proc", "sys", "dev", "lib"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    fs::write_executable(
+        root.join("sbin/init"),
+        "#!/bin/busybox sh\necho \"ROOTFS-UP $(/bin/busybox uname -r)\"\n/bin/busybox reboot -f\n",
+    );
+    let def2: VmDefinition = ctx
+        .kforge([
+            "vm",
+            "--unit-dir",
+            u,
+            "define",
+            "t2",
+            "--oneshot",
+            "--rootfs",
+        ])
+        .arg(&root)
+        .run()
+        .success()
+        .json();
+    assert_eq!(def2.rootfs.as_ref().map(|r| r.dir.as_str()), root.to_str());
+    assert_units_verify(
+        &units,
+        &[
+            "qemu-system@t2.service",
+            "kforge-virtiofsd@t2.service",
+            "kforge-virtiofsd-rootfs@t2.service",
+        ],
+    );
+    let dropin = fs::read_string(units.join("qemu-system@t2.service.d/kforge.conf"));
+    assert!(
+        dropin.contains("BindsTo=kforge-virtiofsd-rootfs@%i.service"),
+        "{dropin}"
+    );
+    ctx.kforge(["vm", "--unit-dir", u, "run", "t2", "--timeout", "60"])
+        .run()
+        .success()
+        .stdout_has(&format!("ROOTFS-UP {}", def.uts_release));
+    assert_no_guests(ctx.path());
+    ctx.kforge(["vm", "--unit-dir", u, "rm", "t2"])
+        .run()
+        .success();
+    assert!(!units.join("kforge-virtiofsd-rootfs@t2.service.d").exists());
+
+    for bad in ["A", "../x", "a b", "-x"] {
+        ctx.kforge(["vm", "--unit-dir", u, "define", bad])
+            .run()
+            .code(2);
+    }
+}
