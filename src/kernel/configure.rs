@@ -143,6 +143,10 @@ impl Step<KernelRun> for Configure {
 }
 
 /// Runs Kconfig for the request and bakes the identity into the `.config` it made.
+/// What every Kconfig input ends with: no `setlocalversion` suffix, and an empty
+/// `CONFIG_LOCALVERSION` while the digest is taken (the identity is baked in afterwards).
+const IDENTITY_BASE: &str = "# CONFIG_LOCALVERSION_AUTO is not set\nCONFIG_LOCALVERSION=\"\"\n";
+
 fn configure(
     ctx: &mut KernelRun,
     reporter: &dyn Reporter,
@@ -167,7 +171,7 @@ fn configure(
             ConfigMethod::Preset => {
                 let (name, text) = &ctx.plan.config_inputs[0];
                 let file = inputs_dir.join(name);
-                fs_err::write(&file, text)?;
+                fs_err::write(&file, format!("{text}\n{IDENTITY_BASE}"))?;
                 let mut arg = OsString::from("KCONFIG_ALLCONFIG=");
                 arg.push(&file);
                 run_make(ctx, step, &[arg, "alldefconfig".into()], reporter)?;
@@ -195,6 +199,9 @@ fn configure(
                     .args(&files)
                     .cwd(&slot.src)
                     .stream(&mut super::forward(step, reporter))?;
+                let mut merged_text = fs_err::read_to_string(merged.join(".config"))?;
+                merged_text.push_str(IDENTITY_BASE);
+                fs_err::write(merged.join(".config"), merged_text)?;
                 let mut arg = OsString::from("KCONFIG_ALLCONFIG=");
                 arg.push(merged.join(".config"));
                 let base = if req.allnoconfig_base {
@@ -222,19 +229,27 @@ fn configure(
             }
         }
         // Bake the identity: no setlocalversion suffix, an empty LOCALVERSION while hashing.
-        let text = fs_err::read_to_string(&config_path)?;
-        fs_err::write(
-            &config_path,
-            set_symbols(
-                &text,
-                &[
-                    ("CONFIG_LOCALVERSION_AUTO", None),
-                    ("CONFIG_LOCALVERSION", Some("\"\"")),
-                ],
-            ),
-        )?;
-        run_make(ctx, step, &["olddefconfig".into()], reporter)?;
-        let text = fs_err::read_to_string(&config_path)?;
+        // Presets and fragments asked Kconfig for both already (one Kconfig run, not two);
+        // in-tree goals cannot, so their result is set and normalised by olddefconfig.
+        let mut text = fs_err::read_to_string(&config_path)?;
+        let based = text
+            .lines()
+            .any(|l| l == "# CONFIG_LOCALVERSION_AUTO is not set")
+            && text.lines().any(|l| l == "CONFIG_LOCALVERSION=\"\"");
+        if !based {
+            fs_err::write(
+                &config_path,
+                set_symbols(
+                    &text,
+                    &[
+                        ("CONFIG_LOCALVERSION_AUTO", None),
+                        ("CONFIG_LOCALVERSION", Some("\"\"")),
+                    ],
+                ),
+            )?;
+            run_make(ctx, step, &["olddefconfig".into()], reporter)?;
+            text = fs_err::read_to_string(&config_path)?;
+        }
         let config_sha256 = to_hex(&Sha256::digest(config_for_digest(&text).as_bytes()));
         let flags = ctx.flags();
         let inputs = IdentityInputs {

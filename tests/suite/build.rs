@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::git::git;
 use crate::support::kernel::{assert_release_format, bzimage_version_string, vermagic};
-use crate::support::{Home, Identity, Manifest, TAG, TINY, TestContext, VERSION, fixtures, fs};
+use crate::support::{
+    Home, Manifest, TAG, TINY, TestContext, VERSION, VmDefinition, fixtures, fs, kernel_mirror,
+};
 
 fn build(ctx: &TestContext, extra: &[&str]) -> Manifest {
     ctx.kforge(["build"])
@@ -88,24 +90,23 @@ fn check_built(m: &Manifest, home: &Home, slot: u32, compiler: &str) {
 #[test]
 #[ignore = "builds kernels: scripts/test.sh"]
 fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
-    fixtures::tiny_gcc(); // the suite's ccache is warm for this config from here on
-    let ctx = TestContext::new("gcc");
-    let a = build(&ctx, &[TAG]);
+    // The suite's gcc kernel is the first build: compiled once, checked here in its home.
+    let fixture = fixtures::tiny_gcc();
+    let a = &fixture.manifest;
     assert_release_format(&a.uts_release, VERSION, "vanilla");
     assert_eq!(
         a.commit,
-        git(&ctx.mirror(), &["rev-parse", "v6.12.117^{commit}"])
+        git(kernel_mirror(), &["rev-parse", "v6.12.117^{commit}"])
     );
     assert_eq!(a.git_ref, TAG);
     assert_eq!(a.ref_kind, "tag");
-    check_built(&a, &ctx, 0, "gcc");
+    check_built(a, &fixture.home, fixture.slot, "gcc");
     assert_eq!(a.reused, None);
-    // The suite's fixture is the same identity, built in another home.
-    assert_eq!(a.uts_release, fixtures::tiny_gcc().manifest.uts_release);
 
-    // Same inputs in another slot, compiled again (reuse off): same identity,
-    // byte-identical outputs; the store already had it and keeps the one entry. Booted
-    // right after its build (`build --boot`): the guest reports the identity.
+    // Same inputs in another home and slot, compiled again (reuse off): same identity,
+    // byte-identical outputs. Booted right after its build (`build --boot`): the guest
+    // reports the identity.
+    let ctx = TestContext::new("gcc");
     let r = ctx
         .kforge(["build"])
         .args(TINY)
@@ -132,39 +133,51 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
     assert_eq!(b.uts_release, a.uts_release);
     assert_eq!(b.identity, a.identity);
     check_built(&b, &ctx, 1, "gcc");
-    let installed = |slot: u32, m: &Manifest, file: &str| {
+    let installed = |home: &Home, slot: u32, m: &Manifest, file: &str| {
         fs::read(
-            ctx.slot(slot)
+            home.slot(slot)
                 .join("destdir")
                 .join(file.replace("REL", &m.uts_release)),
         )
     };
     assert!(
-        installed(0, &a, "boot/vmlinuz-REL") == installed(1, &b, "boot/vmlinuz-REL"),
+        installed(&fixture.home, fixture.slot, a, "boot/vmlinuz-REL")
+            == installed(&ctx, 1, &b, "boot/vmlinuz-REL"),
         "bzImage differs between slots"
     );
     let ko = "lib/modules/REL/kernel/net/vmw_vsock/vsock_loopback.ko";
     assert!(
-        installed(0, &a, ko) == installed(1, &b, ko),
+        installed(&fixture.home, fixture.slot, a, ko) == installed(&ctx, 1, &b, ko),
         "vsock_loopback.ko differs between slots"
     );
     let source = ctx
         .slot(1)
         .join(format!("destdir/lib/modules/{}/source", b.uts_release));
     assert_eq!(std::fs::read_link(&source).unwrap(), ctx.slot(1));
+    // The slot's last build is what `vm define` takes when no manifest is named.
+    let def: VmDefinition = ctx
+        .kforge(["vm", "--unit-dir"])
+        .arg(ctx.path().join("units"))
+        .args(["define", "d1"])
+        .worker(1)
+        .run()
+        .success()
+        .json();
+    assert_eq!(def.manifest, ctx.slot_manifest(1).display().to_string());
+    assert_eq!(def.uts_release, b.uts_release);
 
     // Re-sync the warm slot to a branch that changes one file: only that file is rewritten
     // and only what depends on it is rebuilt.
-    let src = ctx.slot(0);
+    let src = ctx.slot(1);
     let fork_c = fs::mtime(src.join("kernel/fork.c"));
     let fork_o = fs::mtime(src.join("build/kernel/fork.o"));
     let version_o = fs::mtime(src.join("build/init/version.o"));
-    let c = build(&ctx, &["test/comment"]);
+    let c = build(&ctx, &["test/comment", "--worker-index", "1"]);
     assert_eq!(c.label, "test-comment");
     assert_eq!(c.ref_kind, "branch");
     assert_ne!(c.digest, a.digest);
     assert_eq!(c.commit, git(&ctx.mirror(), &["rev-parse", "test/comment"]));
-    check_built(&c, &ctx, 0, "gcc");
+    check_built(&c, &ctx, 1, "gcc");
     assert_eq!(
         fs::mtime(src.join("kernel/fork.c")),
         fork_c,
@@ -180,13 +193,14 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
         "the changed file was not rebuilt"
     );
     // Both identities stay installed side by side in destdir.
-    let a_installed = src.join(format!("destdir/boot/vmlinuz-{}", a.uts_release));
-    assert!(a_installed.is_file());
+    let b_installed = src.join(format!("destdir/boot/vmlinuz-{}", b.uts_release));
+    assert!(b_installed.is_file());
 
     // wipe_build removes build/; recreate_build_worktree lays a fresh tree and destdir.
     ctx.kforge(["identity"])
         .args(TINY)
         .arg("--wipe-build")
+        .worker(1)
         .run()
         .success();
     assert!(
@@ -198,13 +212,14 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
     ctx.kforge(["identity"])
         .args(TINY)
         .arg("--recreate-build-worktree")
+        .worker(1)
         .run()
         .success();
     assert!(
         !src.join("destdir/marker").exists(),
         "recreate kept destdir"
     );
-    assert!(!a_installed.exists());
+    assert!(!b_installed.exists());
 }
 
 #[test]
@@ -219,11 +234,10 @@ fn clang_build_uses_llvm_and_has_its_own_identity() {
     assert!(m.linux_compiler.contains("LLD"), "{}", m.linux_compiler);
     let config = fs::read_string(&m.config);
     assert!(config.contains("CONFIG_CC_IS_CLANG=y"));
-    // gcc's identity of the same request differs.
-    let ctx = TestContext::new("clang");
-    let gcc: Identity = ctx.kforge(["identity"]).args(TINY).run().success().json();
+    // gcc's identity of the same request (the suite's gcc kernel) differs.
+    let gcc = &fixtures::tiny_gcc().manifest;
     assert_ne!(gcc.digest, m.digest);
-    assert_eq!(gcc.inputs.tree, m.identity.tree);
+    assert_eq!(gcc.identity.tree, m.identity.tree);
 }
 
 #[test]

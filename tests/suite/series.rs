@@ -112,6 +112,9 @@ fn a_series_is_applied_published_labelled_and_built() {
         ("init/main.c", "/* series: patch two */"),
     ];
     let (mbox, cover, _) = series(&dev, "iomap-v3", TAG, 3, &edits, Some(COVER));
+    // The slot holds the series' base, built: the series then compiles incrementally.
+    ctx.kforge(["build", TAG]).args(TINY).run().success();
+    let fork_o = fs::mtime(ctx.slot(0).join("build/kernel/fork.o"));
     let m: Manifest = ctx
         .kforge(["build", TAG])
         .args(TINY)
@@ -165,6 +168,11 @@ fn a_series_is_applied_published_labelled_and_built() {
     let release = fs::read_string(src.join("build/include/config/kernel.release"));
     assert_eq!(release.trim(), m.uts_release);
     assert!(!m.uts_release.ends_with('+'));
+    assert_eq!(
+        fs::mtime(src.join("build/kernel/fork.o")),
+        fork_o,
+        "an object the series does not touch was rebuilt"
+    );
 }
 
 #[test]

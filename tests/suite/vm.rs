@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::procs::{assert_no_guests, guest_processes};
 use crate::support::systemd::{Systemd, assert_units_verify};
-use crate::support::{
-    BIN, Manifest, Outcome, TINY, TestContext, VmDefinition, VmStatus, fixtures, fs, repo_root,
-};
+use crate::support::{BIN, Outcome, TestContext, VmDefinition, VmStatus, fixtures, fs, repo_root};
 
 #[test]
 #[ignore = "runs a real systemd as root and boots a kernel: scripts/test.sh"]
@@ -94,20 +92,17 @@ fn a_real_systemd_runs_the_guest_as_qemu_system_at_vm_service() {
 #[ignore = "boots kernels in QEMU: scripts/test.sh"]
 fn units_verify_and_vm_run_needs_no_systemd() {
     let ctx = TestContext::new("units");
-    ctx.adopt(fixtures::tiny_gcc());
-    // The slot's last build (here answered from the store) is what `vm define` takes by
-    // default.
-    let built: Manifest = ctx.kforge(["build"]).args(TINY).run().success().json();
-    assert_eq!(built.reused.as_deref(), Some("store"));
+    let built = ctx.adopt(fixtures::tiny_gcc());
     let units = ctx.path().join("units");
     let u = units.to_str().unwrap();
     let def: VmDefinition = ctx
         .kforge(["vm", "--unit-dir", u, "define", "t1", "--oneshot"])
+        .args(["--manifest", &built.entry()])
         .run()
         .success()
         .json();
     assert_eq!(def.uts_release, built.uts_release);
-    assert_eq!(def.manifest, ctx.slot_manifest(0).display().to_string());
+    assert_eq!(Some(def.kernel), built.bz_image);
     assert!(def.oneshot);
     assert_units_verify(
         &units,
@@ -150,6 +145,7 @@ fn units_verify_and_vm_run_needs_no_systemd() {
             "--rootfs",
         ])
         .arg(&root)
+        .args(["--manifest", &built.entry()])
         .run()
         .success()
         .json();
