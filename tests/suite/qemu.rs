@@ -131,84 +131,74 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         serde_json::from_slice(&fs::read(f.home.qemu_slot_manifest(f.slot))).unwrap();
     assert_eq!(kept, first);
 
-    // Second request, in this test's home holding a copy of the entry: the store answers;
-    // meson and ninja are asked their versions only.
-    ctx.adopt_qemu(f);
-    let tools = ToolLog::new(ctx.path(), &["meson", "ninja"]);
-    let r = ctx
-        .kforge(QEMU_BUILD)
-        .path_prepend(tools.bin())
-        .run()
-        .success()
-        .stderr_has("is in the store")
-        .stderr_has("compile skipped");
-    let second: QemuManifest = r.json();
-    for tool in ["meson", "ninja"] {
-        let calls = tools.calls(tool);
-        assert!(
-            calls.iter().all(|l| l == "--version"),
-            "the reused build ran {tool}: {calls:?}"
+    // In the home and warm slot that built it (held for this test alone meanwhile):
+    // the second request is answered from the store, and a damaged store copy is repaired.
+    f.exclusive(|f| {
+        // Second request: the store answers; meson and ninja are asked their versions only.
+        let tools = ToolLog::new(ctx.path(), &["meson", "ninja"]);
+        let r = f
+            .kforge(QEMU_BUILD)
+            .path_prepend(tools.bin())
+            .run()
+            .success()
+            .stderr_has("is in the store")
+            .stderr_has("compile skipped");
+        let second: QemuManifest = r.json();
+        for tool in ["meson", "ninja"] {
+            let calls = tools.calls(tool);
+            assert!(
+                calls.iter().all(|l| l == "--version"),
+                "the reused build ran {tool}: {calls:?}"
+            );
+        }
+        assert_eq!(second.reused.as_deref(), Some("store"));
+        let mut same = second.clone();
+        same.reused = None;
+        assert_eq!(
+            same, first,
+            "a reused build's manifest differs but for `reused`"
         );
-    }
-    assert_eq!(second.reused.as_deref(), Some("store"));
-    let here = |m: &QemuManifest| {
-        let mut m = m.clone();
-        m.reused = None;
-        m.build_dir.clear();
-        m.destdir.clear();
-        m.qemu_binary = m
-            .qemu_binary
-            .map(|b| b.replace(f.home.root.to_str().unwrap(), "HOME"));
-        m.store_entry = m
-            .store_entry
-            .map(|b| b.replace(f.home.root.to_str().unwrap(), "HOME"));
-        m
-    };
-    let mut same = second.clone();
-    same.qemu_binary = same
-        .qemu_binary
-        .map(|b| b.replace(ctx.path().to_str().unwrap(), "HOME"));
-    same.store_entry = same
-        .store_entry
-        .map(|b| b.replace(ctx.path().to_str().unwrap(), "HOME"));
-    assert_eq!(
-        here(&same),
-        here(&first),
-        "a reused build's manifest differs but for `reused` and where it is"
-    );
+
+        // A damaged store copy is found by verify, and the next request rebuilds and
+        // replaces it (the warm build/ has nothing to compile).
+        let trace = entry.join("usr/local/share/qemu/trace-events-all");
+        fs::flip_byte(&trace, 0, 0x20);
+        f.kforge(["store", "verify", &first.identity])
+            .run()
+            .code(1)
+            .stdout_has("usr/local/share/qemu/trace-events-all: sha256 differs from the record");
+        let r = f
+            .kforge(QEMU_BUILD)
+            .run()
+            .success()
+            .stderr_has("is damaged, rebuilding")
+            .stderr_has("replaced the damaged copy of");
+        let repaired: QemuManifest = r.json();
+        assert_eq!(repaired.reused, None);
+        assert_eq!(repaired.identity, first.identity);
+        f.kforge(["store", "verify", &first.identity])
+            .run()
+            .success();
+        let listed: StoreLs = f.kforge(["store", "ls"]).run().success().json();
+        assert!(
+            listed
+                .entries
+                .iter()
+                .any(|e| e.identity == first.identity
+                    && e.commit.as_deref() == Some(commit.as_str())),
+            "{listed:?}"
+        );
+    });
+
+    // The rest, in this test's home with a copy of the entry: the request is answered
+    // from it (and the slot's manifest names this store's binary).
+    ctx.adopt_qemu(f);
     let own_entry = ctx.store().join("run").join(&first.identity);
     let own_binary = own_entry.join("usr/local/bin/qemu-system-x86_64");
-    assert_eq!(second.qemu_binary.as_deref(), own_binary.to_str());
-
-    // A damaged store copy is found by verify, and the next request rebuilds and replaces
-    // it.
-    let trace = own_entry.join("usr/local/share/qemu/trace-events-all");
-    fs::flip_byte(&trace, 0, 0x20);
-    ctx.kforge(["store", "verify", &first.identity])
-        .run()
-        .code(1)
-        .stdout_has("usr/local/share/qemu/trace-events-all: sha256 differs from the record");
-    let r = ctx
-        .kforge(QEMU_BUILD)
-        .run()
-        .success()
-        .stderr_has("is damaged, rebuilding")
-        .stderr_has("replaced the damaged copy of");
-    let repaired: QemuManifest = r.json();
-    assert_eq!(repaired.reused, None);
-    assert_eq!(repaired.identity, first.identity);
     assert_eq!(fs::sha256(&own_binary), fs::sha256(&binary));
-    ctx.kforge(["store", "verify", &first.identity])
-        .run()
-        .success();
-    let listed: StoreLs = ctx.kforge(["store", "ls"]).run().success().json();
-    assert!(
-        listed
-            .entries
-            .iter()
-            .any(|e| e.identity == first.identity && e.commit.as_deref() == Some(commit.as_str())),
-        "{listed:?}"
-    );
+    let here: QemuManifest = ctx.kforge(QEMU_BUILD).run().success().json();
+    assert_eq!(here.reused.as_deref(), Some("store"));
+    assert_eq!(here.qemu_binary.as_deref(), own_binary.to_str());
 
     // A kernel, booted with this QEMU by identity: the guest check passes, and the
     // command line kforge ran names the store's binary.

@@ -14,7 +14,9 @@ use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 
-use super::{BIN, Home, Manifest, Outcome, QemuManifest, TAG, TINY, kernel_mirror, qemu_mirror};
+use super::{
+    BIN, Execs, Home, Manifest, Outcome, QemuManifest, TAG, TINY, kernel_mirror, qemu_mirror,
+};
 
 /// A built identity in the fixture store, with the home and slot that built it.
 #[derive(Debug, Clone)]
@@ -24,12 +26,37 @@ pub struct Fixture<M> {
     /// What the build printed (its first, compiling run).
     pub manifest: M,
     entry: String,
+    lock: PathBuf,
+    qemu: bool,
 }
 
 impl<M> Fixture<M> {
     /// The store entry's name (`kernel-<release>`, `qemu-<release>`).
     pub fn entry(&self) -> String {
         self.entry.clone()
+    }
+
+    /// `kforge ARGS` in the fixture's home and slot; only inside [`Fixture::exclusive`].
+    pub fn kforge<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Execs {
+        let mut cmd = self
+            .home
+            .command(kernel_mirror().as_os_str(), self.qemu.then(qemu_mirror));
+        cmd.args(args)
+            .env("KFORGE_WORKER_INDEX", self.slot.to_string());
+        Execs { cmd }
+    }
+
+    /// Runs `f` with the fixture's home to itself: for the test whose subject is the
+    /// fixture's build, to exercise it in the warm slot that made it (a second request, a
+    /// repair). Nobody copies the entry meanwhile; `f` must leave it as it found it.
+    pub fn exclusive<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+        let _lock = kforge::fsutil::FileLock::acquire(&self.lock).unwrap();
+        f(self)
+    }
+
+    /// Holds the fixture shared (no [`Fixture::exclusive`] user meanwhile), for a copy.
+    pub(super) fn shared(&self) -> kforge::fsutil::FileLock {
+        kforge::fsutil::FileLock::shared(&self.lock).unwrap()
     }
 }
 
@@ -57,7 +84,8 @@ fn ensure<M: DeserializeOwned>(
     };
     let done = root.join(format!("{name}.json"));
     let failed = root.join(format!("{name}.failed"));
-    let _lock = kforge::fsutil::FileLock::acquire(&root.join(format!("{name}.lock"))).unwrap();
+    let lock = root.join(format!("{name}.lock"));
+    let _lock = kforge::fsutil::FileLock::acquire(&lock).unwrap();
     if let Ok(text) = std::fs::read_to_string(&failed) {
         panic!("the fixture {name} failed to build earlier in this suite:\n{text}");
     }
@@ -83,6 +111,8 @@ fn ensure<M: DeserializeOwned>(
         home,
         slot,
         manifest,
+        lock,
+        qemu,
     }
 }
 

@@ -264,6 +264,7 @@ impl TestContext {
     /// Copies a fixture kernel's store entry (run and devel layers) into this home's store
     /// and returns its manifest as this store serves it (paths in this store).
     pub fn adopt(&self, f: &fixtures::Fixture<Manifest>) -> Manifest {
+        let _shared = f.shared();
         let entry = f.entry();
         for layer in ["run", "devel"] {
             let from = f.home.store().join(layer).join(&entry);
@@ -289,6 +290,7 @@ impl TestContext {
 
     /// Copies the fixture QEMU's store entry into this home's store; its identity.
     pub fn adopt_qemu(&self, f: &fixtures::Fixture<QemuManifest>) -> String {
+        let _shared = f.shared();
         let entry = f.entry();
         fs::copy_tree(
             &f.home.store().join("run").join(&entry),
