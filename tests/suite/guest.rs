@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::support::procs::assert_no_guests;
 use crate::support::{BootReport, Outcome, TestContext, fixtures, fs};
 
+/// `kforge boot --check` of a manifest file or a store identity, under TCG.
 fn boot(ctx: &TestContext, manifest: &Path, extra: &[&str]) -> Outcome {
     ctx.kforge(["boot", "--check"])
         .arg(manifest)
@@ -38,11 +39,7 @@ fn built_kernels_boot_with_their_identity_and_modules() {
     let manifest = ctx.manifest_file(&gcc.entry());
     // boot --check by store identity: the guest reports the identity and loads a module
     // from the virtiofs share.
-    let report: BootReport = ctx
-        .kforge(["boot", "--check", &gcc.entry(), "--accel", "tcg"])
-        .run()
-        .success()
-        .json();
+    let report: BootReport = boot(&ctx, Path::new(&gcc.entry()), &[]).success().json();
     assert!(report.passed, "{report:?}");
     assert_eq!(
         report.guest_release.as_deref(),
@@ -120,11 +117,7 @@ fn built_kernels_boot_with_their_identity_and_modules() {
 
     // The clang build boots too.
     let clang = ctx.adopt(fixtures::tiny_clang());
-    let report: BootReport = ctx
-        .kforge(["boot", "--check", &clang.entry(), "--accel", "tcg"])
-        .run()
-        .success()
-        .json();
+    let report: BootReport = boot(&ctx, Path::new(&clang.entry()), &[]).success().json();
     assert!(report.passed, "{report:?}");
     assert_eq!(
         report.guest_release.as_deref(),
