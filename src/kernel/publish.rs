@@ -7,6 +7,7 @@ use std::path::Path;
 use super::{KernelRun, collect};
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
+use crate::manifest::Reused;
 use crate::store::{Layer, Published, Source, sources_under};
 
 pub struct Publish;
@@ -18,6 +19,9 @@ impl Step<KernelRun> for Publish {
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
         if let Some(hit) = &ctx.reused {
+            if hit.how == Reused::Destdir {
+                return publish_from_destdir(ctx, reporter);
+            }
             return Ok(Outcome::Skipped(format!(
                 "reused from {}",
                 hit.how.as_str()
@@ -86,6 +90,80 @@ impl Step<KernelRun> for Publish {
         ctx.store_entry = Some(path);
         Ok(Outcome::Ran)
     }
+}
+
+/// An identity answered from the slot's destdir still belongs in the store (a new store, a
+/// gc since): its run layer is published from what destdir holds, verified against the
+/// slot's record of it, and the manifest then points at the store's copy. (The devel layer
+/// is not: build/ may hold another identity's objects by now.)
+fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+    let hit = ctx.reused.clone().expect("a destdir hit");
+    let release = hit.manifest.uts_release.clone();
+    let store = ctx.store()?;
+    if store.record(Layer::Run, &release)?.is_some()
+        && store.verify(Layer::Run, &release)?.is_empty()
+    {
+        return Ok(Outcome::Skipped(format!(
+            "kernel-{release} is in the store already"
+        )));
+    }
+    let boot = ctx.plan.slot.destdir.join("boot");
+    let mut sources = vec![Source {
+        dest: format!("boot/vmlinuz-{release}"),
+        from: hit.bz_image.clone(),
+    }];
+    for name in ["System.map", "config"] {
+        let from = boot.join(format!("{name}-{release}"));
+        if from.is_file() {
+            sources.push(Source {
+                dest: format!("boot/{name}-{release}"),
+                from,
+            });
+        }
+    }
+    if let Some(modules) = &hit.modules_dir {
+        sources.extend(sources_under(modules, &format!("lib/modules/{release}"))?);
+    }
+    let entry = store.layer_dir(Layer::Run, &release);
+    let mut manifest = hit.manifest.clone();
+    manifest.bz_image = Some(
+        entry
+            .join(format!("boot/vmlinuz-{release}"))
+            .display()
+            .to_string(),
+    );
+    manifest.modules_dir = hit.modules_dir.as_ref().map(|_| {
+        entry
+            .join("lib/modules")
+            .join(&release)
+            .display()
+            .to_string()
+    });
+    manifest.store_entry = Some(entry.display().to_string());
+    manifest.store_devel = None;
+    manifest.reused = None;
+    let (what, path) = store.publish(Layer::Run, &manifest, &sources, "local")?;
+    reporter.event(&Event::Info {
+        step: "publish",
+        message: &format!(
+            "{} {} from this slot's destdir",
+            if what == Published::Replaced {
+                "replaced the damaged"
+            } else {
+                "added"
+            },
+            path.display()
+        ),
+    });
+    let mut hit = hit;
+    hit.bz_image = path.join(format!("boot/vmlinuz-{release}"));
+    hit.modules_dir = hit
+        .modules_dir
+        .map(|_| path.join("lib/modules").join(&release));
+    hit.entry = Some(path.clone());
+    ctx.reused = Some(hit);
+    ctx.store_entry = Some(path);
+    Ok(Outcome::Ran)
 }
 
 /// The parts of build/ that an out-of-tree module build (with the source tree at the same

@@ -330,8 +330,47 @@ struct Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_tree(&self.dir);
     }
+}
+
+/// Makes a layer read-only, the same on every host whatever the writer's umask: files
+/// 0444 (0555 when executable), directories 0555. The layer's own directory is sealed after
+/// it is renamed into place (moving a directory needs write access to it).
+fn seal(dir: &Path) -> std::io::Result<()> {
+    for e in fs_err::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        let path = e.path();
+        if ft.is_dir() {
+            seal(&path)?;
+            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o555))?;
+        } else if ft.is_file() {
+            let exec = e.metadata()?.permissions().mode() & 0o111 != 0;
+            let mode = if exec { 0o555 } else { 0o444 };
+            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives a sealed tree's directories back their write bit, so that it can be moved and
+/// removed by a user who is not root.
+fn unseal(dir: &Path) {
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                unseal(&e.path());
+            }
+        }
+    }
+}
+
+/// Removes a (possibly sealed) tree; what cannot be removed stays for the next sweep.
+fn remove_tree(dir: &Path) {
+    unseal(dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Whether a process with this pid exists (EPERM: it does, as another user's).
@@ -435,6 +474,7 @@ impl Store {
             }
             let p = tmp.join(&name);
             let r = if p.is_dir() && !p.is_symlink() {
+                unseal(&p);
                 std::fs::remove_dir_all(&p)
             } else {
                 std::fs::remove_file(&p)
@@ -583,6 +623,7 @@ impl Store {
         let mut text = serde_json::to_vec_pretty(record).expect("record serializes");
         text.push(b'\n');
         write_atomic(&staging.dir.join(RECORD), &text)?;
+        seal(&staging.dir)?;
         for d in dirs.iter().rev() {
             fsync_dir(d);
         }
@@ -595,6 +636,7 @@ impl Store {
                 self.entry_name(release)
             ))?;
             fs_err::remove_dir(&trash.dir)?;
+            unseal(&target);
             fs_err::rename(&target, &trash.dir)?;
         }
         match std::fs::rename(&staging.dir, &target) {
@@ -625,6 +667,7 @@ impl Store {
                 .into());
             }
         }
+        fs_err::set_permissions(&target, std::fs::Permissions::from_mode(0o555))?;
         fsync_dir(target.parent().expect("layer dir has a parent"));
         Ok((
             if damaged {
@@ -764,6 +807,7 @@ impl Store {
                     self.entry_name(release)
                 ))?;
                 fs_err::remove_dir(&trash.dir)?;
+                unseal(&dir);
                 fs_err::rename(&dir, &trash.dir)?;
                 drop(trash);
             }

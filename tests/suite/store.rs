@@ -9,7 +9,8 @@ use std::time::Instant;
 use crate::support::synthetic::{self, spawn_writer};
 use crate::support::tools::ToolLog;
 use crate::support::{
-    GcReport, Identity, Manifest, Outcome, StoreLs, TestContext, Verified, fixtures, fs, repo_root,
+    BootReport, GcReport, Identity, Manifest, Outcome, StoreLs, TestContext, Verified, fixtures,
+    fs, repo_root,
 };
 
 /// The repo's library with a second preset: the tiny guest plus one symbol.
@@ -182,6 +183,35 @@ fn a_repeated_request_is_answered_from_the_store_without_make() {
     assert_eq!(gc.removed, [a.uts_release.as_str()], "{gc:?}");
     assert!(!entry.exists() && !devel.exists());
 
+    // A store without the identity receives it from the slot's destdir when a request is
+    // answered from there, and it then boots by identity.
+    make.reset();
+    let (a4, stderr) = build("tiny_guest_defconfig");
+    assert_eq!(a4.reused.as_deref(), Some("destdir"), "{stderr}");
+    assert!(stderr.contains("from this slot's destdir"), "{stderr}");
+    assert!(make.calls("make").iter().all(|l| l == "--version"));
+    assert_eq!(
+        a4.store_entry.as_deref(),
+        Some(&*entry.display().to_string())
+    );
+    assert!(
+        fs::read(&image)
+            == fs::read(
+                ctx.slot(0)
+                    .join(format!("destdir/boot/vmlinuz-{}", a.uts_release))
+            )
+    );
+    ctx.kforge(["store", "verify", &a.entry()]).run().success();
+    let report: BootReport = ctx
+        .kforge(["boot", "--check", &a.entry(), "--accel", "tcg"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(
+        report.guest_release.as_deref(),
+        Some(a.uts_release.as_str())
+    );
+
     // Bad names are refused before any path is made of them.
     for bad in ["../etc", "kernel-a/b", "-x"] {
         ctx.kforge(["store", "show", bad]).run().code(2);
@@ -288,6 +318,7 @@ fn verify_names_the_damage_and_a_publish_repairs_it() {
     let entry = root.join("run").join(format!("kernel-{release}"));
     let id = format!("kernel-{release}");
     // A flipped byte, a file gone, a file added: each named, exit 1.
+    fs::make_writable(&entry);
     fs::flip_byte(&entry.join(format!("boot/vmlinuz-{release}")), 10, 0x01);
     std::fs::remove_file(entry.join(format!("lib/modules/{release}/modules.dep"))).unwrap();
     fs::write(entry.join("intruder"), "x");
@@ -396,4 +427,40 @@ fn gc_keeps_pinned_held_and_recent_entries() {
         .run()
         .success();
     assert_eq!(fs::names(&root.join("run")), [format!("kernel-{held}")]);
+}
+
+#[test]
+fn layers_are_sealed_read_only_whatever_the_writers_umask() {
+    let ctx = TestContext::without_mirror("modes");
+    let root = ctx.store();
+    let release = synthetic::release(7);
+    let dir = ctx.path().join("files");
+    // The writer runs under umask 077 (its directories would be 0700, its files 0600).
+    let out = Outcome::wait(synthetic::spawn_writer_with_umask(
+        &root, &dir, &release, None, 0o077,
+    ))
+    .success();
+    assert_eq!(writer_said(&out), "added");
+    let entry = root.join("run").join(format!("kernel-{release}"));
+    assert_eq!(fs::mode(&entry), 0o555);
+    assert_eq!(fs::mode(&entry.join("boot")), 0o555);
+    assert_eq!(
+        fs::mode(&entry.join(format!("lib/modules/{release}/kernel"))),
+        0o555
+    );
+    assert_eq!(
+        fs::mode(&entry.join(format!("boot/vmlinuz-{release}"))),
+        0o444
+    );
+    assert_eq!(fs::mode(&entry.join("kforge-layer.json")), 0o444);
+    assert_eq!(
+        fs::mode(&entry.join(format!("lib/modules/{release}/modules.dep"))),
+        0o444
+    );
+    // A sealed entry is still removed whole.
+    ctx.kforge(["store", "rm", &format!("kernel-{release}")])
+        .run()
+        .success();
+    assert!(fs::names(&root.join("run")).is_empty());
+    assert!(fs::names(&root.join("tmp")).is_empty());
 }

@@ -87,3 +87,19 @@ pub fn flip_byte(p: &Path, at: usize, mask: u8) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(p, &bytes).unwrap();
 }
+
+/// `chmod -R u+w DIR`: the store seals its layers read-only; a test that damages one on
+/// purpose, or removes its home, makes them writable first (root needs not, others do).
+pub fn make_writable(dir: &Path) {
+    let _ = Command::new("chmod").arg("-R").arg("u+w").arg(dir).status();
+}
+
+/// The permission bits of a path (not following a symlink).
+#[track_caller]
+pub fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}

@@ -173,6 +173,10 @@ impl std::ops::Deref for TestContext {
 
 impl Drop for TestContext {
     fn drop(&mut self) {
+        // Store layers are sealed read-only; a user who is not root could not remove them.
+        if self.store().exists() {
+            fs::make_writable(&self.store());
+        }
         if std::thread::panicking() {
             // Keep what a failing test left, for the developer to look at.
             self.dir.disable_cleanup(true);

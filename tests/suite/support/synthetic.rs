@@ -97,7 +97,18 @@ pub fn publish(root: &Path, dir: &Path, release: &str) -> Published {
 /// Starts a writer process publishing `release` into the store at `root`, with
 /// `KFORGE_FAULT_INJECT` set to `fault` when given. Its stdout says what publish did.
 pub fn spawn_writer(root: &Path, dir: &Path, release: &str, fault: Option<&str>) -> Child {
-    let spec = serde_json::json!({ "root": root, "dir": dir, "release": release });
+    spawn_writer_with_umask(root, dir, release, fault, 0o022)
+}
+
+/// [`spawn_writer`] with the writer's umask.
+pub fn spawn_writer_with_umask(
+    root: &Path,
+    dir: &Path,
+    release: &str,
+    fault: Option<&str>,
+    umask: u32,
+) -> Child {
+    let spec = serde_json::json!({ "root": root, "dir": dir, "release": release, "umask": umask });
     let mut c = Command::new(std::env::current_exe().unwrap());
     c.args([
         "--exact",
@@ -122,6 +133,9 @@ pub fn writer_main() {
     };
     let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
     let path = |k: &str| PathBuf::from(spec[k].as_str().unwrap());
+    let umask = libc::mode_t::try_from(spec["umask"].as_u64().unwrap()).unwrap();
+    // SAFETY: umask(2) only sets this process's file mode mask.
+    unsafe { libc::umask(umask) };
     let published = publish(
         &path("root"),
         &path("dir"),
