@@ -11,8 +11,8 @@ PKGS=(
   jq python3-venv
   # clang/LLVM toolchain (compiler=clang)
   clang lld llvm
-  # compile cache; mailed patch series
-  ccache b4
+  # compile cache (b4, for mailed series, comes from PyPI below)
+  ccache
   # a shared remote compile cache (tests/remote_cache.rs runs a real one on loopback)
   redis-server
   # the guest layer: QEMU, a static busybox for the initramfs, virtiofsd's build deps,
@@ -50,6 +50,20 @@ if ((${#missing[@]})); then
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all packages present" >&2
+fi
+
+# b4 for mailed series, pinned, from PyPI into a virtual environment of its own: Debian 12's
+# b4 0.12 crashes (`save_cover`: "Header values may not contain linefeed") on a thread whose
+# From: header is folded, which git format-patch writes for a long name.
+B4_VERSION=0.16.0
+b4_venv=/opt/kforge/b4-$B4_VERSION
+if [[ $(/usr/local/bin/b4 --version 2>/dev/null) != "$B4_VERSION" ]]; then
+  echo "install-deps: b4 $B4_VERSION from PyPI into $b4_venv" >&2
+  SUDO=()
+  [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" /usr/bin/python3 -m venv "$b4_venv"
+  "${SUDO[@]}" "$b4_venv/bin/pip" install --quiet --disable-pip-version-check "b4==$B4_VERSION" >&2
+  "${SUDO[@]}" ln -sf "$b4_venv/bin/b4" /usr/local/bin/b4
 fi
 
 # virtiofsd is not packaged in Debian 12: build it from crates.io (about a minute).

@@ -37,7 +37,20 @@ fn series(
     edits: &[(&str, &str)],
     cover: Option<&str>,
 ) -> (PathBuf, String, Vec<String>) {
-    let g = |args: &[&str]| git_as(AUTHOR, dev, args);
+    series_by(AUTHOR, dev, name, base, version, edits, cover)
+}
+
+/// [`series`], written and mailed by `author`.
+fn series_by(
+    author: (&str, &str),
+    dev: &Path,
+    name: &str,
+    base: &str,
+    version: u32,
+    edits: &[(&str, &str)],
+    cover: Option<&str>,
+) -> (PathBuf, String, Vec<String>) {
+    let g = |args: &[&str]| git_as(author, dev, args);
     g(&["checkout", "--quiet", "--force", "-B", name, base]);
     for (file, line) in edits {
         let p = dev.join(file);
@@ -219,6 +232,24 @@ fn identity_of_series_revisions_and_faults() {
     let (mbox1, first, _) = series(&dev, "s-v1", TAG, 1, &v2_edits[..1], None);
     let v1 = run(args(&first, &mbox1));
     assert_eq!(v1.label, "init-version-c-series-patch-one");
+    // A long name folds the From: header git format-patch writes (Debian 12's b4 0.12
+    // crashed on it in save_cover); the series applies all the same.
+    let long = (
+        "Maximiliana Bartholomew-Featherstonehaugh von Wolfenstein-Schmidt III",
+        "maximiliana@example.org",
+    );
+    let (mbox_long, cover_long, _) =
+        series_by(long, &dev, "s-long", TAG, 2, &v2_edits, Some("a long name"));
+    assert!(
+        fs::read_string(&mbox_long).contains(&format!("From: {}\n <", long.0)),
+        "the From: header is not folded"
+    );
+    let folded = run(args(&cover_long, &mbox_long));
+    assert_eq!(folded.label, "a-long-name-v2");
+    assert_eq!(
+        folded.inputs.tree, v2.inputs.tree,
+        "the same edits, the same tree"
+    );
     // A custom label still wins over the series.
     let mut a = args(&cover3, &mbox3);
     a.extend(["--label".to_owned(), "mine".to_owned()]);
