@@ -46,8 +46,9 @@ if ((${#missing[@]})); then
   SUDO=()
   [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
   export DEBIAN_FRONTEND=noninteractive
-  "${SUDO[@]}" apt-get update -qq
-  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # (dpkg reports on stdout; a caller's stdout is its own, e.g. quickstart's manifest)
+  "${SUDO[@]}" apt-get update -qq >&2
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 else
   echo "install-deps: all packages present" >&2
 fi
@@ -70,5 +71,5 @@ fi
 if ! command -v virtiofsd >/dev/null && [[ ! -x ${HOME:-/root}/.cargo/bin/virtiofsd ]] \
   && [[ ! -x /usr/libexec/virtiofsd ]]; then
   echo "install-deps: cargo install virtiofsd" >&2
-  cargo install --locked --quiet virtiofsd
+  cargo install --locked --quiet virtiofsd >&2
 fi

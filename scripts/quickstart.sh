@@ -6,14 +6,17 @@
 #
 #   scripts/quickstart.sh [extra `kforge build` arguments]
 #
+# stdout carries the manifest and nothing else (`scripts/quickstart.sh | jq .uts_release`);
+# what is installed and built on the way is reported on stderr.
+#
 # Defaults to the library's smallest guest preset (a few minutes on 2 cores); pass e.g.
 # `--preset imageless_defconfig` for the default guest kernel. State goes to kforge's XDG
 # directories (~/.local/share/kforge, ~/.cache/kforge) unless KFORGE_* variables say otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-deps.sh
-cargo build --locked --release
+bash scripts/install-deps.sh >&2
+cargo build --locked --release >&2
 kforge=$PWD/target/release/kforge
 
 if ! "$kforge" mirror show >/dev/null 2>&1; then
