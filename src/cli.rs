@@ -117,9 +117,14 @@ Example (bash):
     Vm(VmArgs),
     /// Print the JSON Schema (2020-12) of a build request.
     Schema,
-    /// Print the kernel flow for the Windmill engine (YAML; the repository keeps it at
-    /// windmill/f/kernel/build.flow/flow.yaml): every step a bash module calling `kforge step`.
-    WindmillFlow,
+    /// Print a flow for the Windmill engine (YAML; the repository keeps them at
+    /// windmill/f/kernel/build.flow/flow.yaml and windmill/f/qemu/build.flow/flow.yaml): every
+    /// step a bash module calling `kforge step` (`kforge qemu step`).
+    WindmillFlow {
+        /// Which flow: the kernel's or QEMU's.
+        #[arg(long, value_enum, default_value = "linux")]
+        project: Project,
+    },
     /// List the kconfig library's presets and fragments.
     Library,
     /// Create or fill the bare mirror builds come from (the kernel's, or QEMU's with
@@ -266,6 +271,12 @@ pub enum QemuCommand {
   kforge qemu build v9.2.0 --target-list x86_64-softmmu,aarch64-softmmu --features default
   kforge boot --check --qemu qemu-7.2.22-0123456789ab   # boot a kernel with it")]
     Build(QemuBuildArgs),
+    /// Run one step of the QEMU build on its own, for an engine that runs the flow step by
+    /// step on one worker (as `kforge step` does for the kernel's).
+    #[command(after_help = r#"INPUT is one JSON object:
+  {"request": {...a QEMU build request...}, "results": {"prepare_worktree": <its output>, ...}}
+Every step before NAME needs its result. The slot is WORKERS_DIR/<KFORGE_WORKER_INDEX>/main/qemu."#)]
+    Step(StepArgs),
     /// Continue the slot's failed or interrupted QEMU build from the step it stopped at.
     Resume {
         /// Wait for a busy slot instead of failing.

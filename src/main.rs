@@ -11,9 +11,11 @@ use clap::Parser;
 use cli::{BuildArgs, Cli, Command, MirrorCommand};
 use kforge::dirs::{DirFlags, Dirs};
 use kforge::error::{Error, exit};
+use kforge::flow::lifecycle::{self, Flow};
 use kforge::flow::{Event, Reporter};
-use kforge::kernel::{self, IdentityReport, Until};
+use kforge::kernel::{self, IdentityReport, KernelFlow, Until};
 use kforge::library::Library;
+use kforge::qemu::QemuFlow;
 use kforge::slot::Mirror;
 
 fn print_json<T: serde::Serialize>(value: &T) {
@@ -57,18 +59,24 @@ fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Resu
     Ok(())
 }
 
-/// What `kforge step` reads.
+/// What `kforge step` and `kforge qemu step` read.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StepInput {
-    request: kforge::request::KernelRequest,
+#[serde(deny_unknown_fields, bound = "R: serde::de::DeserializeOwned")]
+struct StepInput<R> {
+    request: R,
     #[serde(default)]
     results: std::collections::BTreeMap<String, kforge::flow::StepResult>,
 }
 
-fn step_command(args: &cli::StepArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
+/// One step of flow `F` in this process: the step's result as one line of JSON (the
+/// manifest, for the last step).
+fn step_command<F: Flow>(
+    args: &cli::StepArgs,
+    dirs: &Dirs,
+    ui: &dyn Reporter,
+) -> Result<(), Error> {
     if args.list {
-        for name in kernel::step_names() {
+        for name in lifecycle::step_names::<F>() {
             println!("{name}");
         }
         return Ok(());
@@ -85,16 +93,24 @@ fn step_command(args: &cli::StepArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<
             None => s.to_owned(),
         },
     };
-    let input: StepInput =
+    let input: StepInput<F::Request> =
         serde_json::from_str(&text).map_err(|e| Error::Input(format!("step input: {e}")))?;
-    let plan = kernel::plan(input.request, dirs)?;
-    let (result, run) = kernel::run_step(plan, name, &input.results, args.wait, ui)?;
-    let line = if name == "collect" {
-        serde_json::to_string(run.manifest.as_ref().expect("collect ran"))
-    } else {
-        serde_json::to_string(&result)
+    let plan = F::plan(input.request, dirs)?;
+    let (result, run) = lifecycle::run_step::<F>(plan, name, &input.results, args.wait, ui)?;
+    let line = match F::manifest(&run) {
+        Some(m) if lifecycle::step_names::<F>().last() == Some(&result.step.as_str()) => {
+            serde_json::to_string(m)
+        }
+        _ => serde_json::to_string(&result),
     };
     println!("{}", line.expect("serializes"));
+    Ok(())
+}
+
+/// `resume` of flow `F`: prints the manifest.
+fn resume_command<F: Flow>(dirs: &Dirs, wait: bool, ui: &dyn Reporter) -> Result<(), Error> {
+    let finished = lifecycle::resume::<F>(dirs, wait, ui)?;
+    print_json(F::manifest(&finished.run).expect("the last step ran"));
     Ok(())
 }
 
@@ -273,19 +289,19 @@ fn boot_command(args: &cli::BootArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<
 }
 
 fn qemu_command(cmd: &cli::QemuCommand, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
-    let finished = match cmd {
+    match cmd {
         cli::QemuCommand::Build(a) => {
             let request = a.to_request().map_err(Error::Input)?;
             let plan = kforge::qemu::plan(request, dirs)?;
-            kforge::qemu::run(plan, a.wait, ui)?
+            let finished = lifecycle::run::<QemuFlow>(plan, None, a.wait, ui)?;
+            print_json(finished.run.manifest.as_ref().expect("collect ran"));
         }
-        cli::QemuCommand::Resume { wait } => kforge::qemu::resume(dirs, *wait, ui)?,
+        cli::QemuCommand::Step(a) => step_command::<QemuFlow>(a, dirs, ui)?,
+        cli::QemuCommand::Resume { wait } => resume_command::<QemuFlow>(dirs, *wait, ui)?,
         cli::QemuCommand::Schema => {
             print_json(&schemars::schema_for!(kforge::qemu::QemuRequest));
-            return Ok(());
         }
-    };
-    print_json(finished.run.manifest.as_ref().expect("collect ran"));
+    }
     Ok(())
 }
 
@@ -628,20 +644,20 @@ fn main() -> ExitCode {
         .and_then(|dirs| match &cli.command {
             Command::Build(a) => build(a, &dirs, Until::Collect, &ui),
             Command::Identity(a) => build(a, &dirs, Until::Identity, &ui),
-            Command::Step(a) => step_command(a, &dirs, &ui),
-            Command::Resume { wait } => {
-                let finished = kernel::resume(&dirs, *wait, &ui)?;
-                print_json(finished.run.manifest.as_ref().expect("collect ran"));
-                Ok(())
-            }
+            Command::Step(a) => step_command::<KernelFlow>(a, &dirs, &ui),
+            Command::Resume { wait } => resume_command::<KernelFlow>(&dirs, *wait, &ui),
             Command::Boot(a) => boot_command(a, &dirs, &ui),
             Command::Vm(a) => vm_command(a, &dirs, &ui),
             Command::Schema => {
                 print_json(&kforge::request::schema());
                 Ok(())
             }
-            Command::WindmillFlow => {
-                print!("{}", kforge::windmill::to_yaml(&kforge::windmill::flow()));
+            Command::WindmillFlow { project } => {
+                let flow = match project {
+                    cli::Project::Linux => kforge::windmill::flow::<KernelFlow>(),
+                    cli::Project::Qemu => kforge::windmill::flow::<QemuFlow>(),
+                };
+                print!("{}", kforge::windmill::to_yaml(&flow));
                 Ok(())
             }
             Command::Library => {

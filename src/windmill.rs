@@ -1,15 +1,98 @@
-//! The kernel flow for the Windmill engine (`windmill/f/kernel/build.flow/flow.yaml`),
-//! generated from the flow's own step list and request schema so it cannot drift from
-//! `kforge step`: a `same_worker` flow, one bash module per step calling `kforge step`,
-//! configure as a `branchone` over `config_method`, collect's manifest as the result.
+//! The flows for the Windmill engine (`windmill/f/<flow>/build.flow/flow.yaml`), generated
+//! from each flow's own step list and request schema so they cannot drift from
+//! `kforge step` / `kforge qemu step`: a `same_worker` flow, one bash module per step
+//! calling the flow's step command, a branch over a request input where a flow has one
+//! (the kernel's configure over `config_method`), the last step's manifest as the result.
 
 use serde_json::{Map, Value, json};
 
-use crate::kernel;
-use crate::request::ConfigMethod;
+use crate::flow::lifecycle::{Flow, step_names};
+use crate::kernel::KernelFlow;
+use crate::qemu::QemuFlow;
 
-/// Where the flow lives in a Windmill sync tree (`wmill sync push`).
-pub const FLOW_PATH: &str = "windmill/f/kernel/build.flow/flow.yaml";
+/// A flow as the Windmill generator needs it, beside the lifecycle's view ([`Flow`]).
+pub trait WindmillFlow: Flow {
+    /// Where the flow lives in a Windmill sync tree (`wmill sync push`).
+    const PATH: &'static str;
+    /// The command that runs one step (`kforge step`).
+    const STEP_COMMAND: &'static str;
+    /// The flow's one-line summary.
+    const SUMMARY: &'static str;
+    /// The request's JSON Schema (with `x-group`s and `x-groups` where it has them).
+    fn schema() -> Value;
+    /// What a step does, for its module's summary.
+    fn step_summary(step: &str) -> &'static str;
+    /// A step an engine runs as one branch per value of a request input.
+    fn branches(step: &str) -> Option<Branching> {
+        let _ = step;
+        None
+    }
+}
+
+/// A step run as a branch per value of `input`: module ids `<step>_<value>`.
+pub struct Branching {
+    pub input: &'static str,
+    pub default: &'static str,
+    pub others: &'static [&'static str],
+}
+
+impl WindmillFlow for KernelFlow {
+    const PATH: &'static str = "windmill/f/kernel/build.flow/flow.yaml";
+    const STEP_COMMAND: &'static str = "kforge step";
+    const SUMMARY: &'static str = "Build a Linux kernel with kforge";
+    fn schema() -> Value {
+        crate::request::schema()
+    }
+    fn step_summary(step: &str) -> &'static str {
+        match step {
+            "prepare_worktree" => "sync the slot's warm tree to git_ref; apply a b4 series",
+            "build_flags" => "toolchain, reproducibility and ccache make flags",
+            "configure" => "produce .config and bake the build identity into it",
+            "fetch_identity" => "fetch this identity from a peer's store (use_peers)",
+            "reuse_check" => "is kernel-<release> already in destdir/ or the store?",
+            "compile" => "make: vmlinux, the boot image, modules",
+            "devtools" => "compile_commands.json for the build",
+            "install" => "make install into destdir/",
+            "install_modules" => "make modules_install into destdir/",
+            "publish" => "add the run layer to the store",
+            "publish_devel" => "add the devel layer to the store",
+            "deploy_worktree" => "lay the developer worktree (worktree_group)",
+            "fetch_devel" => "devel layer and compile_commands.json into the developer worktree",
+            "collect" => "the manifest: the flow's result",
+            _ => "",
+        }
+    }
+    fn branches(step: &str) -> Option<Branching> {
+        (step == "configure").then_some(Branching {
+            input: "config_method",
+            default: "preset",
+            others: &["make", "fragments"],
+        })
+    }
+}
+
+impl WindmillFlow for QemuFlow {
+    const PATH: &'static str = "windmill/f/qemu/build.flow/flow.yaml";
+    const STEP_COMMAND: &'static str = "kforge qemu step";
+    const SUMMARY: &'static str = "Build QEMU with kforge";
+    fn schema() -> Value {
+        serde_json::to_value(schemars::schema_for!(crate::qemu::QemuRequest))
+            .expect("schema serializes")
+    }
+    fn step_summary(step: &str) -> &'static str {
+        match step {
+            "prepare_worktree" => "sync the slot's warm tree to git_ref; apply a b4 series",
+            "build_flags" => "configure's options and the identity they make",
+            "reuse_check" => "is qemu-<release> already in the store?",
+            "configure" => "QEMU's configure in build/, when its options changed",
+            "compile" => "ninja: what meson installs",
+            "install" => "meson install into destdir/",
+            "publish" => "add the installed tree to the store",
+            "collect" => "the manifest: the flow's result",
+            _ => "",
+        }
+    }
+}
 
 /// The flow input as kforge reads it: empty strings and nulls (fields a form left blank)
 /// are dropped so the request's defaults apply.
@@ -17,34 +100,36 @@ const REQUEST_EXPR: &str = "JSON.stringify(Object.fromEntries(Object.entries(flo
 
 /// The bash module of one step. Windmill passes `request` and `results` as `$1` and `$2`;
 /// the job's result is the last line of stdout (also left in `./result.json`).
-fn script(step: &str) -> String {
+fn script<F: WindmillFlow>(step: &str) -> String {
     format!(
         r#"# Generated by `kforge windmill-flow`; edit kforge, not this file.
-# The slot is WORKERS_DIR/<KFORGE_WORKER_INDEX>/main/linux: give every worker its own index
+# The slot is WORKERS_DIR/<KFORGE_WORKER_INDEX>/main/{project}: give every worker its own index
 # in its environment (and list KFORGE_WORKER_INDEX in the worker's WHITELIST_ENVS).
 set -euo pipefail
 request="$1"
 results="$2"
 : "${{KFORGE_WORKER_INDEX:?set KFORGE_WORKER_INDEX in the environment of this worker}}"
 export KFORGE_WORKER_INDEX
-kforge step {step} --wait "{{\"request\": $request, \"results\": $results}}" | tee ./result.json
-"#
+{command} {step} --wait "{{\"request\": $request, \"results\": $results}}" | tee ./result.json
+"#,
+        project = F::PROJECT,
+        command = F::STEP_COMMAND,
     )
 }
 
-fn module(step: &str, summary: &str, earlier: &[&str]) -> Value {
+fn module<F: WindmillFlow>(id: &str, summary: &str, earlier: &[&str]) -> Value {
     let results = earlier
         .iter()
         .map(|s| format!("{s}: results.{s}"))
         .collect::<Vec<_>>()
         .join(", ");
     json!({
-        "id": step,
+        "id": id,
         "summary": summary,
         "value": {
             "type": "rawscript",
             "language": "bash",
-            "content": script(step),
+            "content": script::<F>(id),
             "input_transforms": {
                 "request": {"type": "javascript", "expr": REQUEST_EXPR},
                 "results": {"type": "javascript", "expr": format!("JSON.stringify({{{results}}})")},
@@ -53,31 +138,10 @@ fn module(step: &str, summary: &str, earlier: &[&str]) -> Value {
     })
 }
 
-/// What each step does, for the module summaries.
-fn summary(step: &str) -> &'static str {
-    match step {
-        "prepare_worktree" => "sync the slot's warm tree to git_ref; apply a b4 series",
-        "build_flags" => "toolchain, reproducibility and ccache make flags",
-        "configure" => "produce .config and bake the build identity into it",
-        "fetch_identity" => "fetch this identity from a peer's store (use_peers)",
-        "reuse_check" => "is kernel-<release> already in destdir/ or the store?",
-        "compile" => "make: vmlinux, the boot image, modules",
-        "devtools" => "compile_commands.json for the build",
-        "install" => "make install into destdir/",
-        "install_modules" => "make modules_install into destdir/",
-        "publish" => "add the run layer to the store",
-        "publish_devel" => "add the devel layer to the store",
-        "deploy_worktree" => "lay the developer worktree (worktree_group)",
-        "fetch_devel" => "devel layer and compile_commands.json into the developer worktree",
-        "collect" => "the manifest: the flow's result",
-        _ => "",
-    }
-}
-
 /// The request schema as a Windmill form: one plain type per field (a nullable field is its
 /// type, left out when empty), enums inline, the input groups' order kept.
-pub fn input_schema() -> Value {
-    let full = crate::request::schema();
+pub fn input_schema<F: WindmillFlow>() -> Value {
+    let full = F::schema();
     let defs = full.get("$defs").cloned().unwrap_or_default();
     let mut properties = Map::new();
     let mut order = Vec::new();
@@ -91,6 +155,9 @@ pub fn input_schema() -> Value {
                     "enum".into(),
                     variants.iter().map(|v| v["const"].clone()).collect(),
                 );
+            } else if let Some(values) = def.get("enum") {
+                p.insert("type".into(), json!("string"));
+                p.insert("enum".into(), values.clone());
             } else {
                 // A string or a list of strings: the form offers the list.
                 p.insert("type".into(), json!("array"));
@@ -108,60 +175,80 @@ pub fn input_schema() -> Value {
         properties.insert(name.clone(), Value::Object(p));
     }
     // Fields in the groups' order, as the form shows them.
-    let groups: Vec<&str> = crate::request::GROUPS.iter().map(|(g, _)| *g).collect();
+    let groups: Vec<&str> = full["x-groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(|g| g["name"].as_str()).collect())
+        .unwrap_or_default();
     order.sort_by_key(|n| {
         let g = properties[n.as_str().expect("name")]["x-group"]
             .as_str()
             .unwrap_or("");
         groups.iter().position(|x| *x == g).unwrap_or(groups.len())
     });
-    json!({
+    let mut schema = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
         "description": full["description"],
         "properties": properties,
         "required": [],
         "order": order,
-        "x-groups": full["x-groups"],
-    })
+    });
+    if let Some(g) = full.get("x-groups") {
+        schema["x-groups"] = g.clone();
+    }
+    schema
 }
 
-/// The flow, as a JSON value (written out as YAML by [`to_yaml`]).
-pub fn flow() -> Value {
-    let names = kernel::step_names();
+/// The flow of `F`, as a JSON value (written out as YAML by [`to_yaml`]).
+pub fn flow<F: WindmillFlow>() -> Value {
+    let names = step_names::<F>();
     let mut modules = Vec::new();
     for (i, step) in names.iter().enumerate() {
         let earlier = &names[..i];
-        if *step == "configure" {
-            let branch = |m: ConfigMethod| {
-                let id = format!("configure_{}", m.as_str());
-                module(&id, summary("configure"), earlier)
-            };
+        let summary = F::step_summary(step);
+        if let Some(b) = F::branches(step) {
+            let branch = |value: &str| module::<F>(&format!("{step}_{value}"), summary, earlier);
+            let branches: Vec<Value> = b
+                .others
+                .iter()
+                .map(|v| {
+                    json!({
+                        "summary": format!("{}: {v}", b.input),
+                        "expr": format!("flow_input.{} === '{v}'", b.input),
+                        "modules": [branch(v)],
+                    })
+                })
+                .collect();
             modules.push(json!({
-                "id": "configure",
-                "summary": "configure: a branch per config_method",
+                "id": step,
+                "summary": format!("{step}: a branch per {}", b.input),
                 "value": {
                     "type": "branchone",
-                    "branches": [
-                        {"summary": "config_method: make", "expr": "flow_input.config_method === 'make'", "modules": [branch(ConfigMethod::Make)]},
-                        {"summary": "config_method: fragments", "expr": "flow_input.config_method === 'fragments'", "modules": [branch(ConfigMethod::Fragments)]},
-                    ],
-                    "default": [branch(ConfigMethod::Preset)],
+                    "branches": branches,
+                    "default": [branch(b.default)],
                 },
             }));
         } else {
-            modules.push(module(step, summary(step), earlier));
+            modules.push(module::<F>(step, summary, earlier));
         }
     }
     json!({
-        "summary": "Build a Linux kernel with kforge",
-        "description": "Generated by `kforge windmill-flow`; edit kforge, not this file. One worker runs every step (same_worker) in its own warm slot; the result is collect's manifest.",
+        "summary": F::SUMMARY,
+        "description": format!("Generated by `kforge windmill-flow`; edit kforge, not this file. One worker runs every step (same_worker) in its own warm slot; the result is {}'s manifest.", names.last().expect("a flow has steps")),
         "value": {
             "modules": modules,
             "same_worker": true,
         },
-        "schema": input_schema(),
+        "schema": input_schema::<F>(),
     })
+}
+
+/// Every flow kforge generates for Windmill: its path and its YAML.
+pub fn all() -> Vec<(&'static str, String)> {
+    vec![
+        (KernelFlow::PATH, to_yaml(&flow::<KernelFlow>())),
+        (QemuFlow::PATH, to_yaml(&flow::<QemuFlow>())),
+    ]
 }
 
 /// YAML for a JSON value: block mappings and sequences, multi-line strings as literal
@@ -278,10 +365,10 @@ mod tests {
 
     #[test]
     fn every_step_is_a_module_in_order_and_configure_branches() {
-        let f = flow();
+        let f = flow::<KernelFlow>();
         let modules = f["value"]["modules"].as_array().unwrap();
         let ids: Vec<&str> = modules.iter().map(|m| m["id"].as_str().unwrap()).collect();
-        assert_eq!(ids, kernel::step_names());
+        assert_eq!(ids, step_names::<KernelFlow>());
         let configure = &modules[2]["value"];
         assert_eq!(configure["type"], "branchone");
         assert_eq!(configure["default"][0]["id"], "configure_preset");
@@ -304,5 +391,27 @@ mod tests {
                 .unwrap()
                 .len()
         );
+    }
+
+    #[test]
+    fn the_qemu_flow_has_a_module_per_step() {
+        let f = flow::<QemuFlow>();
+        let ids: Vec<&str> = f["value"]["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, step_names::<QemuFlow>());
+        let content = f["value"]["modules"][0]["value"]["content"]
+            .as_str()
+            .unwrap();
+        assert!(
+            content.contains("kforge qemu step prepare_worktree --wait"),
+            "{content}"
+        );
+        assert!(content.contains("main/qemu"), "{content}");
+        let schema = &f["schema"]["properties"];
+        assert_eq!(schema["features"]["enum"], json!(["minimal", "default"]));
     }
 }

@@ -39,21 +39,6 @@ impl<R> RunRecord<R> {
     }
 }
 
-/// Takes a flow's slot for a run (waiting with `wait`), reporting the wait as an event of
-/// the first step.
-pub fn lock_slot(
-    slot: &Slot,
-    wait: bool,
-    reporter: &dyn Reporter,
-) -> Result<crate::slot::SlotGuard, Error> {
-    Ok(slot.lock(wait, &mut |msg| {
-        reporter.event(&super::Event::Info {
-            step: "prepare_worktree",
-            message: msg,
-        });
-    })?)
-}
-
 /// Where a slot keeps its run record (the slot's state directory is per project).
 pub fn path(slot: &Slot) -> PathBuf {
     slot.state.join("run.json")

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use crate::dirs::Dirs;
 use crate::error::Error;
-use crate::flow::{self, Reporter, Step, StepRecord};
+use crate::flow::{self, Reporter, Step};
 use crate::identity::IdentityInputs;
 use crate::library::Library;
 use crate::manifest::Manifest;
@@ -299,25 +299,64 @@ pub const STEPS: &[&dyn Step<KernelRun>] = &[
     &collect::Collect,
 ];
 
-/// The names of the flow's steps, in order.
-pub fn step_names() -> Vec<&'static str> {
-    STEPS.iter().map(|s| s.name()).collect()
-}
+/// The kernel flow on the generic lifecycle ([`flow::lifecycle`]).
+pub struct KernelFlow;
 
-/// The steps up to `until`.
-fn steps(until: Until) -> &'static [&'static dyn Step<KernelRun>] {
-    match until {
-        Until::Identity => &STEPS[..3],
-        Until::Collect => STEPS,
+/// The configure branches an engine runs by name (`configure_<config_method>`).
+const CONFIGURE_BRANCHES: &[&str] = &["configure_preset", "configure_make", "configure_fragments"];
+
+impl flow::lifecycle::Flow for KernelFlow {
+    const PROJECT: &'static str = PROJECT;
+    const WHAT: &'static str = "kernel";
+    type Request = KernelRequest;
+    type Plan = Plan;
+    type Run = KernelRun;
+    type Manifest = Manifest;
+
+    fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
+        plan(request, dirs)
+    }
+    fn request(plan: &Plan) -> &KernelRequest {
+        &plan.request
+    }
+    fn slot(plan: &Plan) -> &Slot {
+        &plan.slot
+    }
+    fn start(plan: Plan) -> KernelRun {
+        KernelRun::new(plan)
+    }
+    fn steps() -> &'static [&'static dyn Step<KernelRun>] {
+        STEPS
+    }
+    fn manifest(run: &KernelRun) -> Option<&Manifest> {
+        run.manifest.as_ref()
+    }
+    /// `configure_<method>` is configure, for a request whose config_method is `<method>`.
+    fn alias(name: &str, request: &KernelRequest) -> Result<Option<&'static str>, Error> {
+        let Some(method) = name.strip_prefix("configure_") else {
+            return Ok(None);
+        };
+        if !CONFIGURE_BRANCHES.contains(&name) {
+            return Ok(None);
+        }
+        if method != request.config_method.as_str() {
+            return Err(Error::Input(format!(
+                "step {name} is the configure branch for config_method {method}, but the request's config_method is {}",
+                request.config_method.as_str()
+            )));
+        }
+        Ok(Some("configure"))
+    }
+    fn alias_names() -> &'static [&'static str] {
+        CONFIGURE_BRANCHES
     }
 }
 
-/// The result of a run.
-#[derive(Debug)]
-pub struct Finished {
-    pub run: KernelRun,
-    pub steps: Vec<StepRecord>,
-}
+/// The result of a kernel run.
+pub type Finished = flow::lifecycle::Finished<KernelFlow>;
+
+/// A slot's last kernel run (see [`flow::record`]).
+pub type RunRecord = flow::record::RunRecord<KernelRequest>;
 
 impl KernelRun {
     fn new(plan: Plan) -> Self {
@@ -341,14 +380,6 @@ impl KernelRun {
     }
 }
 
-/// A slot's last kernel run (see [`flow::record`]).
-pub type RunRecord = flow::record::RunRecord<KernelRequest>;
-
-/// Where a slot keeps its run record.
-pub fn run_record_path(slot: &Slot) -> PathBuf {
-    flow::record::path(slot)
-}
-
 /// Locks the plan's slot and runs the flow up to `until`.
 pub fn run(
     plan: Plan,
@@ -356,130 +387,11 @@ pub fn run(
     wait: bool,
     reporter: &dyn Reporter,
 ) -> Result<Finished, Error> {
-    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
-    let record = RunRecord::new(plan.request.clone());
-    let slot = plan.slot.clone();
-    let mut run = KernelRun::new(plan);
-    let records = flow::record::run_recorded(&slot, &mut run, steps(until), record, reporter)?;
-    Ok(Finished {
-        run,
-        steps: records,
-    })
-}
-
-/// Reads the slot's run record and says which step a resume starts at.
-pub fn resumable(slot: &Slot) -> Result<(RunRecord, usize), Error> {
-    let Some(record) = flow::record::read::<KernelRequest>(slot)? else {
-        return Err(Error::Input(format!(
-            "nothing to resume: slot {} has no recorded run",
-            slot.src.display()
-        )));
+    let last = match until {
+        Until::Identity => Some("configure"),
+        Until::Collect => None,
     };
-    let at = flow::record::resume_point(slot, &record, STEPS)?;
-    Ok((record, at))
-}
-
-/// Continues the slot's failed run from its failed step, with the request and the results
-/// of the steps before it as recorded.
-pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finished, Error> {
-    let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
-    let (record, at) = resumable(&slot)?;
-    let plan = plan(record.request.clone(), dirs)?;
-    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
-    // Taken again under the lock: another run may have finished in between.
-    let (again, at_again) = resumable(&slot)?;
-    if at_again != at || again.results.len() != record.results.len() {
-        return Err(Error::Input(
-            "the slot's run record changed while waiting for the slot; run resume again".into(),
-        ));
-    }
-    let mut run = KernelRun::new(plan);
-    flow::apply(&mut run, &record.results)?;
-    reporter.event(&flow::Event::Info {
-        step: STEPS[at].name(),
-        message: &format!(
-            "resuming at {} (steps before it as recorded)",
-            STEPS[at].name()
-        ),
-    });
-    let mut steps = record
-        .results
-        .iter()
-        .map(flow::StepResult::record)
-        .collect::<Vec<_>>();
-    steps.extend(flow::record::run_recorded(
-        &slot,
-        &mut run,
-        &STEPS[at..],
-        record,
-        reporter,
-    )?);
-    Ok(Finished { run, steps })
-}
-
-/// The step `kforge step <name>` runs: a flow step, or `configure_<method>` (the branches of
-/// an engine's configure), which is configure with a check that the request chose it.
-pub fn find_step(name: &str, request: &KernelRequest) -> Result<usize, Error> {
-    let base = match name.strip_prefix("configure_") {
-        Some(method) => {
-            if method != request.config_method.as_str() {
-                return Err(Error::Input(format!(
-                    "step {name} is the configure branch for config_method {method}, but the request's config_method is {}",
-                    request.config_method.as_str()
-                )));
-            }
-            "configure"
-        }
-        None => name,
-    };
-    STEPS.iter().position(|s| s.name() == base).ok_or_else(|| {
-        Error::Input(format!(
-            "unknown step `{name}`; the steps are: {} (and configure_preset, configure_make, configure_fragments)",
-            step_names().join(", ")
-        ))
-    })
-}
-
-/// Runs one step in its own process: the earlier steps' results (keyed by step name, as an
-/// engine passes them) are laid over a fresh run first, and every earlier step must have one.
-pub fn run_step(
-    plan: Plan,
-    name: &str,
-    results: &std::collections::BTreeMap<String, flow::StepResult>,
-    wait: bool,
-    reporter: &dyn Reporter,
-) -> Result<(flow::StepResult, KernelRun), Error> {
-    let at = find_step(name, &plan.request)?;
-    let mut earlier = Vec::with_capacity(at);
-    let mut missing = Vec::new();
-    for step in &STEPS[..at] {
-        let found = results.get(step.name()).or_else(|| {
-            (step.name() == "configure")
-                .then(|| {
-                    results.get(&format!(
-                        "configure_{}",
-                        plan.request.config_method.as_str()
-                    ))
-                })
-                .flatten()
-        });
-        match found {
-            Some(r) => earlier.push(r.clone()),
-            None => missing.push(step.name()),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(Error::Input(format!(
-            "step {name} needs the results of the steps before it; missing: {}",
-            missing.join(", ")
-        )));
-    }
-    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
-    let mut run = KernelRun::new(plan);
-    flow::apply(&mut run, &earlier)?;
-    let mut result = flow::run_one(STEPS[at], &mut run, reporter)?;
-    name.clone_into(&mut result.step);
-    Ok((result, run))
+    flow::lifecycle::run::<KernelFlow>(plan, last, wait, reporter)
 }
 
 /// What `kforge identity` prints.

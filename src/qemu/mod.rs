@@ -8,8 +8,15 @@
 //! so a reused QEMU is not even configured. `plan` does every check that needs no change on
 //! disk first.
 
+mod build_flags;
+mod collect;
+mod compile;
+mod configure;
+mod install;
+mod prepare_worktree;
+mod publish;
 pub mod request;
-mod steps;
+mod reuse_check;
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +25,9 @@ use sha2::Digest as _;
 
 use crate::dirs::Dirs;
 use crate::error::Error;
-use crate::flow::{self, Reporter, Step, StepRecord};
+use crate::flow::{self, Event, Reporter, Step};
 use crate::manifest::Reused;
+use crate::process::Cmd;
 use crate::slot::{Mirror, ResolvedRef, Slot};
 use crate::store::{Kind, Layer, Store};
 use crate::toolchain::{self, ToolchainIdentity};
@@ -321,64 +329,52 @@ pub fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
 
 /// Every step of the QEMU flow, in order.
 pub const STEPS: &[&dyn Step<QemuRun>] = &[
-    &steps::PrepareWorktree,
-    &steps::BuildFlags,
-    &steps::ReuseCheck,
-    &steps::Configure,
-    &steps::Compile,
-    &steps::Install,
-    &steps::Publish,
-    &steps::Collect,
+    &prepare_worktree::PrepareWorktree,
+    &build_flags::BuildFlags,
+    &reuse_check::ReuseCheck,
+    &configure::Configure,
+    &compile::Compile,
+    &install::Install,
+    &publish::Publish,
+    &collect::Collect,
 ];
 
-/// The result of a run.
-#[derive(Debug)]
-pub struct Finished {
-    pub run: QemuRun,
-    pub steps: Vec<StepRecord>,
+/// The QEMU flow on the generic lifecycle ([`flow::lifecycle`]).
+pub struct QemuFlow;
+
+impl flow::lifecycle::Flow for QemuFlow {
+    const PROJECT: &'static str = PROJECT;
+    const WHAT: &'static str = "QEMU";
+    type Request = QemuRequest;
+    type Plan = Plan;
+    type Run = QemuRun;
+    type Manifest = QemuManifest;
+
+    fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
+        plan(request, dirs)
+    }
+    fn request(plan: &Plan) -> &QemuRequest {
+        &plan.request
+    }
+    fn slot(plan: &Plan) -> &Slot {
+        &plan.slot
+    }
+    fn start(plan: Plan) -> QemuRun {
+        QemuRun::new(plan)
+    }
+    fn steps() -> &'static [&'static dyn Step<QemuRun>] {
+        STEPS
+    }
+    fn manifest(run: &QemuRun) -> Option<&QemuManifest> {
+        run.manifest.as_ref()
+    }
 }
+
+/// The result of a QEMU run.
+pub type Finished = flow::lifecycle::Finished<QemuFlow>;
 
 /// A slot's last QEMU run.
 pub type RunRecord = flow::record::RunRecord<QemuRequest>;
-
-/// Locks the plan's slot and runs the flow, keeping the slot's run record.
-pub fn run(plan: Plan, wait: bool, reporter: &dyn Reporter) -> Result<Finished, Error> {
-    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
-    let record = RunRecord::new(plan.request.clone());
-    let slot = plan.slot.clone();
-    let mut run = QemuRun::new(plan);
-    let steps = flow::record::run_recorded(&slot, &mut run, STEPS, record, reporter)?;
-    Ok(Finished { run, steps })
-}
-
-/// Continues the slot's failed or interrupted QEMU run from the step it stopped at.
-pub fn resume(dirs: &Dirs, wait: bool, reporter: &dyn Reporter) -> Result<Finished, Error> {
-    let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
-    let Some(record) = flow::record::read::<QemuRequest>(&slot)? else {
-        return Err(Error::Input(format!(
-            "nothing to resume: slot {} has no recorded QEMU run",
-            slot.src.display()
-        )));
-    };
-    let at = flow::record::resume_point(&slot, &record, STEPS)?;
-    let plan = plan(record.request.clone(), dirs)?;
-    let _guard = flow::record::lock_slot(&plan.slot, wait, reporter)?;
-    let mut run = QemuRun::new(plan);
-    flow::apply(&mut run, &record.results)?;
-    let mut done: Vec<StepRecord> = record
-        .results
-        .iter()
-        .map(flow::StepResult::record)
-        .collect();
-    done.extend(flow::record::run_recorded(
-        &slot,
-        &mut run,
-        &STEPS[at..],
-        record,
-        reporter,
-    )?);
-    Ok(Finished { run, steps: done })
-}
 
 /// Where collect writes the slot's last QEMU manifest.
 pub fn manifest_path(slot: &Slot) -> PathBuf {
@@ -418,7 +414,7 @@ pub fn binary_for(arg: &Path, store_root: &Path) -> Result<PathBuf, Error> {
             )));
         };
         let entry = store.layer_dir(Layer::Run, release);
-        let bin = steps::entry_binary(&entry, &record.manifest)
+        let bin = entry_binary(&entry, &record.manifest)
             .ok_or_else(|| Error::Input(format!("qemu-{release} has no system emulator")))?;
         return check_executable(bin);
     }
@@ -439,6 +435,61 @@ fn check_executable(p: PathBuf) -> Result<PathBuf, Error> {
             "the QEMU binary {} is missing",
             p.display()
         ))),
+    }
+}
+
+// ---- Shared by the steps
+
+fn short(sha: &str) -> &str {
+    &sha[..12.min(sha.len())]
+}
+
+fn forward<'a>(step: &'a str, reporter: &'a dyn Reporter) -> impl FnMut(&str) + 'a {
+    move |line: &str| reporter.event(&Event::Output { step, line })
+}
+
+fn info(reporter: &dyn Reporter, step: &str, message: &str) {
+    reporter.event(&Event::Info { step, message });
+}
+
+/// Runs `cmd`, showing it with -v and streaming its lines as events of `step`.
+fn stream(cmd: &Cmd, step: &str, reporter: &dyn Reporter) -> Result<(), Error> {
+    reporter.event(&Event::Command {
+        step,
+        command: &cmd.display(),
+    });
+    cmd.stream(&mut forward(step, reporter))?;
+    Ok(())
+}
+
+fn first_line_of(program: &str) -> String {
+    Cmd::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| o.lines().next().map(|l| l.trim().to_owned()))
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+/// The system emulator of an installed tree: the first softmmu target's.
+fn entry_binary(root: &Path, m: &QemuManifest) -> Option<PathBuf> {
+    m.target_list
+        .iter()
+        .find_map(|t| t.strip_suffix("-softmmu"))
+        .map(|arch| {
+            root.join(PREFIX.trim_start_matches('/'))
+                .join("bin")
+                .join(format!("qemu-system-{arch}"))
+        })
+}
+
+/// The meson configure set up: the tree's own (in build/pyvenv) or the host's.
+fn meson(build: &Path) -> std::ffi::OsString {
+    let own = build.join("pyvenv/bin/meson");
+    if own.is_file() {
+        own.into_os_string()
+    } else {
+        "meson".into()
     }
 }
 

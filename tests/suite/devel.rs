@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::git::git;
 use crate::support::{
-    BIN, Manifest, Outcome, RunRecord, TAG, TINY, TestContext, fixtures, fs, repo_root,
+    Manifest, RunRecord, TAG, TINY, TestContext, fixtures, fs, run_windmill_flow,
 };
 
 /// Every file and forced include the database names exists, and nothing points outside
@@ -177,25 +177,16 @@ fn developer_worktrees_resume_and_step_by_step_runs() {
 
     // 3. The committed Windmill flow, module by module on slot 2 (reuse off: it compiles),
     //    gives kforge build's manifest but for where it ran.
-    let flow = repo_root().join("windmill/f/kernel/build.flow/flow.yaml");
-    let bin_dir = Path::new(BIN).parent().unwrap();
-    let node_out = Command::new("node")
-        .env_clear()
-        .envs(ctx.kforge_env())
-        .env(
-            "PATH",
-            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
-        )
-        .env("KFORGE_WORKER_INDEX", "2")
-        .arg(repo_root().join("windmill/run-local.mjs"))
-        .arg(&flow)
-        .arg(r#"{"git_ref": "v6.12.117", "config_method": "preset", "preset": "tiny_guest_defconfig", "reuse": false, "worktree_group": "", "label": null}"#)
-        .output()
-        .expect("node (scripts/install-deps.sh installs it)");
-    let node = Outcome::new("node windmill/run-local.mjs".into(), node_out)
-        .success()
-        .stderr_has("[run-local] configure_preset done")
-        .stderr_has("==> compile");
+    let node = run_windmill_flow(
+        ctx.kforge_env()
+            .into_iter()
+            .chain([("KFORGE_WORKER_INDEX".into(), "2".into())]),
+        "windmill/f/kernel/build.flow/flow.yaml",
+        r#"{"git_ref": "v6.12.117", "config_method": "preset", "preset": "tiny_guest_defconfig", "reuse": false, "worktree_group": "", "label": null}"#,
+    )
+    .success()
+    .stderr_has("[run-local] configure_preset done")
+    .stderr_has("==> compile");
     let stepwise: Manifest = node.json();
     assert_eq!(stepwise.reused, None, "reuse was off: it compiled");
     assert_eq!(stepwise.worker_index, 2);

@@ -12,6 +12,7 @@ use crate::support::systemd::assert_units_verify;
 use crate::support::tools::ToolLog;
 use crate::support::{
     BootReport, GcReport, LayerRecord, QemuManifest, StoreLs, TestContext, fs, qemu_mirror,
+    run_windmill_flow,
 };
 
 #[test]
@@ -179,6 +180,47 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         f.kforge(["store", "verify", &first.identity])
             .run()
             .success();
+        // The committed Windmill flow, module by module in the same slot (`kforge qemu
+        // step`, reuse off: it compiles, which here is nothing), gives the same manifest.
+        let node = run_windmill_flow(
+            f.kforge_env(),
+            "windmill/f/qemu/build.flow/flow.yaml",
+            r#"{"git_ref": "debian/latest", "configure_options": ["--disable-debug-info"], "reuse": false, "b4_series": ""}"#,
+        )
+        .success()
+        .stderr_has("[run-local] configure done")
+        .stderr_has("==> compile");
+        let stepwise: QemuManifest = node.json();
+        assert_eq!(stepwise, first, "step by step differs from kforge qemu build");
+        // A run whose compile fails (a ninja that fails but for --version, which the
+        // identity reads) is resumed from compile with the recorded results before it.
+        let real = Command::new("sh")
+            .args(["-c", "command -v ninja"])
+            .output()
+            .unwrap();
+        let real = String::from_utf8(real.stdout).unwrap().trim().to_owned();
+        let broken = ctx.path().join("broken-bin");
+        fs::write_executable(
+            broken.join("ninja"),
+            &format!(
+                "#!/bin/sh\n[ \"$1\" = --version ] && exec '{real}' \"$@\"\necho 'ninja: broken on purpose' >&2\nexit 1\n"
+            ),
+        );
+        f.kforge(QEMU_BUILD)
+            .arg("--reuse=false")
+            .path_prepend(&broken)
+            .run()
+            .code(1)
+            .stderr_has("step compile failed")
+            .stderr_has("broken on purpose");
+        let r = f.kforge(["qemu", "resume"]).run().success();
+        let r = r.stderr_has("resuming at compile");
+        assert!(!r.stderr.contains("==> prepare_worktree"), "{}", r.stderr);
+        let resumed: QemuManifest = r.json();
+        assert_eq!(resumed, first, "a resumed build's manifest differs");
+        f.kforge(["qemu", "resume"])
+            .run()
+            .refused("nothing to resume");
         let listed: StoreLs = f.kforge(["store", "ls"]).run().success().json();
         assert!(
             listed

@@ -1,15 +1,22 @@
-//! The Windmill flow in the repository is what `kforge windmill-flow` generates now, and it
-//! validates offline against Windmill's published flow schema (the npm package
-//! windmill-yaml-validator, installed into windmill/node_modules by scripts/test.sh).
-//! That the flow also runs the pipeline is tested in `devel`.
+//! The Windmill flows in the repository (the kernel's and QEMU's) are what
+//! `kforge windmill-flow` generates now, and they validate offline against Windmill's
+//! published flow schema (the npm package windmill-yaml-validator, installed into
+//! windmill/node_modules by scripts/test.sh). That they also run their pipelines module by
+//! module is tested in `devel` (the kernel's) and `qemu` (QEMU's).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::{BIN, fs, repo_root};
 
+/// Each committed flow, with the `--project` that generates it.
+const FLOWS: [(&str, &str); 2] = [
+    ("linux", "windmill/f/kernel/build.flow/flow.yaml"),
+    ("qemu", "windmill/f/qemu/build.flow/flow.yaml"),
+];
+
 fn flow_path() -> PathBuf {
-    repo_root().join("windmill/f/kernel/build.flow/flow.yaml")
+    repo_root().join(FLOWS[0].1)
 }
 
 /// Runs the validator on `file`: (passed, what it printed).
@@ -33,24 +40,29 @@ fn validate(file: &Path) -> (bool, String) {
 }
 
 #[test]
-fn the_committed_flow_is_current() {
-    let out = Command::new(BIN).arg("windmill-flow").output().unwrap();
-    assert!(out.status.success());
-    let committed = fs::read_string(flow_path());
-    assert!(
-        String::from_utf8(out.stdout).unwrap() == committed,
-        "{} is stale: run `kforge windmill-flow > {}`",
-        flow_path().display(),
-        kforge::windmill::FLOW_PATH
-    );
+fn the_committed_flows_are_current() {
+    for (project, path) in FLOWS {
+        let out = Command::new(BIN)
+            .args(["windmill-flow", "--project", project])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let committed = fs::read_string(repo_root().join(path));
+        assert!(
+            String::from_utf8(out.stdout).unwrap() == committed,
+            "{path} is stale: run `kforge windmill-flow --project {project} > {path}`"
+        );
+    }
 }
 
 #[test]
 #[ignore = "needs windmill/node_modules (npm ci --prefix windmill); scripts/test.sh runs it"]
 fn the_flow_validates_against_windmills_schema_and_a_broken_one_does_not() {
-    let (ok, text) = validate(&flow_path());
-    assert!(ok, "{text}");
-    assert!(text.contains("valid"), "{text}");
+    for (_, path) in FLOWS {
+        let (ok, text) = validate(&repo_root().join(path));
+        assert!(ok, "{path}: {text}");
+        assert!(text.contains("valid"), "{text}");
+    }
 
     let committed = fs::read_string(flow_path());
     let dir = tempfile::tempdir().unwrap();
@@ -110,5 +122,32 @@ fn every_module_calls_its_step_on_the_worker_index_from_the_environment() {
     assert_eq!(
         committed.matches("${KFORGE_WORKER_INDEX:?").count(),
         steps.len() + 2
+    );
+}
+
+#[test]
+fn every_qemu_module_calls_its_step_in_order() {
+    let committed = fs::read_string(repo_root().join(FLOWS[1].1));
+    let list = Command::new(BIN)
+        .args(["qemu", "step", "--list"])
+        .output()
+        .unwrap();
+    let steps: Vec<String> = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(steps.len(), 8, "{steps:?}");
+    let mut at = 0;
+    for step in &steps {
+        let call = format!("kforge qemu step {step} --wait");
+        at += committed[at..]
+            .find(&call)
+            .unwrap_or_else(|| panic!("`{call}` is missing or out of order"));
+    }
+    assert!(committed.contains("main/qemu"));
+    assert_eq!(
+        committed.matches("${KFORGE_WORKER_INDEX:?").count(),
+        steps.len()
     );
 }

@@ -46,6 +46,15 @@ impl<M> Fixture<M> {
         Execs { cmd }
     }
 
+    /// The environment kforge runs with in the fixture's home and slot.
+    pub fn kforge_env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        self.kforge(Vec::<&str>::new())
+            .command()
+            .get_envs()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned())))
+            .collect()
+    }
+
     /// Runs `f` with the fixture's home to itself: for the test whose subject is the
     /// fixture's build, to exercise it in the warm slot that made it (a second request, a
     /// repair). Nobody copies the entry meanwhile; `f` must leave it as it found it.

@@ -527,3 +527,27 @@ impl TestContext {
         ctx
     }
 }
+
+/// Runs a committed Windmill flow module by module here (`windmill/run-local.mjs`, as a
+/// `same_worker` flow runs on one worker), with kforge's environment `envs` and this build's
+/// kforge first on PATH; its result (the last module's) is its stdout.
+pub fn run_windmill_flow(
+    envs: impl IntoIterator<Item = (OsString, OsString)>,
+    flow: &str,
+    input: &str,
+) -> Outcome {
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let mut path = bin_dir.as_os_str().to_owned();
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let out = Command::new("node")
+        .env_clear()
+        .envs(envs)
+        .env("PATH", path)
+        .arg(repo_root().join("windmill/run-local.mjs"))
+        .arg(repo_root().join(flow))
+        .arg(input)
+        .output()
+        .expect("node (scripts/install-deps.sh installs it)");
+    Outcome::new(format!("node windmill/run-local.mjs {flow}"), out)
+}
