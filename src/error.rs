@@ -69,9 +69,10 @@ impl Error {
             }
             Error::Series(_) => exit::BUILD_FAILED,
             Error::Store(s) => match s {
-                StoreError::BadRelease(_) | StoreError::Missing(..) | StoreError::BadInput(_) => {
-                    exit::BAD_INPUT
-                }
+                StoreError::BadRelease(_)
+                | StoreError::Missing(..)
+                | StoreError::InUse(..)
+                | StoreError::BadInput(_) => exit::BAD_INPUT,
                 StoreError::Io(_) => exit::INFRASTRUCTURE,
                 StoreError::Damaged { .. } | StoreError::Refused(_) => exit::BUILD_FAILED,
             },

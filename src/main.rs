@@ -17,6 +17,8 @@ use kforge::kernel::{self, IdentityReport, KernelFlow, Until};
 use kforge::library::Library;
 use kforge::qemu::QemuFlow;
 use kforge::slot::Mirror;
+use kforge::store::ops::{self, Stores};
+use kforge::store::{EntryName, Kind, StoreError};
 
 fn print_json<T: serde::Serialize>(value: &T) {
     println!(
@@ -242,15 +244,18 @@ fn manifest_or_identity(
         return Ok((read_manifest(&path)?, path));
     }
     let text = path.to_string_lossy();
-    let release = kforge::store::parse_entry_name(&text).map_err(|_| {
-        Error::Input(format!(
-            "`{text}` is neither a manifest file nor a kernel release"
-        ))
-    })?;
-    let store = kforge::store::Store::open(&dirs.store)?;
-    let m = store.manifest_for(&release).map_err(|e| match e {
-        kforge::store::StoreError::Missing(..) => Error::Input(format!(
-            "`{text}` is not a file, and kernel-{release} is not in the store ({}); see `kforge store ls`",
+    let name = match text.parse::<EntryName>() {
+        Ok(n) if n.kind == Kind::Kernel => n,
+        _ => {
+            return Err(Error::Input(format!(
+                "`{text}` is neither a manifest file nor a kernel release"
+            )));
+        }
+    };
+    let store = kforge::store::Store::open(&dirs.store, Kind::Kernel)?;
+    let m = kernel::store_manifest(&store, &name.release).map_err(|e| match e {
+        StoreError::Missing(..) => Error::Input(format!(
+            "`{text}` is not a file, and {name} is not in the store ({}); see `kforge store ls`",
             dirs.store.display()
         )),
         other => other.into(),
@@ -258,7 +263,7 @@ fn manifest_or_identity(
     let saved = dirs
         .system_dir
         .join("manifests")
-        .join(format!("kernel-{release}.json"));
+        .join(format!("{name}.json"));
     fs_err::create_dir_all(saved.parent().expect("has parent"))?;
     let mut bytes = serde_json::to_vec_pretty(&m).expect("manifest serializes");
     bytes.push(b'\n');
@@ -276,7 +281,8 @@ fn read_manifest(path: &std::path::Path) -> Result<kforge::manifest::Manifest, E
 fn boot_command(args: &cli::BootArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
     let (manifest, _) = manifest_or_identity(args.manifest.as_deref(), dirs)?;
     let _hold = if manifest.store_entry.is_some() {
-        Some(kforge::store::Store::open(&dirs.store)?.hold(&manifest.uts_release)?)
+        let release = manifest.uts_release.parse()?;
+        Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
     } else {
         None
     };
@@ -352,25 +358,17 @@ fn mirror(args: &cli::MirrorArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
     Ok(())
 }
 
-/// The identities that defined guests boot from the store (gc keeps them).
-fn guest_uses(dirs: &Dirs) -> std::collections::BTreeSet<String> {
-    guest_defs(dirs)
-        .into_iter()
-        .filter(|def| def.kernel.starts_with(&dirs.store))
-        .map(|def| def.uts_release)
-        .collect()
-}
-
-/// The QEMU entries (`qemu-<release>`) that defined guests run.
-fn guest_qemu_uses(dirs: &Dirs) -> std::collections::BTreeSet<String> {
+/// The store entries that defined guests boot (a kernel) or run (a QEMU): gc and rm keep them.
+fn guest_uses(dirs: &Dirs) -> std::collections::BTreeSet<EntryName> {
     let run = dirs.store.join("run");
+    let entry_under_run = |path: &std::path::Path| -> Option<EntryName> {
+        let rel = path.strip_prefix(&run).ok()?;
+        rel.components().next()?.as_os_str().to_str()?.parse().ok()
+    };
     guest_defs(dirs)
         .into_iter()
-        .filter_map(|def| {
-            let rel = def.qemu.strip_prefix(&run).ok()?;
-            let entry = rel.components().next()?.as_os_str().to_string_lossy();
-            entry.strip_prefix("qemu-").map(str::to_owned)
-        })
+        .flat_map(|def| [entry_under_run(&def.kernel), entry_under_run(&def.qemu)])
+        .flatten()
         .collect()
 }
 
@@ -385,123 +383,40 @@ fn guest_defs(dirs: &Dirs) -> Vec<kforge::guest::vm::VmDef> {
         .collect()
 }
 
-/// The store of an identity's kind, and its release: `qemu-<release>` is a QEMU entry,
-/// `kernel-<release>` or a bare release a kernel.
-fn entry_of(dirs: &Dirs, identity: &str) -> Result<(kforge::store::Store, String), Error> {
-    use kforge::store::{Kind, Store, parse_entry_name, validate_release};
-    if let Some(r) = identity.strip_prefix("qemu-") {
-        validate_release(r)?;
-        Ok((Store::open_kind(&dirs.store, Kind::Qemu)?, r.to_owned()))
-    } else {
-        Ok((Store::open(&dirs.store)?, parse_entry_name(identity)?))
-    }
+/// An entry a user named: `kernel-<release>`, `qemu-<release>`, or a bare kernel release.
+fn entry(text: &str) -> Result<EntryName, Error> {
+    Ok(text.parse::<EntryName>()?)
 }
 
 fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
     use cli::StoreCommand as S;
-    use kforge::store::{Kind, Layer, Store, gc, parse_entry_name};
-    let store = Store::open(&dirs.store)?;
-    let qemu = Store::open_kind(&dirs.store, Kind::Qemu)?;
+    use kforge::store::{gc, sign};
+    let stores = Stores::open(&dirs.store)?;
     match cmd {
-        S::Ls => {
-            let mut out = Vec::new();
-            for r in store.releases()? {
-                let layers: Vec<&str> = Layer::ALL
-                    .iter()
-                    .filter(|l| store.layer_dir(**l, &r).is_dir())
-                    .map(|l| l.as_str())
-                    .collect();
-                let rec = store.record(Layer::Run, &r).ok().flatten();
-                out.push(serde_json::json!({
-                    "identity": format!("kernel-{r}"),
-                    "layers": layers,
-                    "size": store.size_of(&r),
-                    "pinned": store.is_pinned(&r),
-                    "origin": rec.as_ref().map(|r| r.origin.clone()),
-                    "commit": rec.as_ref().map(|r| r.manifest.commit.clone()),
-                    "created_unix": rec.as_ref().map(|r| r.created_unix),
-                    "path": store.layer_dir(Layer::Run, &r),
-                }));
-            }
-            for r in qemu.releases()? {
-                let rec = qemu
-                    .record_as::<kforge::qemu::QemuManifest>(Layer::Run, &r)
-                    .ok()
-                    .flatten();
-                out.push(serde_json::json!({
-                    "identity": qemu.entry_name(&r),
-                    "layers": ["run"],
-                    "size": qemu.size_of(&r),
-                    "pinned": qemu.is_pinned(&r),
-                    "origin": rec.as_ref().map(|r| r.origin.clone()),
-                    "commit": rec.as_ref().map(|r| r.manifest.commit.clone()),
-                    "created_unix": rec.as_ref().map(|r| r.created_unix),
-                    "path": qemu.layer_dir(Layer::Run, &r),
-                }));
-            }
-            print_json(&serde_json::json!({ "store": store.root, "entries": out }));
-        }
-        S::Show { identity, manifest } if identity.starts_with("qemu-") => {
-            let (qemu, r) = entry_of(dirs, identity)?;
-            let Some(run) = qemu.record_as::<kforge::qemu::QemuManifest>(Layer::Run, &r)? else {
-                return Err(Error::Input(format!("no store entry {identity}")));
-            };
-            if *manifest {
-                print_json(&run.manifest);
-            } else {
-                print_json(&serde_json::json!({ "run": run }));
-            }
-        }
+        S::Ls => print_json(&stores.ls()?),
         S::Show { identity, manifest } => {
-            let r = parse_entry_name(identity)?;
-            if *manifest {
-                print_json(&store.manifest_for(&r)?);
+            let name = entry(identity)?;
+            if !*manifest {
+                print_json(&stores.show(&name)?);
+            } else if name.kind == Kind::Kernel {
+                print_json(&kernel::store_manifest(
+                    stores.of(Kind::Kernel),
+                    &name.release,
+                )?);
             } else {
-                let run = store.record(Layer::Run, &r)?;
-                let devel = store.record(Layer::Devel, &r)?;
-                if run.is_none() && devel.is_none() {
-                    return Err(kforge::store::StoreError::Missing(r, "any").into());
-                }
-                print_json(&serde_json::json!({ "run": run, "devel": devel }));
+                let run = stores.show(&name)?.run;
+                print_json(&run.ok_or(StoreError::Missing(name, "run"))?.manifest);
             }
         }
         S::Verify { identity } => {
-            let entries: Vec<(&Store, String)> = match identity {
-                Some(i) if i.starts_with("qemu-") => {
-                    let (_, r) = entry_of(dirs, i)?;
-                    if qemu.releases()?.iter().all(|x| x != &r) {
-                        return Err(Error::Input(format!("no store entry {i}")));
-                    }
-                    vec![(&qemu, r)]
-                }
-                Some(i) => vec![(&store, parse_entry_name(i)?)],
-                None => store
-                    .releases()?
-                    .into_iter()
-                    .map(|r| (&store, r))
-                    .chain(qemu.releases()?.into_iter().map(|r| (&qemu, r)))
-                    .collect(),
-            };
-            let mut bad = Vec::new();
-            let mut report = Vec::new();
-            for (store, r) in entries {
-                for l in Layer::ALL {
-                    if !store.layer_dir(l, &r).exists() {
-                        continue;
-                    }
-                    let problems = store.verify(l, &r)?;
-                    if !problems.is_empty() {
-                        bad.push(format!("{} ({})", store.entry_name(&r), l.as_str()));
-                    }
-                    report.push(serde_json::json!({
-                        "identity": store.entry_name(&r),
-                        "layer": l.as_str(),
-                        "ok": problems.is_empty(),
-                        "problems": problems,
-                    }));
-                }
-            }
+            let name = identity.as_deref().map(entry).transpose()?;
+            let report = stores.verify(name.as_ref())?;
             print_json(&report);
+            let bad: Vec<String> = report
+                .iter()
+                .filter(|v| !v.ok)
+                .map(|v| format!("{} ({})", v.identity, v.layer.as_str()))
+                .collect();
             if !bad.is_empty() {
                 return Err(Error::Build(format!("damaged: {}", bad.join(", "))));
             }
@@ -529,75 +444,28 @@ fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
                     .map_err(Error::Input)?,
                 dry_run: *dry_run,
             };
-            let (kernels, qemus) = (guest_uses(dirs), guest_qemu_uses(dirs));
-            print_json(&gc::run(&[(&store, &kernels), (&qemu, &qemus)], &policy)?);
+            print_json(&stores.gc(&guest_uses(dirs), &policy)?);
         }
         S::Keygen { name, force } => {
-            let name = name.clone().unwrap_or_else(|| {
-                let host = fs_err::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_owned())
-                    .unwrap_or_default();
-                let host: String = host
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
-                    .collect();
-                format!("kforge-{}", if host.is_empty() { "host" } else { &host })
-            });
-            let key = kforge::store::sign::keygen(&dirs.system_dir, &name, *force)?;
+            let name = name.clone().unwrap_or_else(sign::default_key_name);
+            let key = sign::keygen(&dirs.system_dir, &name, *force)?;
             println!("{}", key.public());
         }
-        S::Trust { public_key } => {
-            let name = kforge::store::sign::trust(&dirs.system_dir, public_key)?;
-            print_json(&serde_json::json!({ "trusted": name }));
-        }
-        S::Keys => {
-            let own = kforge::store::sign::load(&dirs.system_dir)
-                .ok()
-                .map(|k| k.public());
-            let trusted: Vec<String> = kforge::store::sign::trusted(&dirs.system_dir)?
-                .iter()
-                .map(|(n, _)| n.clone())
-                .collect();
-            print_json(&serde_json::json!({ "signing": own, "trusted": trusted }));
-        }
+        S::Trust { public_key } => print_json(&ops::Trusted {
+            trusted: sign::trust(&dirs.system_dir, public_key)?,
+        }),
+        S::Keys => print_json(&ops::keys(&dirs.system_dir)?),
         S::Export { dest, identities } => {
-            let key = kforge::store::sign::load(&dirs.system_dir)?;
-            let releases = identities
+            let key = sign::load(&dirs.system_dir)?;
+            let names = identities
                 .iter()
-                .map(|i| parse_entry_name(i))
+                .map(|i| entry(i))
                 .collect::<Result<Vec<_>, _>>()?;
-            let done = kforge::store::peers::export(&store, dest, &releases, &key)?;
-            print_json(&serde_json::json!({ "dest": dest, "exported": done, "key": key.name }));
+            print_json(&stores.export(dest, &names, &key)?);
         }
-        S::Pin { identity } => {
-            let (store, r) = entry_of(dirs, identity)?;
-            store.pin(&r, true)?;
-        }
-        S::Unpin { identity } => {
-            let (store, r) = entry_of(dirs, identity)?;
-            store.pin(&r, false)?;
-        }
-        S::Rm { identity } => {
-            let (store, r) = entry_of(dirs, identity)?;
-            let name = store.entry_name(&r);
-            let used = match store.kind {
-                Kind::Kernel => guest_uses(dirs),
-                Kind::Qemu => guest_qemu_uses(dirs),
-            };
-            if used.contains(&r) {
-                return Err(Error::Input(format!(
-                    "{name} is used by a defined guest; `kforge vm rm` it first"
-                )));
-            }
-            let lock = store.root.join("locks").join(&name);
-            let Some(_l) = kforge::fsutil::FileLock::try_acquire(&lock)? else {
-                return Err(Error::Input(format!("{name} is in use by a running build")));
-            };
-            if store.releases()?.iter().all(|x| x != &r) {
-                return Err(Error::Input(format!("no store entry {name}")));
-            }
-            store.remove(&r)?;
-        }
+        S::Pin { identity } => stores.pin(&entry(identity)?, true)?,
+        S::Unpin { identity } => stores.pin(&entry(identity)?, false)?,
+        S::Rm { identity } => stores.remove(&entry(identity)?, &guest_uses(dirs))?,
     }
     Ok(())
 }

@@ -78,3 +78,9 @@ impl Reused {
         }
     }
 }
+
+impl crate::store::peers::OfRelease for Manifest {
+    fn release(&self) -> &str {
+        &self.uts_release
+    }
+}

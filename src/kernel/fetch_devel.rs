@@ -26,9 +26,12 @@ impl Step<KernelRun> for FetchDevel {
         let Some(worktree) = ctx.dev_worktree.clone() else {
             return Ok(Outcome::Skipped("no developer worktree".into()));
         };
-        let release = ctx.configured().uts_release.clone();
+        let release = ctx.release();
         let store = ctx.store()?;
-        if store.record(Layer::Devel, &release)?.is_none() {
+        if store
+            .record::<crate::manifest::Manifest>(Layer::Devel, &release)?
+            .is_none()
+        {
             return Err(Error::Input(format!(
                 "kernel-{release} has no devel layer in the store (a peer fetch brings only the run layer); build it here with reuse off to make one"
             )));
@@ -37,7 +40,7 @@ impl Step<KernelRun> for FetchDevel {
         let fresh = worktree.join(format!("build.kforge-new-{}", std::process::id()));
         let old = worktree.join(format!("build.kforge-old-{}", std::process::id()));
         let _ = fs_err::remove_dir_all(&fresh);
-        let record = match store.materialize(Layer::Devel, &release, &fresh) {
+        let record: super::KernelRecord = match store.materialize(Layer::Devel, &release, &fresh) {
             Ok(r) => r,
             Err(e) => {
                 let _ = fs_err::remove_dir_all(&fresh);

@@ -34,12 +34,16 @@ impl Step<KernelRun> for FetchIdentity {
             ));
         }
         let c = ctx.configured();
-        let (release, digest) = (c.uts_release.clone(), c.digest.clone());
+        let (release, digest) = (ctx.release(), c.digest.clone());
         let store = ctx.store()?;
         if ctx.hold.is_none() {
             ctx.hold = Some(store.hold(&release)?);
         }
-        if store.record(Layer::Run, &release).ok().flatten().is_some()
+        if store
+            .record::<crate::manifest::Manifest>(Layer::Run, &release)
+            .ok()
+            .flatten()
+            .is_some()
             && store.verify(Layer::Run, &release)?.is_empty()
         {
             return Ok(Outcome::Skipped(format!(

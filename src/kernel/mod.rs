@@ -30,6 +30,7 @@ use crate::library::Library;
 use crate::manifest::Manifest;
 use crate::request::{ConfigMethod, KernelRequest};
 use crate::slot::{Mirror, ResolvedRef, Slot};
+use crate::store::{Kind, Layer, LayerRecord, Release, Store, StoreError};
 use crate::toolchain::{self, ToolchainIdentity};
 
 pub use build_flags::BuildFlags;
@@ -164,9 +165,16 @@ impl KernelRun {
             .as_ref()
             .map_or(self.plan.resolved.commit.as_str(), |s| s.head.as_str())
     }
-    /// This host's store.
-    pub fn store(&self) -> Result<crate::store::Store, Error> {
-        Ok(crate::store::Store::open(&self.plan.dirs.store)?)
+    /// This host's store, as its kernel entries.
+    pub fn store(&self) -> Result<Store, Error> {
+        Ok(Store::open(&self.plan.dirs.store, Kind::Kernel)?)
+    }
+    /// The identity as a store release (known once configure ran).
+    pub fn release(&self) -> Release {
+        self.configured()
+            .uts_release
+            .parse()
+            .expect("compose_release makes a valid release")
     }
     /// Why a making step is skipped: the identity was found.
     pub(crate) fn reused_reason(&self) -> Option<String> {
@@ -392,6 +400,31 @@ pub fn run(
         Until::Collect => None,
     };
     flow::lifecycle::run::<KernelFlow>(plan, last, wait, reporter)
+}
+
+/// A kernel entry's layer record.
+pub type KernelRecord = LayerRecord<Manifest>;
+
+/// The manifest for an identity in this store: the record's, with `bzImage`,
+/// `modules_dir` and the store fields pointing at this store's copy.
+pub fn store_manifest(store: &Store, release: &Release) -> Result<Manifest, StoreError> {
+    let record: KernelRecord = store
+        .record(Layer::Run, release)?
+        .ok_or_else(|| StoreError::Missing(store.entry(release), "run"))?;
+    let entry = store.layer_dir(Layer::Run, release);
+    let modules = entry.join("lib/modules").join(release.as_str());
+    let devel = store.layer_dir(Layer::Devel, release);
+    let mut m = record.manifest;
+    m.bz_image = Some(
+        entry
+            .join(format!("boot/vmlinuz-{release}"))
+            .display()
+            .to_string(),
+    );
+    m.modules_dir = modules.is_dir().then(|| modules.display().to_string());
+    m.store_entry = Some(entry.display().to_string());
+    m.store_devel = devel.is_dir().then(|| devel.display().to_string());
+    Ok(m)
 }
 
 /// What `kforge identity` prints.

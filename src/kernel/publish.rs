@@ -30,7 +30,7 @@ impl Step<KernelRun> for Publish {
         let Some(image) = ctx.bz_image.clone() else {
             return Ok(Outcome::Skipped("no boot image was built".into()));
         };
-        let release = ctx.configured().uts_release.clone();
+        let release = ctx.release();
         let slot = ctx.plan.slot.clone();
         let store = ctx.store()?;
         if ctx.hold.is_none() {
@@ -72,7 +72,14 @@ impl Step<KernelRun> for Publish {
                 .to_string()
         });
         manifest.store_entry = Some(entry.display().to_string());
-        let (what, path) = store.publish(Layer::Run, &manifest, &sources, "local")?;
+        let (what, path) = store.publish(
+            Layer::Run,
+            &release,
+            &manifest.digest,
+            &manifest,
+            &sources,
+            "local",
+        )?;
         reporter.event(&Event::Info {
             step: self.name(),
             message: &match what {
@@ -98,9 +105,11 @@ impl Step<KernelRun> for Publish {
 /// is not: build/ may hold another identity's objects by now.)
 fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
     let hit = ctx.reused.clone().expect("a destdir hit");
-    let release = hit.manifest.uts_release.clone();
+    let release: crate::store::Release = hit.manifest.uts_release.parse()?;
     let store = ctx.store()?;
-    if store.record(Layer::Run, &release)?.is_some()
+    if store
+        .record::<crate::manifest::Manifest>(Layer::Run, &release)?
+        .is_some()
         && store.verify(Layer::Run, &release)?.is_empty()
     {
         return Ok(Outcome::Skipped(format!(
@@ -142,7 +151,14 @@ fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<
     manifest.store_entry = Some(entry.display().to_string());
     manifest.store_devel = None;
     manifest.reused = None;
-    let (what, path) = store.publish(Layer::Run, &manifest, &sources, "local")?;
+    let (what, path) = store.publish(
+        Layer::Run,
+        &release,
+        &manifest.digest,
+        &manifest,
+        &sources,
+        "local",
+    )?;
     reporter.event(&Event::Info {
         step: "publish",
         message: &format!(
@@ -269,7 +285,7 @@ impl Step<KernelRun> for PublishDevel {
             return Ok(Outcome::Skipped("the run layer was not published".into()));
         }
         let store = ctx.store()?;
-        let release = ctx.configured().uts_release.clone();
+        let release = ctx.release();
         let sources = devel_sources(&ctx.plan.slot.build)?;
         let mut manifest = collect::manifest_of(ctx)?;
         manifest.store_devel = Some(
@@ -278,7 +294,14 @@ impl Step<KernelRun> for PublishDevel {
                 .display()
                 .to_string(),
         );
-        let (what, path) = store.publish(Layer::Devel, &manifest, &sources, "local")?;
+        let (what, path) = store.publish(
+            Layer::Devel,
+            &release,
+            &manifest.digest,
+            &manifest,
+            &sources,
+            "local",
+        )?;
         reporter.event(&Event::Info {
             step: self.name(),
             message: &format!(

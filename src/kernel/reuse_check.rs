@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
-use super::KernelRun;
+use super::{KernelRecord, KernelRun};
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
 use crate::manifest::{Manifest, Reused};
-use crate::store::{Layer, LayerRecord, Store, verify_dir};
+use crate::store::{Layer, Release, Store, verify_dir};
 
 /// An existing copy of the identity.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -30,11 +30,14 @@ pub fn destdir_record_path(ctx: &KernelRun) -> PathBuf {
 }
 
 /// The hit for a store entry whose run layer is intact.
-pub fn store_hit(store: &Store, record: &LayerRecord, how: Reused) -> Hit {
-    let release = &record.uts_release;
-    let entry = store.layer_dir(Layer::Run, release);
-    let modules = entry.join("lib/modules").join(release);
-    let devel = store.layer_dir(Layer::Devel, release);
+pub fn store_hit(store: &Store, record: &KernelRecord, how: Reused) -> Hit {
+    let release: Release = record
+        .uts_release
+        .parse()
+        .expect("a record's release names its directory");
+    let entry = store.layer_dir(Layer::Run, &release);
+    let modules = entry.join("lib/modules").join(release.as_str());
+    let devel = store.layer_dir(Layer::Devel, &release);
     Hit {
         how,
         manifest: record.manifest.clone(),
@@ -62,12 +65,12 @@ impl Step<KernelRun> for ReuseCheck {
                 "fetch_identity brought it from a peer".into(),
             ));
         }
-        let release = ctx.configured().uts_release.clone();
+        let release = ctx.release();
         let store = ctx.store()?;
         if ctx.hold.is_none() {
             ctx.hold = Some(store.hold(&release)?);
         }
-        match store.record(Layer::Run, &release) {
+        match store.record::<Manifest>(Layer::Run, &release) {
             Ok(Some(record)) => {
                 let problems = store.verify(Layer::Run, &release)?;
                 if problems.is_empty() {
@@ -99,8 +102,8 @@ impl Step<KernelRun> for ReuseCheck {
         // The slot's own destdir, from its previous build of this very identity.
         let path = destdir_record_path(ctx);
         if let Ok(bytes) = fs_err::read(&path)
-            && let Ok(record) = serde_json::from_slice::<LayerRecord>(&bytes)
-            && record.uts_release == release
+            && let Ok(record) = serde_json::from_slice::<KernelRecord>(&bytes)
+            && record.uts_release == release.as_str()
         {
             let destdir = &ctx.plan.slot.destdir;
             let problems: Vec<String> = verify_dir(destdir, &record, false);

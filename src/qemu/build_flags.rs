@@ -89,8 +89,7 @@ impl Step<QemuRun> for BuildFlags {
             ninja: first_line_of("ninja"),
         };
         let digest = inputs.digest();
-        let release = format!("{version}-{digest}");
-        crate::store::validate_release(&release)?;
+        let release: crate::store::Release = format!("{version}-{digest}").parse()?;
         let mut argv: Vec<String> = options.into_iter().map(|(a, _)| a).collect();
         // `qemu-system-x86_64 --version` then names the identity, as `uname -r` does a kernel's.
         argv.push(format!("--with-pkgversion=kforge-qemu-{release}"));

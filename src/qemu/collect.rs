@@ -13,7 +13,7 @@ pub(super) fn placeholder(c: &Configured) -> QemuManifest {
     QemuManifest {
         schema_version: super::MANIFEST_SCHEMA_VERSION,
         identity: format!("qemu-{}", c.release),
-        release: c.release.clone(),
+        release: c.release.to_string(),
         version: c.inputs.version.clone(),
         digest: c.digest.clone(),
         commit: String::new(),

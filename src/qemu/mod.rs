@@ -29,7 +29,7 @@ use crate::flow::{self, Event, Reporter, Step};
 use crate::manifest::Reused;
 use crate::process::Cmd;
 use crate::slot::{Mirror, ResolvedRef, Slot};
-use crate::store::{Kind, Layer, Store};
+use crate::store::{EntryName, Kind, Layer, Release, Store};
 use crate::toolchain::{self, ToolchainIdentity};
 
 pub use request::{Features, QemuRequest};
@@ -122,7 +122,7 @@ pub struct Plan {
 /// What configure decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Configured {
-    pub release: String,
+    pub release: Release,
     pub digest: String,
     pub inputs: QemuIdentityInputs,
     /// configure's argv (after the script's path).
@@ -236,7 +236,7 @@ impl QemuRun {
             .map_or(self.plan.resolved.commit.as_str(), |s| s.head.as_str())
     }
     pub fn store(&self) -> Result<Store, Error> {
-        Ok(Store::open_kind(&self.plan.dirs.store, Kind::Qemu)?)
+        Ok(Store::open(&self.plan.dirs.store, Kind::Qemu)?)
     }
     fn configured(&self) -> &Configured {
         self.configured.as_ref().expect("configure ran")
@@ -404,16 +404,19 @@ pub fn binary_for(arg: &Path, store_root: &Path) -> Result<PathBuf, Error> {
         }
         return check_executable(crate::dirs::absolute(arg));
     }
-    let release = text.strip_prefix("qemu-").unwrap_or(&text);
-    if crate::store::validate_release(release).is_ok() && !text.contains('/') {
-        let store = Store::open_kind(store_root, Kind::Qemu)?;
-        let Some(record) = store.record_as::<QemuManifest>(Layer::Run, release)? else {
+    if let Ok(EntryName {
+        kind: Kind::Qemu,
+        release,
+    }) = EntryName::parse_or(&text, Kind::Qemu)
+    {
+        let store = Store::open(store_root, Kind::Qemu)?;
+        let Some(record) = store.record::<QemuManifest>(Layer::Run, &release)? else {
             return Err(Error::Input(format!(
                 "`{text}` is not a file, and qemu-{release} is not in the store ({}); `kforge qemu build` makes one",
                 store_root.display()
             )));
         };
-        let entry = store.layer_dir(Layer::Run, release);
+        let entry = store.layer_dir(Layer::Run, &release);
         let bin = entry_binary(&entry, &record.manifest)
             .ok_or_else(|| Error::Input(format!("qemu-{release} has no system emulator")))?;
         return check_executable(bin);
@@ -490,6 +493,12 @@ fn meson(build: &Path) -> std::ffi::OsString {
         own.into_os_string()
     } else {
         "meson".into()
+    }
+}
+
+impl crate::store::peers::OfRelease for QemuManifest {
+    fn release(&self) -> &str {
+        &self.release
     }
 }
 

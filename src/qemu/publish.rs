@@ -26,7 +26,7 @@ impl Step<QemuRun> for Publish {
         let sources = sources_under(&ctx.plan.slot.destdir, "")?;
         ctx.store_entry = Some(entry.clone());
         let manifest = manifest_of(ctx);
-        let (published, path) = store.publish_entry(
+        let (published, path) = store.publish(
             Layer::Run,
             &c.release,
             &c.digest,

@@ -23,7 +23,7 @@ impl Step<QemuRun> for ReuseCheck {
         if ctx.hold.is_none() {
             ctx.hold = Some(store.hold(&release)?);
         }
-        let record = match store.record_as::<QemuManifest>(Layer::Run, &release) {
+        let record = match store.record::<QemuManifest>(Layer::Run, &release) {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(Outcome::Ran),
             Err(e) => {

@@ -17,7 +17,7 @@ fn refused(msg: String) -> StoreError {
 }
 
 /// Packs the files of `record` from `dir` into `out` (tar + gzip).
-pub fn pack(dir: &Path, record: &LayerRecord, out: &Path) -> Result<(), StoreError> {
+pub fn pack<M>(dir: &Path, record: &LayerRecord<M>, out: &Path) -> Result<(), StoreError> {
     let file = fs_err::File::create(out)?;
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::new(6));
     let mut tar = tar::Builder::new(gz);

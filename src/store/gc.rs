@@ -65,30 +65,32 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is not a size like 500M or 20G"))
 }
 
-/// Runs the policy over the entries of every kind given, each with the releases defined
-/// guests use. Kernels are reported by release, QEMUs as `qemu-<release>`.
-pub fn run(stores: &[(&Store, &BTreeSet<String>)], policy: &Policy) -> Result<Report, StoreError> {
-    let mut entries: Vec<(&Store, &BTreeSet<String>, String, SystemTime, u64)> = Vec::new();
-    for (store, uses) in stores {
+/// Runs the policy over the entries of the stores given (one view per kind), never removing
+/// an entry in `used` (what defined guests boot). Entries are reported by their short name.
+pub fn run(
+    stores: &[&Store],
+    used: &BTreeSet<super::EntryName>,
+    policy: &Policy,
+) -> Result<Report, StoreError> {
+    let mut entries: Vec<(&Store, super::Release, SystemTime, u64)> = Vec::new();
+    for store in stores {
         store.sweep()?;
         for r in store.releases()? {
-            let used = store.last_used(&r).unwrap_or(SystemTime::UNIX_EPOCH);
+            let last = store.last_used(&r).unwrap_or(SystemTime::UNIX_EPOCH);
             let size = store.size_of(&r);
-            entries.push((store, uses, r, used, size));
+            entries.push((store, r, last, size));
         }
     }
-    entries.sort_by_key(|e| e.3);
-    let mut total: u64 = entries.iter().map(|e| e.4).sum();
+    entries.sort_by_key(|e| e.2);
+    let mut total: u64 = entries.iter().map(|e| e.3).sum();
     let now = SystemTime::now();
     let mut report = Report::default();
-    for (store, guest_uses, release, used, size) in entries {
-        let name = match store.kind {
-            super::Kind::Kernel => release.clone(),
-            super::Kind::Qemu => store.entry_name(&release),
-        };
+    for (store, release, last, size) in entries {
+        let entry = store.entry(&release);
+        let name = entry.short();
         let old = policy
             .older_than
-            .is_some_and(|age| now.duration_since(used).unwrap_or_default() > age);
+            .is_some_and(|age| now.duration_since(last).unwrap_or_default() > age);
         let over = policy.max_size.is_some_and(|max| total > max);
         if !old && !over {
             continue;
@@ -97,7 +99,7 @@ pub fn run(stores: &[(&Store, &BTreeSet<String>)], policy: &Policy) -> Result<Re
             report.kept_pinned.push(name);
             continue;
         }
-        if guest_uses.contains(&release) {
+        if used.contains(&entry) {
             report.kept_in_use.push(name);
             continue;
         }

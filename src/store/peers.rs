@@ -3,9 +3,9 @@
 //!
 //! ```text
 //! DEST/kforge-cache.json                 {"schema": "kforge-cache/1", "identities": [...]}
-//! DEST/kernel-<release>/run.json         the signed index of the run layer
-//! DEST/kernel-<release>/run.tar.gz       its files
-//! DEST/kernel-<release>/devel.json, devel.tar.gz
+//! DEST/<kind>-<release>/run.json         the signed index of the run layer
+//! DEST/<kind>-<release>/run.tar.gz       its files
+//! DEST/<kind>-<release>/devel.json, devel.tar.gz
 //! ```
 //!
 //! An index names the identity, the layer, the archive's sha256 and size, and the layer's
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::{Layer, LayerRecord, Store, StoreError, archive, sign};
+use super::{EntryName, Layer, LayerRecord, Release, Store, StoreError, archive, sign};
 use crate::fsutil::write_atomic;
 use crate::identity::to_hex;
 
@@ -37,7 +37,8 @@ pub struct Signed {
     pub archive: String,
     pub archive_sha256: String,
     pub archive_size: u64,
-    pub record: LayerRecord,
+    /// The layer's record, with the manifest of the flow that made it.
+    pub record: LayerRecord<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,13 +78,14 @@ pub fn sign_index(signed: Signed, key: &sign::Key) -> Index {
     }
 }
 
-/// Writes the layers of `releases` (all when empty) to `dest` in the static layout.
+/// Writes the layers of `releases` (all of the store's kind when empty) to `dest` in the
+/// static layout, beside what is there already; the entries written.
 pub fn export(
     store: &Store,
     dest: &Path,
-    releases: &[String],
+    releases: &[Release],
     key: &sign::Key,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<EntryName>, StoreError> {
     let releases = if releases.is_empty() {
         store.releases()?
     } else {
@@ -92,10 +94,9 @@ pub fn export(
     fs_err::create_dir_all(dest)?;
     let mut done = Vec::new();
     for release in &releases {
-        super::validate_release(release)?;
         let mut any = false;
         for layer in Layer::ALL {
-            let Some(record) = store.record(layer, release)? else {
+            let Some(record) = store.record::<serde_json::Value>(layer, release)? else {
                 continue;
             };
             let problems = store.verify(layer, release)?;
@@ -105,7 +106,7 @@ pub fn export(
                     problems,
                 });
             }
-            let dir = dest.join(format!("kernel-{release}"));
+            let dir = dest.join(store.entry_name(release));
             fs_err::create_dir_all(&dir)?;
             let name = format!("{}.tar.gz", layer.as_str());
             let tmp = dir.join(format!(".{name}.{}", std::process::id()));
@@ -115,7 +116,7 @@ pub fn export(
             let index = sign_index(
                 Signed {
                     schema: INDEX_SCHEMA.to_owned(),
-                    uts_release: release.clone(),
+                    uts_release: release.to_string(),
                     layer,
                     archive: name,
                     archive_sha256,
@@ -130,14 +131,14 @@ pub fn export(
             any = true;
         }
         if !any {
-            return Err(StoreError::Missing(release.clone(), "any"));
+            return Err(StoreError::Missing(store.entry(release), "any"));
         }
-        done.push(format!("kernel-{release}"));
+        done.push(store.entry(release));
     }
     let mut listed: Vec<String> = fs_err::read_dir(dest)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("kernel-"))
+        .filter(|n| n.parse::<EntryName>().is_ok_and(|e| e.to_string() == *n))
         .collect();
     listed.sort();
     let top = serde_json::json!({ "schema": "kforge-cache/1", "identities": listed });
@@ -276,21 +277,26 @@ fn get(peer: &Peer, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
 
 /// What a fetch attempt at one peer came to.
 #[derive(Debug)]
-pub enum Attempt {
-    Fetched(Box<LayerRecord>),
+pub enum Attempt<M> {
+    Fetched(Box<LayerRecord<M>>),
     NotThere,
     Refused(String),
 }
 
+/// What the store checks of a flow's manifest on a fetched record: whose release it is.
+pub trait OfRelease {
+    fn release(&self) -> &str;
+}
+
 /// Fetches the run layer of `release` (whose digest must be `digest`) from one peer into
 /// the store; nothing becomes visible unless every check passes.
-pub fn fetch_run_layer(
+pub fn fetch_run_layer<M: serde::de::DeserializeOwned + Serialize + OfRelease>(
     store: &Store,
     peer: &Peer,
     trusted: &[(String, ed25519_dalek::VerifyingKey)],
-    release: &str,
+    release: &Release,
     digest: &str,
-) -> Attempt {
+) -> Attempt<M> {
     match fetch_inner(store, peer, trusted, release, digest) {
         Ok(Some(r)) => Attempt::Fetched(Box::new(r)),
         Ok(None) => Attempt::NotThere,
@@ -298,14 +304,14 @@ pub fn fetch_run_layer(
     }
 }
 
-fn fetch_inner(
+fn fetch_inner<M: serde::de::DeserializeOwned + Serialize + OfRelease>(
     store: &Store,
     peer: &Peer,
     trusted: &[(String, ed25519_dalek::VerifyingKey)],
-    release: &str,
+    release: &Release,
     digest: &str,
-) -> Result<Option<LayerRecord>, String> {
-    let base = format!("kernel-{release}");
+) -> Result<Option<LayerRecord<M>>, String> {
+    let base = store.entry_name(release);
     let Some(bytes) = get(peer, &format!("{base}/run.json"), 64 << 20)? else {
         return Ok(None);
     };
@@ -321,17 +327,23 @@ fn fetch_inner(
         &signature.sig,
     )?;
     let s = &index.signed;
+    let manifest: M = serde_json::from_value(s.record.manifest.clone()).map_err(|e| {
+        format!(
+            "the signed record's manifest is not a {}'s: {e}",
+            store.kind
+        )
+    })?;
     if s.schema != INDEX_SCHEMA
-        || s.uts_release != release
+        || s.uts_release != release.as_str()
         || s.layer != Layer::Run
-        || s.record.uts_release != release
+        || s.record.uts_release != release.as_str()
         || s.record.layer != Layer::Run
         || s.record.digest != digest
-        || s.record.manifest.uts_release != release
+        || manifest.release() != release.as_str()
         || s.archive != "run.tar.gz"
     {
         return Err(format!(
-            "the signed index is not the run layer of kernel-{release} with digest {digest}"
+            "the signed index is not the run layer of {base} with digest {digest}"
         ));
     }
     let announced: u64 = s.record.files.iter().map(|f| f.size).sum();
@@ -345,8 +357,16 @@ fn fetch_inner(
             s.archive
         ));
     }
-    let mut record = s.record.clone();
-    record.origin = format!("peer {} ({})", peer.name, peer.url);
+    let record = LayerRecord {
+        schema: s.record.schema.clone(),
+        layer: s.record.layer,
+        uts_release: s.record.uts_release.clone(),
+        digest: s.record.digest.clone(),
+        created_unix: s.record.created_unix,
+        origin: format!("peer {} ({})", peer.name, peer.url),
+        files: s.record.files.clone(),
+        manifest,
+    };
     store
         .import(Layer::Run, &record, |dir| {
             archive::unpack(&archive[..], dir, announced)

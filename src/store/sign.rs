@@ -69,6 +69,18 @@ impl Key {
     }
 }
 
+/// The name a key gets when none is given: `kforge-<hostname>`.
+pub fn default_key_name() -> String {
+    let host = fs_err::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .collect();
+    format!("kforge-{}", if host.is_empty() { "host" } else { &host })
+}
+
 /// Makes this host's signing key (refusing to replace one unless `force`).
 pub fn keygen(system_dir: &Path, name: &str, force: bool) -> Result<Key, StoreError> {
     validate_key_name(name)?;

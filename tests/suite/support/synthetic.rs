@@ -86,10 +86,11 @@ pub fn manifest(release: &str) -> kforge::manifest::Manifest {
 
 /// Publishes entry `release` into the store at `root`, in this process.
 pub fn publish(root: &Path, dir: &Path, release: &str) -> Published {
-    let store = Store::open_kind(root, Kind::Kernel).unwrap();
+    let store = Store::open(root, Kind::Kernel).unwrap();
     let m = manifest(release);
+    let r = release.parse().unwrap();
     store
-        .publish(Layer::Run, &m, &files(dir, release), "local")
+        .publish(Layer::Run, &r, &m.digest, &m, &files(dir, release), "local")
         .unwrap()
         .0
 }
