@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::support::git::git;
 use crate::support::kernel::{assert_release_format, bzimage_version_string, vermagic};
 use crate::support::{
-    Home, Manifest, TAG, TINY, TestContext, VERSION, VmDefinition, fixtures, fs, kernel_mirror,
+    Home, Manifest, TINY, TestContext, VmDefinition, fixtures, fs, kernel_mirror, tag, version,
 };
 
 fn build(ctx: &TestContext, extra: &[&str]) -> Manifest {
@@ -93,12 +93,15 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
     // The suite's gcc kernel is the first build: compiled once, checked here in its home.
     let fixture = fixtures::tiny_gcc();
     let a = &fixture.manifest;
-    assert_release_format(&a.uts_release, VERSION, "vanilla");
+    assert_release_format(&a.uts_release, version(), "vanilla");
     assert_eq!(
         a.commit,
-        git(kernel_mirror(), &["rev-parse", "v6.12.117^{commit}"])
+        git(
+            kernel_mirror(),
+            &["rev-parse", &format!("{}^{{commit}}", tag())]
+        )
     );
-    assert_eq!(a.git_ref, TAG);
+    assert_eq!(a.git_ref, tag());
     assert_eq!(a.ref_kind, "tag");
     check_built(a, &fixture.home, fixture.slot, "gcc");
     assert_eq!(a.reused, None);
@@ -111,7 +114,7 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
         .kforge(["build"])
         .args(TINY)
         .args([
-            TAG,
+            tag(),
             "--worker-index",
             "1",
             "--source-symlink",
@@ -229,7 +232,7 @@ fn clang_build_uses_llvm_and_has_its_own_identity() {
     let f = fixtures::tiny_clang();
     let m = &f.manifest;
     assert_eq!(m.reused, None, "the fixture's build compiled");
-    assert_release_format(&m.uts_release, VERSION, "vanilla");
+    assert_release_format(&m.uts_release, version(), "vanilla");
     check_built(m, &f.home, f.slot, "clang");
     assert!(m.linux_compiler.contains("LLD"), "{}", m.linux_compiler);
     let config = fs::read_string(&m.config);
@@ -293,6 +296,6 @@ fn a_failed_or_killed_build_leaves_the_slot_usable() {
     let start = Instant::now();
     let m = build(&ctx, &["--wait"]);
     check_built(&m, &ctx, 0, "gcc");
-    assert_release_format(&m.uts_release, VERSION, "vanilla");
+    assert_release_format(&m.uts_release, version(), "vanilla");
     eprintln!("rebuild after kill took {:?}", start.elapsed());
 }

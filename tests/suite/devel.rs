@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::git::git;
 use crate::support::{
-    Manifest, RunRecord, TAG, TINY, TestContext, fixtures, fs, run_windmill_flow,
+    Manifest, RunRecord, TINY, TestContext, fixtures, fs, run_windmill_flow, tag,
 };
 
 /// Every file and forced include the database names exists, and nothing points outside
@@ -98,7 +98,7 @@ fn developer_worktrees_resume_and_step_by_step_runs() {
     };
 
     // 1. A build interrupted in compile (as Ctrl-C would), then resumed from there.
-    let mut child = build_in(1, TAG, "fresh", &[]).command();
+    let mut child = build_in(1, tag(), "fresh", &[]).command();
     let mut child = child
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -182,7 +182,7 @@ fn developer_worktrees_resume_and_step_by_step_runs() {
             .into_iter()
             .chain([("KFORGE_WORKER_INDEX".into(), "2".into())]),
         "windmill/f/kernel/build.flow/flow.yaml",
-        r#"{"git_ref": "v6.12.117", "config_method": "preset", "preset": "tiny_guest_defconfig", "reuse": false, "worktree_group": "", "label": null}"#,
+        &serde_json::json!({"git_ref": tag(), "config_method": "preset", "preset": "tiny_guest_defconfig", "reuse": false, "worktree_group": "", "label": null}).to_string(),
     )
     .success()
     .stderr_has("[run-local] configure_preset done")
@@ -217,7 +217,7 @@ fn developer_worktrees_resume_and_step_by_step_runs() {
     );
 
     // 4. A reused identity (from the store) gets a developer worktree too.
-    let reused: Manifest = build_in(3, TAG, "reused", &[]).run().success().json();
+    let reused: Manifest = build_in(3, tag(), "reused", &[]).run().success().json();
     assert_eq!(reused.reused.as_deref(), Some("store"));
     let wt_reused = deploy.join("g/reused");
     assert_eq!(status(&wt_reused), "");
@@ -229,14 +229,14 @@ fn developer_worktrees_resume_and_step_by_step_runs() {
 
     // 5. A developer worktree with work in it is never moved. Another commit with the same
     //    tree (same identity, so no compile) asks to move `fresh`.
-    let tree = git(&mirror, &["rev-parse", "v6.12.117^{tree}"]);
+    let tree = git(&mirror, &["rev-parse", &format!("{}^{{tree}}", tag())]);
     let other = git(
         &mirror,
         &[
             "commit-tree",
             &tree,
             "-p",
-            "v6.12.117^{commit}",
+            &format!("{}^{{commit}}", tag()),
             "-m",
             "same tree, other commit",
         ],
@@ -276,7 +276,7 @@ fn developer_worktrees_resume_and_step_by_step_runs() {
         &["commit", "--quiet", "--allow-empty", "-m", "mine"],
     );
     let mine = git(&wt_fresh, &["rev-parse", "HEAD"]);
-    build_in(3, TAG, "fresh", &["--deploy-replace"])
+    build_in(3, tag(), "fresh", &["--deploy-replace"])
         .run()
         .refused("commits of yours");
     assert_eq!(git(&wt_fresh, &["rev-parse", "HEAD"]), mine);

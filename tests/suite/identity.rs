@@ -2,7 +2,7 @@
 //! `kforge identity` (everything up to configure, no compile).
 
 use crate::support::kernel::{assert_release_format, assert_symbols, symbols};
-use crate::support::{Identity, TAG, TINY, TestContext, VERSION, fs};
+use crate::support::{Identity, TINY, TestContext, fs, tag, version};
 
 fn identity(ctx: &TestContext, args: &[&str]) -> (Identity, String) {
     let id: Identity = ctx.kforge(["identity"]).args(args).run().success().json();
@@ -16,8 +16,8 @@ fn the_three_config_methods_produce_their_symbols() {
     let ctx = TestContext::new("methods");
     // preset
     let (id, config) = identity(&ctx, &TINY);
-    assert_release_format(&id.uts_release, VERSION, "vanilla");
-    assert_eq!(id.git_ref, TAG, "the default ref is the newest v* tag");
+    assert_release_format(&id.uts_release, version(), "vanilla");
+    assert_eq!(id.git_ref, tag(), "the default ref is the newest v* tag");
     assert_symbols(
         &config,
         &[
@@ -113,23 +113,29 @@ fn each_identity_input_moves_the_digest_and_nothing_else_does() {
         a.extend_from_slice(extra);
         identity(&ctx, &a).0
     };
-    let base = run(&[TAG]);
+    let base = run(&[tag()]);
     assert_eq!(base.inputs.toolchain.compiler, "gcc");
 
     // Things that change the bytes change the digest.
-    let clang = run(&[TAG, "--compiler", "clang"]);
+    let clang = run(&[tag(), "--compiler", "clang"]);
     assert_ne!(clang.digest, base.digest);
     assert_eq!(clang.inputs.toolchain.compiler, "clang");
     assert_ne!(
         clang.inputs.config_sha256, base.inputs.config_sha256,
         "Kconfig records the compiler"
     );
-    let w1 = run(&[TAG, "--make-flag", "W=1"]);
+    let w1 = run(&[tag(), "--make-flag", "W=1"]);
     assert_ne!(w1.digest, base.digest);
     assert_eq!(w1.inputs.config_sha256, base.inputs.config_sha256);
     let symbol = identity(
         &ctx,
-        &[TAG, "--fragment", "core/base", "--fragment", "arch/x86_64"],
+        &[
+            tag(),
+            "--fragment",
+            "core/base",
+            "--fragment",
+            "arch/x86_64",
+        ],
     )
     .0;
     assert_ne!(symbol.digest, base.digest);
@@ -137,31 +143,31 @@ fn each_identity_input_moves_the_digest_and_nothing_else_does() {
     assert_ne!(branch.digest, base.digest);
     assert_ne!(branch.inputs.tree, base.inputs.tree);
     assert_eq!(branch.label, "test-comment");
-    assert_release_format(&branch.uts_release, VERSION, "test-comment");
+    assert_release_format(&branch.uts_release, version(), "test-comment");
 
     // The digest keys on the tree: a tag on the same commit is the same build.
-    let tag = run(&["kf-test-1"]);
-    assert_eq!(tag.label, "vanilla");
-    assert_eq!(tag.digest, branch.digest);
+    let test_tag = run(&["kf-test-1"]);
+    assert_eq!(test_tag.label, "vanilla");
+    assert_eq!(test_tag.digest, branch.digest);
 
     // Things that do not change the bytes leave the digest alone. (In a fresh slot, so
     // that Kconfig really runs without ccache rather than the slot remembering.)
     assert_eq!(
-        run(&[TAG, "--ccache=false", "--worker-index", "1"]).digest,
+        run(&[tag(), "--ccache=false", "--worker-index", "1"]).digest,
         base.digest
     );
-    assert_eq!(run(&[TAG, "--ccache-max-size", "1G"]).digest, base.digest);
-    let custom = run(&[TAG, "--label", "my-experiment"]);
+    assert_eq!(run(&[tag(), "--ccache-max-size", "1G"]).digest, base.digest);
+    let custom = run(&[tag(), "--label", "my-experiment"]);
     assert_eq!(custom.digest, base.digest);
     assert_eq!(
         custom.uts_release,
-        format!("{VERSION}-my-experiment-{}", base.digest)
+        format!("{}-my-experiment-{}", version(), base.digest)
     );
     // Another slot (another worker path, another prefix-map value; with ccache, so Kconfig
     // runs there again): same digest.
-    let other = run(&["--worker-index", "1", TAG]);
+    let other = run(&["--worker-index", "1", tag()]);
     assert_eq!(other.digest, base.digest);
     assert!(other.config.contains("/1/main/linux/"));
     // And the same request again in the warm slot: same digest.
-    assert_eq!(run(&[TAG]), base);
+    assert_eq!(run(&[tag()]), base);
 }

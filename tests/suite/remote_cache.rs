@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::support::servers::Redis;
-use crate::support::{Manifest, TAG, TINY, TestContext, fixtures, fs};
+use crate::support::{Manifest, TINY, TestContext, fixtures, fs, tag};
 
 /// ccache's counters for the cache at `dir`.
 fn stats(dir: &Path) -> HashMap<String, u64> {
@@ -34,7 +34,7 @@ fn a_worker_with_an_empty_cache_compiles_from_the_shared_remote() {
     let redis = Redis::start(ctx.path());
     let build = |slot: u32, cache: Option<&Path>| -> Manifest {
         let mut c = ctx
-            .kforge(["build", TAG])
+            .kforge(["build", tag()])
             .args(TINY)
             .arg("--reuse=false")
             .env("KFORGE_CCACHE_REMOTE", redis.url())

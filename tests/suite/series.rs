@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::support::git::{git, git_as};
 use crate::support::kernel::{assert_release_format, bzimage_version_string};
-use crate::support::{Identity, Manifest, TAG, TINY, TestContext, VERSION, fixtures, fs};
+use crate::support::{Identity, Manifest, TINY, TestContext, fixtures, fs, tag, version};
 
 const COVER: &str = "don't build bios/contexts over multiple iomaps";
 const AUTHOR: (&str, &str) = ("Series Author", "author@example.org");
@@ -105,7 +105,7 @@ fn series_by(
 }
 
 fn id_of(ctx: &TestContext, extra: &[&str]) -> Identity {
-    ctx.kforge(["identity", TAG])
+    ctx.kforge(["identity", tag()])
         .args(TINY)
         .args(extra)
         .run()
@@ -124,12 +124,12 @@ fn a_series_is_applied_published_labelled_and_built() {
         ("init/version.c", "/* series: patch one */"),
         ("init/main.c", "/* series: patch two */"),
     ];
-    let (mbox, cover, _) = series(&dev, "iomap-v3", TAG, 3, &edits, Some(COVER));
+    let (mbox, cover, _) = series(&dev, "iomap-v3", tag(), 3, &edits, Some(COVER));
     // The slot holds the series' base, built: the series then compiles incrementally.
-    ctx.kforge(["build", TAG]).args(TINY).run().success();
+    ctx.kforge(["build", tag()]).args(TINY).run().success();
     let fork_o = fs::mtime(ctx.slot(0).join("build/kernel/fork.o"));
     let m: Manifest = ctx
-        .kforge(["build", TAG])
+        .kforge(["build", tag()])
         .args(TINY)
         .args(["--b4-series", &format!("<{cover}>"), "--b4-mbox"])
         .arg(&mbox)
@@ -140,7 +140,7 @@ fn a_series_is_applied_published_labelled_and_built() {
     assert_eq!(m.label, "don-t-build-bios-contexts-over-multiple-v3");
     assert_release_format(
         &m.uts_release,
-        VERSION,
+        version(),
         "don-t-build-bios-contexts-over-multiple-v3",
     );
     let s = m.series.clone().expect("series in manifest");
@@ -166,9 +166,12 @@ fn a_series_is_applied_published_labelled_and_built() {
     assert_eq!(s.head, published);
     assert_eq!(
         git(&mirror, &["rev-parse", &format!("{published}~2")]),
-        git(&mirror, &["rev-parse", "v6.12.117^{commit}"])
+        git(&mirror, &["rev-parse", &format!("{}^{{commit}}", tag())])
     );
-    assert_eq!(s.base, git(&mirror, &["rev-parse", "v6.12.117^{commit}"]));
+    assert_eq!(
+        s.base,
+        git(&mirror, &["rev-parse", &format!("{}^{{commit}}", tag())])
+    );
     assert_eq!(
         git(&mirror, &["show", "-s", "--format=%cn <%ce>", &published]),
         "kforge <kforge@localhost>"
@@ -201,8 +204,8 @@ fn identity_of_series_revisions_and_faults() {
         ("init/version.c", "/* series: patch one, reworked */"),
         ("init/main.c", "/* series: patch two */"),
     ];
-    let (mbox2, cover2, _) = series(&dev, "s-v2", TAG, 2, &v2_edits, Some(COVER));
-    let (mbox3, cover3, _) = series(&dev, "s-v3", TAG, 3, &v3_edits, Some(COVER));
+    let (mbox2, cover2, _) = series(&dev, "s-v2", tag(), 2, &v2_edits, Some(COVER));
+    let (mbox3, cover3, _) = series(&dev, "s-v3", tag(), 3, &v3_edits, Some(COVER));
     let args = |cover: &str, mbox: &Path| {
         vec![
             "--b4-series".to_owned(),
@@ -229,7 +232,7 @@ fn identity_of_series_revisions_and_faults() {
     let url = format!("https://lore.kernel.org/linux-fsdevel/{cover3}/");
     assert_eq!(run(args(&url, &mbox3)).digest, v3.digest);
     // No cover letter (v1): the first patch's subject, and no revision invented.
-    let (mbox1, first, _) = series(&dev, "s-v1", TAG, 1, &v2_edits[..1], None);
+    let (mbox1, first, _) = series(&dev, "s-v1", tag(), 1, &v2_edits[..1], None);
     let v1 = run(args(&first, &mbox1));
     assert_eq!(v1.label, "init-version-c-series-patch-one");
     // A long name folds the From: header git format-patch writes (Debian 12's b4 0.12
@@ -238,8 +241,15 @@ fn identity_of_series_revisions_and_faults() {
         "Maximiliana Bartholomew-Featherstonehaugh von Wolfenstein-Schmidt III",
         "maximiliana@example.org",
     );
-    let (mbox_long, cover_long, _) =
-        series_by(long, &dev, "s-long", TAG, 2, &v2_edits, Some("a long name"));
+    let (mbox_long, cover_long, _) = series_by(
+        long,
+        &dev,
+        "s-long",
+        tag(),
+        2,
+        &v2_edits,
+        Some("a long name"),
+    );
     assert!(
         fs::read_string(&mbox_long).contains(&format!("From: {}\n <", long.0)),
         "the From: header is not folded"
@@ -266,11 +276,11 @@ fn identity_of_series_revisions_and_faults() {
     );
     let bad_base_edit = fs::read_string(&bad_mbox).replace(
         "/* kforge test branch: a comment only */",
-        "/* a context that is not in v6.12.117 */",
+        "/* a context that is not in the base */",
     );
     fs::write(&bad_mbox, bad_base_edit);
     let r = ctx
-        .kforge(["identity", TAG])
+        .kforge(["identity", tag()])
         .args(TINY)
         .args(["--b4-series", &bad_cover, "--b4-mbox"])
         .arg(&bad_mbox)
@@ -284,7 +294,7 @@ fn identity_of_series_revisions_and_faults() {
     let src = ctx.slot(0);
     assert_eq!(
         git(&src, &["rev-parse", "HEAD"]),
-        git(&src, &["rev-parse", "v6.12.117^{commit}"])
+        git(&src, &["rev-parse", &format!("{}^{{commit}}", tag())])
     );
     assert_eq!(git(&src, &["status", "--porcelain"]), "", "slot left dirty");
     assert!(

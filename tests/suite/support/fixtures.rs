@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BIN, Execs, Home, Manifest, Outcome, QemuManifest, TAG, TINY, kernel_mirror, qemu_mirror,
+    BIN, Execs, Home, Manifest, Outcome, QemuManifest, TINY, kernel_mirror, qemu_mirror, tag,
 };
 
 /// A built identity in the fixture store, with the home and slot that built it.
@@ -134,7 +134,7 @@ pub fn tiny_gcc() -> &'static Fixture<Manifest> {
         ensure(
             "tiny-gcc",
             0,
-            &["build", TAG, TINY[0], TINY[1]],
+            &["build", tag(), TINY[0], TINY[1]],
             false,
             |m: &Manifest| m.entry(),
         )
@@ -148,7 +148,7 @@ pub fn tiny_clang() -> &'static Fixture<Manifest> {
         ensure(
             "tiny-clang",
             1,
-            &["build", TAG, TINY[0], TINY[1], "--compiler", "clang"],
+            &["build", tag(), TINY[0], TINY[1], "--compiler", "clang"],
             false,
             |m: &Manifest| m.entry(),
         )

@@ -34,9 +34,38 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kforge");
 /// The library preset the tests build: the smallest bootable guest.
 pub const TINY: [&str; 2] = ["--preset", "tiny_guest_defconfig"];
 
-/// The kernel tag of the fixture mirror.
-pub const TAG: &str = "v6.12.117";
-pub const VERSION: &str = "6.12.117";
+/// The kernel version of the fixture mirror, from its `v<version>` tag. Debian's
+/// linux-source-6.12 follows the stable releases (6.12.117, then 6.12.118, ...), so the suite
+/// pins none: it builds whatever the machine's package holds.
+pub fn version() -> &'static str {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(kernel_mirror())
+            .args(["tag", "--list", "v*"])
+            .output()
+            .expect("git runs");
+        let tags = String::from_utf8(out.stdout).unwrap();
+        let versions: Vec<&str> = tags
+            .lines()
+            .filter_map(|t| t.strip_prefix('v'))
+            .filter(|v| v.split('.').count() == 3 && v.split('.').all(|n| n.parse::<u32>().is_ok()))
+            .collect();
+        assert_eq!(
+            versions.len(),
+            1,
+            "the fixture mirror has one v<version> tag: {tags}"
+        );
+        versions[0].to_owned()
+    })
+}
+
+/// The fixture mirror's tag, `v<version>`.
+pub fn tag() -> &'static str {
+    static T: OnceLock<String> = OnceLock::new();
+    T.get_or_init(|| format!("v{}", version()))
+}
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
