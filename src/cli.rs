@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use kforge::request::{ConfigMethod, KernelRequest, OneOrMany, heading};
+use kforge::kernel::request::{ConfigMethod, KernelRequest, OneOrMany, heading};
 use kforge::toolchain::Compiler;
 
 /// `--flag[=BOOL]`: the bare flag means true.
@@ -851,7 +851,7 @@ mod tests {
                 "`{name}` is not under its group's heading"
             );
         }
-        let headings: Vec<String> = kforge::request::GROUPS
+        let headings: Vec<String> = kforge::kernel::request::GROUPS
             .iter()
             .map(|(g, _)| heading_of(g))
             .collect();
@@ -871,9 +871,9 @@ mod tests {
 
     #[test]
     fn every_build_input_is_a_flag_under_its_group() {
-        let schema = kforge::request::schema();
+        let schema = kforge::kernel::request::schema();
         let summaries: std::collections::BTreeMap<&str, &str> =
-            kforge::request::GROUPS.iter().copied().collect();
+            kforge::kernel::request::GROUPS.iter().copied().collect();
         check_inputs("build", &schema, &|g| format!("{g}: {}", summaries[g]));
         check_inputs("identity", &schema, &|g| format!("{g}: {}", summaries[g]));
     }

@@ -4,11 +4,15 @@
 
 use crate::library::LibraryError;
 use crate::process::RunError;
-use crate::request::InvalidRequest;
 use crate::series::SeriesError;
 use crate::slot::mirror::MirrorError;
 use crate::slot::worktree::SlotError;
 use crate::store::StoreError;
+
+/// A request that failed its checks; each line is one problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid request:\n  - {}", .0.join("\n  - "))]
+pub struct InvalidRequest(pub Vec<String>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,13 +64,19 @@ impl Error {
             },
             Error::Slot(SlotError::Busy { .. }) => exit::BUSY,
             Error::Run(RunError::Failed(_)) | Error::Build(_) => exit::BUILD_FAILED,
-            Error::Slot(_) | Error::Io(_) | Error::Run(_) => exit::INFRASTRUCTURE,
             Error::Series(SeriesError::BadMessageId(..) | SeriesError::BadMbox(_)) => {
                 exit::BAD_INPUT
             }
-            Error::Series(SeriesError::Run(RunError::NotFound { .. }) | SeriesError::Io(_)) => {
-                exit::INFRASTRUCTURE
-            }
+            // A failed push of an applied series (the slot has moved) is the machine's (a
+            // mirror it cannot write), never "bad input, nothing touched".
+            Error::Slot(_)
+            | Error::Io(_)
+            | Error::Run(_)
+            | Error::Series(
+                SeriesError::Run(RunError::NotFound { .. })
+                | SeriesError::Io(_)
+                | SeriesError::Publish { .. },
+            ) => exit::INFRASTRUCTURE,
             Error::Series(_) => exit::BUILD_FAILED,
             Error::Store(s) => match s {
                 StoreError::BadRelease(_)
@@ -78,5 +88,26 @@ impl Error {
             },
             Error::Step { source, .. } => source.exit_code(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_classes_come_from_the_error_types() {
+        let failed_push = RunError::Spawn {
+            command: "git push".into(),
+            source: std::io::Error::other("read-only mirror"),
+        };
+        let publish = Error::Series(SeriesError::Publish {
+            branch: "b4/x".into(),
+            source: failed_push,
+        });
+        assert_eq!(publish.exit_code(), exit::INFRASTRUCTURE, "{publish}");
+        assert_eq!(Error::Input("x".into()).exit_code(), exit::BAD_INPUT);
+        let missing = StoreError::Missing("qemu-7.2.22-0123456789ab".parse().unwrap(), "run");
+        assert_eq!(Error::Store(missing).exit_code(), exit::BAD_INPUT);
     }
 }

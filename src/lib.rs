@@ -14,7 +14,6 @@ pub mod library;
 pub mod manifest;
 pub mod process;
 pub mod qemu;
-pub mod request;
 pub mod series;
 pub mod slot;
 pub mod store;

@@ -517,7 +517,7 @@ fn main() -> ExitCode {
             Command::Boot(a) => boot_command(a, &dirs, &ui),
             Command::Vm(a) => vm_command(a, &dirs, &ui),
             Command::Schema => {
-                print_json(&kforge::request::schema());
+                print_json(&kforge::kernel::request::schema());
                 Ok(())
             }
             Command::WindmillFlow { project } => {

@@ -41,7 +41,7 @@ impl WindmillFlow for KernelFlow {
     const STEP_COMMAND: &'static str = "kforge step";
     const SUMMARY: &'static str = "Build a Linux kernel with kforge";
     fn schema() -> Value {
-        crate::request::schema()
+        crate::kernel::request::schema()
     }
     fn step_summary(step: &str) -> &'static str {
         match step {
@@ -386,7 +386,7 @@ mod tests {
         assert_eq!(schema["git_ref"]["type"], "string");
         assert_eq!(
             schema.as_object().unwrap().len(),
-            crate::request::schema()["properties"]
+            crate::kernel::request::schema()["properties"]
                 .as_object()
                 .unwrap()
                 .len()

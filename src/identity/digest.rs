@@ -32,20 +32,10 @@ impl IdentityInputs {
     /// The first 12 hex digits of SHA-256 over the canonical JSON of the inputs.
     pub fn digest(&self) -> String {
         let canonical = serde_json::to_vec(self).expect("identity inputs serialize");
-        let mut hex = to_hex(&Sha256::digest(&canonical));
+        let mut hex = hex::encode(Sha256::digest(&canonical));
         hex.truncate(DIGEST_LEN);
         hex
     }
-}
-
-/// Lower-case hex of some bytes (hashes).
-pub fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// The `.config` text that enters the digest: every line but `CONFIG_LOCALVERSION=...`

@@ -7,9 +7,7 @@
 mod digest;
 mod label;
 
-pub use digest::{
-    DIGEST_LEN, IdentityInputs, config_for_digest, normalize_flag_for_identity, to_hex,
-};
+pub use digest::{DIGEST_LEN, IdentityInputs, config_for_digest, normalize_flag_for_identity};
 pub use label::{
     LABEL_MAX, LabelError, LabelSource, compose_release, infer_label, parse_revision, slugify,
     validate_custom_label,

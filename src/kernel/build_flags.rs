@@ -8,7 +8,7 @@ use super::kbuild::MakeFlags;
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
 use crate::identity::normalize_flag_for_identity;
-use crate::request::KernelRequest;
+use crate::kernel::request::KernelRequest;
 use crate::slot::git::git;
 use crate::toolchain::{Compiler, ccache};
 
@@ -148,7 +148,7 @@ impl Step<KernelRun> for BuildFlagsStep {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::OneOrMany;
+    use crate::kernel::request::OneOrMany;
 
     fn flags(req: &KernelRequest, src: &str, jobs: usize) -> BuildFlags {
         compute(

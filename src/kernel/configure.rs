@@ -11,10 +11,10 @@ use super::{KernelRun, kbuild, run_make};
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
 use crate::identity::{
-    IdentityInputs, LabelSource, compose_release, config_for_digest, infer_label, to_hex,
+    IdentityInputs, LabelSource, compose_release, config_for_digest, infer_label,
 };
+use crate::kernel::request::ConfigMethod;
 use crate::process::Cmd;
-use crate::request::ConfigMethod;
 use crate::slot::RefKind;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -250,7 +250,7 @@ fn configure(
             run_make(ctx, step, &["olddefconfig".into()], reporter)?;
             text = fs_err::read_to_string(&config_path)?;
         }
-        let config_sha256 = to_hex(&Sha256::digest(config_for_digest(&text).as_bytes()));
+        let config_sha256 = hex::encode(Sha256::digest(config_for_digest(&text).as_bytes()));
         let flags = ctx.flags();
         let inputs = IdentityInputs {
             scheme: IdentityInputs::SCHEME.to_owned(),
@@ -323,7 +323,7 @@ fn memo_key(ctx: &KernelRun) -> String {
         "make_flags": ctx.flags().identity_flags,
         "label_source": label_source,
     });
-    to_hex(&Sha256::digest(canonical.to_string().as_bytes()))
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
 /// A remembered configure result.
@@ -364,8 +364,11 @@ impl Memo {
             return Ok(None);
         };
         let current = slot.build.join(".config");
-        let sha_of =
-            |p: &std::path::Path| fs_err::read(p).ok().map(|b| to_hex(&Sha256::digest(&b)));
+        let sha_of = |p: &std::path::Path| {
+            fs_err::read(p)
+                .ok()
+                .map(|b| hex::encode(Sha256::digest(&b)))
+        };
         if sha_of(&current).as_deref() == Some(e.config_sha256.as_str()) {
             return Ok(Some(e.clone()));
         }
@@ -389,7 +392,7 @@ impl Memo {
         config: &[u8],
         warnings: Vec<String>,
     ) -> Result<(), Error> {
-        let config_sha256 = to_hex(&Sha256::digest(config));
+        let config_sha256 = hex::encode(Sha256::digest(config));
         let dir = slot.state.join("configs");
         fs_err::create_dir_all(&dir)?;
         crate::fsutil::write_atomic(&dir.join(format!("{config_sha256}.config")), config)?;

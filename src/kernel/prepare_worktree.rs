@@ -54,8 +54,12 @@ impl Step<KernelRun> for PrepareWorktree {
                 &plan.mirror.path,
                 (msgid, mbox.as_deref()),
                 &plan.resolved.commit,
-                self.name(),
-                reporter,
+                &mut |message| {
+                    reporter.event(&Event::Info {
+                        step: self.name(),
+                        message,
+                    });
+                },
             )?);
         }
         let plan = &ctx.plan;

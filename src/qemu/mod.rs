@@ -65,8 +65,7 @@ impl QemuIdentityInputs {
     /// The 12-hex-digit digest of these inputs.
     pub fn digest(&self) -> String {
         let bytes = serde_json::to_vec(self).expect("serializes");
-        crate::identity::to_hex(&sha2::Sha256::digest(&bytes))[..crate::identity::DIGEST_LEN]
-            .to_owned()
+        hex::encode(sha2::Sha256::digest(&bytes))[..crate::identity::DIGEST_LEN].to_owned()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::{QemuRun, info, short};
 use crate::error::Error;
-use crate::flow::{Outcome, Reporter, Step};
+use crate::flow::{Event, Outcome, Reporter, Step};
 
 pub struct PrepareWorktree;
 
@@ -34,8 +34,12 @@ impl Step<QemuRun> for PrepareWorktree {
                 &plan.mirror.path,
                 (msgid, mbox.as_deref()),
                 &plan.resolved.commit,
-                self.name(),
-                reporter,
+                &mut |message| {
+                    reporter.event(&Event::Info {
+                        step: self.name(),
+                        message,
+                    });
+                },
             )?);
         }
         let slot = &ctx.plan.slot;

@@ -34,6 +34,12 @@ pub enum SeriesError {
         failed: String,
         output: String,
     },
+    #[error("the series applied, but publishing it to the mirror as {branch} failed: {source}")]
+    Publish {
+        branch: String,
+        #[source]
+        source: RunError,
+    },
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
@@ -288,16 +294,15 @@ fn is_patch_subject_of(subject: &str, patches: &[String]) -> bool {
 }
 
 /// What a flow's prepare_worktree does with a series: applies it on the slot's worktree at
-/// `base`, publishes its HEAD to the mirror as `b4/<slug of its subject>`, and says so as an
-/// event of `step`. The returned record names that branch.
+/// `base`, publishes its HEAD to the mirror as `b4/<slug of its subject>`, and says so through
+/// `info`. The returned record names that branch.
 pub fn apply_and_publish(
     slot: &crate::slot::Slot,
     mirror: &Path,
     (msgid, mbox): (&str, Option<&Path>),
     base: &str,
-    step: &str,
-    reporter: &dyn crate::flow::Reporter,
-) -> Result<Applied, crate::error::Error> {
+    info: &mut dyn FnMut(&str),
+) -> Result<Applied, SeriesError> {
     let mut applied = apply(&slot.src, &slot.state.join("b4"), msgid, mbox, base)?;
     let (label, suffix) = crate::identity::infer_label(&crate::identity::LabelSource::Series {
         subject: &applied.subject,
@@ -307,17 +312,13 @@ pub fn apply_and_publish(
         mirror,
         &format!("{label}{suffix}"),
         &applied.head,
-    )
-    .map_err(|e| crate::error::Error::Input(e.to_string()))?;
-    reporter.event(&crate::flow::Event::Info {
-        step,
-        message: &format!(
-            "applied {} patch(es) of \"{}\" on {}; published as {branch}",
-            applied.patches.len(),
-            applied.subject,
-            &base[..12.min(base.len())]
-        ),
-    });
+    )?;
+    info(&format!(
+        "applied {} patch(es) of \"{}\" on {}; published as {branch}",
+        applied.patches.len(),
+        applied.subject,
+        &base[..12.min(base.len())]
+    ));
     applied.branch = Some(branch);
     Ok(applied)
 }
@@ -330,12 +331,15 @@ pub fn publish(
     head: &str,
 ) -> Result<String, SeriesError> {
     let branch = format!("b4/{slug}");
-    git(worktree)
+    match git(worktree)
         .args(["push", "--quiet", "--force", "--no-verify"])
         .arg(mirror)
         .arg(format!("{head}:refs/heads/{branch}"))
-        .output()?;
-    Ok(branch)
+        .output()
+    {
+        Ok(_) => Ok(branch),
+        Err(source) => Err(SeriesError::Publish { branch, source }),
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::fsutil::{FileLock, write_atomic};
-use crate::identity::to_hex;
 
 pub use name::{EntryName, Kind, Release};
 
@@ -226,7 +225,7 @@ fn hash_stream(
         }
         size += n as u64;
     }
-    Ok((to_hex(&h.finalize()), size))
+    Ok((hex::encode(h.finalize()), size))
 }
 
 /// sha256 and size of a file.
@@ -516,7 +515,7 @@ impl Store {
                 files.push(FileRecord {
                     path: s.dest.clone(),
                     size: 0,
-                    sha256: to_hex(&Sha256::digest(text.as_bytes())),
+                    sha256: hex::encode(Sha256::digest(text.as_bytes())),
                     executable: false,
                     link: Some(text),
                 });

@@ -22,7 +22,6 @@ use sha2::{Digest as _, Sha256};
 
 use super::{EntryName, Layer, LayerRecord, Release, Store, StoreError, archive, sign};
 use crate::fsutil::write_atomic;
-use crate::identity::to_hex;
 
 pub const INDEX_SCHEMA: &str = "kforge-index/1";
 const SIGNED_PREFIX: &[u8] = b"kforge-index-signature/1\n";
@@ -350,7 +349,7 @@ fn fetch_inner<M: serde::de::DeserializeOwned + Serialize + OfRelease>(
     let archive = get(peer, &format!("{base}/{}", s.archive), s.archive_size)?
         .ok_or_else(|| format!("{base}/{} is missing", s.archive))?;
     if archive.len() as u64 != s.archive_size
-        || to_hex(&Sha256::digest(&archive)) != s.archive_sha256
+        || hex::encode(Sha256::digest(&archive)) != s.archive_sha256
     {
         return Err(format!(
             "{base}/{} does not match its signed hash and size",

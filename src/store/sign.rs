@@ -13,7 +13,6 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, Verifying
 
 use super::StoreError;
 use crate::fsutil::write_atomic;
-use crate::identity::to_hex;
 
 const PREFIX: &str = "kforge-ed25519";
 
@@ -60,12 +59,12 @@ impl Key {
         format!(
             "{PREFIX}:{}:{}",
             self.name,
-            to_hex(self.key.verifying_key().as_bytes())
+            hex::encode(self.key.verifying_key().as_bytes())
         )
     }
 
     pub fn sign(&self, bytes: &[u8]) -> String {
-        to_hex(&self.key.sign(bytes).to_bytes())
+        hex::encode(self.key.sign(bytes).to_bytes())
     }
 }
 
@@ -98,7 +97,7 @@ pub fn keygen(system_dir: &Path, name: &str, force: bool) -> Result<Key, StoreEr
         key: SigningKey::from_bytes(&seed),
     };
     fs_err::create_dir_all(keys_dir(system_dir))?;
-    write_atomic(&path, format!("{name} {}\n", to_hex(&seed)).as_bytes())?;
+    write_atomic(&path, format!("{name} {}\n", hex::encode(seed)).as_bytes())?;
     fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(key)
 }
@@ -164,7 +163,7 @@ pub fn trust(system_dir: &Path, public: &str) -> Result<String, StoreError> {
     keys.push((name.clone(), key));
     let mut text = String::new();
     for (n, k) in &keys {
-        let _ = writeln!(text, "{PREFIX}:{n}:{}", to_hex(k.as_bytes()));
+        let _ = writeln!(text, "{PREFIX}:{n}:{}", hex::encode(k.as_bytes()));
     }
     fs_err::create_dir_all(keys_dir(system_dir))?;
     write_atomic(&keys_dir(system_dir).join("trusted"), text.as_bytes())?;

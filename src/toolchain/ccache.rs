@@ -101,7 +101,7 @@ pub fn write_ccache_conf(settings: &CcacheSettings) -> std::io::Result<PathBuf> 
     use sha2::Digest as _;
     fs_err::create_dir_all(&settings.cache_dir)?;
     let text = render(settings);
-    let digest = crate::identity::to_hex(&sha2::Sha256::digest(text.as_bytes()));
+    let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
     let path = settings
         .cache_dir
         .join(format!("kforge-ccache-{}.conf", &digest[..12]));

@@ -15,6 +15,7 @@ mod cli;
 mod devel;
 mod guest;
 mod identity;
+mod layout;
 mod peers;
 mod qemu;
 mod remote_cache;

@@ -7,8 +7,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::kbuild;
+use crate::error::InvalidRequest;
 use crate::identity::validate_custom_label;
-use crate::kernel::kbuild;
 use crate::slot::git::validate_ref;
 use crate::toolchain::{Compiler, ccache};
 
@@ -339,11 +340,6 @@ impl Default for KernelRequest {
         serde_json::from_str("{}").expect("all fields have defaults")
     }
 }
-
-/// A request that failed its checks; each line is one problem.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid request:\n  - {}", .0.join("\n  - "))]
-pub struct InvalidRequest(pub Vec<String>);
 
 impl KernelRequest {
     /// Parses a request file: JSON, or TOML when the name ends in `.toml`.
