@@ -16,9 +16,8 @@ macro_rules! bool_flag {
 }
 
 const AFTER_HELP: &str = "\
-Environment: KFORGE_WORKERS_DIR, KFORGE_WORKER_INDEX, KFORGE_SYSTEM_DIR, KFORGE_MIRROR,
-KFORGE_LIBRARY, KFORGE_CCACHE_DIR and KFORGE_CONFIG (a TOML file with the same keys in
-lower case) set the defaults of the global options.
+Each global option comes from its flag, else its KFORGE_* variable, else the config file,
+else its default.
 
 Exit status: 0 success, 1 build failed, 2 bad input (nothing was touched),
 3 machine problem (missing tool, I/O), 4 slot busy.";
@@ -45,28 +44,38 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Config file (TOML) with defaults for the options below.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Config file (TOML) with defaults for the options below, keys in lower case
+    /// (`workers_dir = "..."`) [default: $XDG_CONFIG_HOME/kforge/config.toml].
+    #[arg(long, global = true, value_name = "FILE", env = "KFORGE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Where the worker slots live [env: KFORGE_WORKERS_DIR].
-    #[arg(long, global = true, value_name = "DIR")]
+    /// Where the worker slots live [default: SYSTEM_DIR/workers].
+    #[arg(long, global = true, value_name = "DIR", env = "KFORGE_WORKERS_DIR")]
     pub workers_dir: Option<PathBuf>,
-    /// Which slot this build uses: WORKERS_DIR/<index>/main/linux (or qemu) [env:
-    /// KFORGE_WORKER_INDEX].
-    #[arg(long, global = true, value_name = "N")]
+    /// Which slot this build uses: WORKERS_DIR/<index>/main/linux (or qemu) [default: 0].
+    #[arg(long, global = true, value_name = "N", env = "KFORGE_WORKER_INDEX")]
     pub worker_index: Option<u32>,
-    /// kforge's own state (mirrors, registry) [env: KFORGE_SYSTEM_DIR].
-    #[arg(long, global = true, value_name = "DIR")]
+    /// kforge's own state (mirrors, store, guests) [default: $XDG_DATA_HOME/kforge].
+    #[arg(long, global = true, value_name = "DIR", env = "KFORGE_SYSTEM_DIR")]
     pub system_dir: Option<PathBuf>,
-    /// The kernel's bare mirror [env: KFORGE_MIRROR; default SYSTEM_DIR/mirrors/linux.git].
-    #[arg(long, global = true, value_name = "DIR")]
+    /// The kernel's bare mirror [default: SYSTEM_DIR/mirrors/linux.git].
+    #[arg(long, global = true, value_name = "DIR", env = "KFORGE_MIRROR")]
     pub mirror: Option<PathBuf>,
-    /// QEMU's bare mirror [env: KFORGE_QEMU_MIRROR; default SYSTEM_DIR/mirrors/qemu.git].
-    #[arg(long, global = true, value_name = "DIR")]
+    /// QEMU's bare mirror [default: SYSTEM_DIR/mirrors/qemu.git].
+    #[arg(long, global = true, value_name = "DIR", env = "KFORGE_QEMU_MIRROR")]
     pub qemu_mirror: Option<PathBuf>,
     /// A kconfig library directory (defconfigs/, fragments/) replacing the built-in one.
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", env = "KFORGE_LIBRARY")]
     pub library: Option<PathBuf>,
+    /// The build store, where finished identities live [default: SYSTEM_DIR/store].
+    #[arg(long, global = true, value_name = "DIR", env = "KFORGE_STORE")]
+    pub store: Option<PathBuf>,
+    /// The local compiler cache every slot shares [default: $XDG_CACHE_HOME/kforge/ccache].
+    #[arg(long, global = true, value_name = "DIR", env = "KFORGE_CCACHE_DIR")]
+    pub ccache_dir: Option<PathBuf>,
+    /// A cache shared by every worker behind the local one (ccache's remote_storage):
+    /// redis://HOST:PORT, redis+unix:PATH, http(s)://..., file:DIR.
+    #[arg(long, global = true, value_name = "URL", env = "KFORGE_CCACHE_REMOTE")]
+    pub ccache_remote: Option<String>,
     /// Show every command and all of make's output.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -504,9 +513,15 @@ impl GuestArgs {
 
 #[derive(Debug, Args)]
 pub struct VmArgs {
-    /// Where the systemd units go [env: KFORGE_UNIT_DIR; default /etc/systemd/system].
-    #[arg(long, value_name = "DIR", global = true)]
-    pub unit_dir: Option<PathBuf>,
+    /// Where the systemd units go.
+    #[arg(
+        long,
+        value_name = "DIR",
+        global = true,
+        env = "KFORGE_UNIT_DIR",
+        default_value = "/etc/systemd/system"
+    )]
+    pub unit_dir: PathBuf,
     #[command(subcommand)]
     pub command: VmCommand,
 }
@@ -888,5 +903,52 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every `KFORGE_*` variable kforge reads is shown by `--help` of the command that reads
+    /// it, found by reading the sources (not a list kept here).
+    #[test]
+    fn help_names_every_kforge_variable() {
+        fn texts(dir: &std::path::Path, out: &mut String) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    texts(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        fn helps(cmd: &mut clap::Command, out: &mut String) {
+            out.push_str(&cmd.render_long_help().to_string());
+            for sub in cmd.get_subcommands_mut() {
+                helps(sub, out);
+            }
+        }
+        let mut src = String::new();
+        texts(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut src,
+        );
+        let mut vars: std::collections::BTreeSet<String> = src
+            .match_indices("KFORGE_")
+            .map(|(i, _)| {
+                src[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect()
+            })
+            .filter(|v: &String| v.len() > "KFORGE_".len())
+            .collect();
+        // The store's kill points for the tests, not a user's setting.
+        vars.remove("KFORGE_FAULT_INJECT");
+        assert!(
+            vars.contains("KFORGE_STORE") && vars.len() >= 10,
+            "{vars:?}"
+        );
+        let mut help = String::new();
+        helps(&mut Cli::command(), &mut help);
+        let missing: Vec<&String> = vars.iter().filter(|v| !help.contains(v.as_str())).collect();
+        assert!(missing.is_empty(), "--help never names {missing:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! Where kforge keeps things: workers dir, worker index, system dir, mirrors, ccache.
 //!
-//! Each setting comes from a flag, else the environment (`KFORGE_*`), else the config file
-//! (`$KFORGE_CONFIG` or `$XDG_CONFIG_HOME/kforge/config.toml`), else an XDG default.
+//! Each setting comes from the command line (a flag, else its `KFORGE_*` variable: the
+//! binary's clap definitions read both), else the config file (`--config` or
+//! `$XDG_CONFIG_HOME/kforge/config.toml`), else an XDG default.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,7 @@ pub struct ConfigFile {
     pub ccache_remote: Option<String>,
 }
 
-/// Values given on the command line (highest precedence).
+/// Values given on the command line or in the environment (highest precedence).
 #[derive(Debug, Default, Clone)]
 pub struct DirFlags {
     pub config: Option<PathBuf>,
@@ -32,6 +33,9 @@ pub struct DirFlags {
     pub mirror: Option<PathBuf>,
     pub qemu_mirror: Option<PathBuf>,
     pub library: Option<PathBuf>,
+    pub store: Option<PathBuf>,
+    pub ccache_dir: Option<PathBuf>,
+    pub ccache_remote: Option<String>,
 }
 
 /// The resolved locations.
@@ -66,11 +70,9 @@ pub enum DirsError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
-    #[error("KFORGE_WORKER_INDEX=`{0}` is not a whole number")]
-    BadIndex(String),
     #[error("{0}")]
     BadRemote(String),
-    #[error("no home directory: set HOME or KFORGE_SYSTEM_DIR and KFORGE_WORKERS_DIR")]
+    #[error("no home directory: set HOME, or --system-dir and --workers-dir")]
     NoHome,
 }
 
@@ -116,14 +118,10 @@ pub fn normalize(p: &Path) -> PathBuf {
 
 impl Dirs {
     pub fn resolve(flags: &DirFlags) -> Result<Self, DirsError> {
-        let config_path = flags
-            .config
-            .clone()
-            .or_else(|| env_path("KFORGE_CONFIG"))
-            .map_or_else(
-                || xdg("XDG_CONFIG_HOME", ".config").map(|d| d.join("kforge/config.toml")),
-                Ok,
-            )?;
+        let config_path = flags.config.clone().map_or_else(
+            || xdg("XDG_CONFIG_HOME", ".config").map(|d| d.join("kforge/config.toml")),
+            Ok,
+        )?;
         let file = match fs_err::read_to_string(&config_path) {
             Ok(text) => toml::from_str::<ConfigFile>(&text).map_err(|e| DirsError::Parse {
                 path: config_path.clone(),
@@ -137,12 +135,7 @@ impl Dirs {
                 });
             }
         };
-        let system_dir = match flags
-            .system_dir
-            .clone()
-            .or_else(|| env_path("KFORGE_SYSTEM_DIR"))
-            .or(file.system_dir)
-        {
+        let system_dir = match flags.system_dir.clone().or(file.system_dir) {
             Some(p) => p,
             None => xdg("XDG_DATA_HOME", ".local/share")?.join("kforge"),
         };
@@ -151,22 +144,14 @@ impl Dirs {
             &flags
                 .workers_dir
                 .clone()
-                .or_else(|| env_path("KFORGE_WORKERS_DIR"))
                 .or(file.workers_dir)
                 .unwrap_or_else(|| system_dir.join("workers")),
         );
-        let worker_index = match flags.worker_index {
-            Some(i) => i,
-            None => match std::env::var("KFORGE_WORKER_INDEX") {
-                Ok(v) if !v.is_empty() => v.parse().map_err(|_| DirsError::BadIndex(v))?,
-                _ => file.worker_index.unwrap_or(0),
-            },
-        };
+        let worker_index = flags.worker_index.or(file.worker_index).unwrap_or(0);
         let mirror = absolute(
             &flags
                 .mirror
                 .clone()
-                .or_else(|| env_path("KFORGE_MIRROR"))
                 .or(file.mirror)
                 .unwrap_or_else(|| system_dir.join("mirrors/linux.git")),
         );
@@ -174,33 +159,22 @@ impl Dirs {
             &flags
                 .qemu_mirror
                 .clone()
-                .or_else(|| env_path("KFORGE_QEMU_MIRROR"))
                 .or(file.qemu_mirror)
                 .unwrap_or_else(|| system_dir.join("mirrors/qemu.git")),
         );
-        let library = flags
-            .library
-            .clone()
-            .or_else(|| env_path("KFORGE_LIBRARY"))
-            .or(file.library)
-            .map(|p| absolute(&p));
-        let ccache_dir = absolute(
-            &env_path("KFORGE_CCACHE_DIR")
-                .or(file.ccache_dir)
-                .map_or_else(
-                    || xdg("XDG_CACHE_HOME", ".cache").map(|d| d.join("kforge/ccache")),
-                    Ok,
-                )?,
-        );
+        let library = flags.library.clone().or(file.library).map(|p| absolute(&p));
+        let ccache_dir = absolute(&flags.ccache_dir.clone().or(file.ccache_dir).map_or_else(
+            || xdg("XDG_CACHE_HOME", ".cache").map(|d| d.join("kforge/ccache")),
+            Ok,
+        )?);
         let store = absolute(
-            &env_path("KFORGE_STORE")
+            &flags
+                .store
+                .clone()
                 .or(file.store)
                 .unwrap_or_else(|| system_dir.join("store")),
         );
-        let ccache_remote = match std::env::var("KFORGE_CCACHE_REMOTE") {
-            Ok(v) if !v.is_empty() => Some(v),
-            _ => file.ccache_remote,
-        };
+        let ccache_remote = flags.ccache_remote.clone().or(file.ccache_remote);
         if let Some(url) = &ccache_remote {
             crate::toolchain::ccache::validate_remote(url).map_err(DirsError::BadRemote)?;
         }

@@ -171,11 +171,7 @@ fn vm_command(args: &cli::VmArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
     use kforge::guest::vm;
     let home = vm::VmHome {
         vms_dir: dirs.system_dir.join("vms"),
-        unit_dir: args
-            .unit_dir
-            .clone()
-            .or_else(|| std::env::var_os("KFORGE_UNIT_DIR").map(std::path::PathBuf::from))
-            .unwrap_or_else(|| "/etc/systemd/system".into()),
+        unit_dir: args.unit_dir.clone(),
     };
     match &args.command {
         V::Define {
@@ -482,6 +478,14 @@ fn peers_command(cmd: &cli::PeersCommand, dirs: &Dirs) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
+    // An empty KFORGE_* variable means "not set", as it always has (clap would take it as an
+    // empty value).
+    for (key, value) in std::env::vars_os() {
+        if value.is_empty() && key.to_string_lossy().starts_with("KFORGE_") {
+            // SAFETY: no other thread runs yet (the Ctrl-C handler starts below).
+            unsafe { std::env::remove_var(key) };
+        }
+    }
     let cli = Cli::parse();
     let level = if cli.global.quiet {
         ui::Level::Quiet
@@ -506,6 +510,9 @@ fn main() -> ExitCode {
         mirror: g.mirror.clone(),
         qemu_mirror: g.qemu_mirror.clone(),
         library: g.library.clone(),
+        store: g.store.clone(),
+        ccache_dir: g.ccache_dir.clone(),
+        ccache_remote: g.ccache_remote.clone(),
     };
     let result = Dirs::resolve(&flags)
         .map_err(|e| Error::Input(e.to_string()))
