@@ -4,6 +4,7 @@
 //! It reads manifests and runs QEMU and virtiofsd; it never builds. Every process it starts
 //! is killed with its process group when the check ends, also on timeout or Ctrl-C.
 
+pub mod console;
 pub mod initramfs;
 pub mod qemu;
 pub mod units;
@@ -154,8 +155,10 @@ pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), Error> {
     Ok((image, modules))
 }
 
-/// Starts virtiofsd serving `dir` and waits for its socket.
-fn serve(
+/// Starts virtiofsd sharing `dir` on `socket` and waits until it serves (the socket exists);
+/// the one place that waits for virtiofsd, for checks and foreground guests alike. A
+/// virtiofsd that exits first is reported with its status and output.
+pub fn serve(
     virtiofsd: &Path,
     args: Vec<std::ffi::OsString>,
     socket: &Path,
@@ -182,9 +185,10 @@ fn serve(
             )));
         }
         if start.elapsed() > Duration::from_secs(10) {
-            return Err(Error::Build(
-                "virtiofsd did not create its socket within 10 s".into(),
-            ));
+            return Err(Error::Build(format!(
+                "virtiofsd did not serve {} within 10 s",
+                dir.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -265,71 +269,38 @@ pub fn boot_check(
     });
     let mut vm = qemu_cmd.spawn_background()?;
     let deadline = start + opts.timeout;
-    let mut console: Vec<String> = Vec::new();
-    let mut report = BootReport {
-        passed: false,
-        expected_release: m.uts_release.clone(),
-        guest_release: None,
-        modules_mounted: false,
+    let mut console = console::Console::new(console::Expect {
+        release: m.uts_release.clone(),
         module: opts.module.clone(),
-        module_loaded: false,
-        accel,
-        seconds: 0.0,
-        failure: None,
-        console_tail: Vec::new(),
-        rootfs: opts.rootfs.as_ref().map(|r| r.dir.clone()),
-        rootfs_mounted: false,
-        ready_seen: false,
-    };
-    let mut done = false;
-    let mut timed_out = false;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            timed_out = true;
-            break;
+        ready: opts.rootfs.as_ref().map(|r| r.ready.clone()),
+    });
+    let mut verdict = None;
+    let end = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break console::End::TimedOut(opts.timeout);
         }
-        match vm.next_line(deadline - now) {
+        match vm.next_line(left) {
             Ok(line) => {
                 reporter.event(&Event::Output {
                     step: STEP,
                     line: &line,
                 });
-                let clean = line.trim_end_matches('\r');
-                if let Some(r) = clean.strip_prefix(initramfs::MARK_UNAME) {
-                    report.guest_release = Some(r.trim().to_owned());
-                } else if clean.starts_with(initramfs::MARK_MOUNT) {
-                    report.modules_mounted = true;
-                } else if clean
-                    .strip_prefix(initramfs::MARK_MODULE)
-                    .is_some_and(|m| m.trim() == opts.module)
-                {
-                    report.module_loaded = true;
-                } else if clean == initramfs::MARK_DONE && opts.rootfs.is_none() {
-                    done = true;
-                } else if clean == initramfs::MARK_ROOTFS {
-                    report.rootfs_mounted = true;
-                } else if clean == initramfs::MARK_ROOTFS_FAILED {
-                    console.push(clean.to_owned());
-                    break;
-                } else if let Some(r) = &opts.rootfs
-                    && report.rootfs_mounted
-                    && clean.contains(&r.ready)
-                {
-                    report.ready_seen = true;
-                    console.push(clean.to_owned());
-                    break;
+                match console.feed(&line) {
+                    console::Feed::More => {}
+                    stop => {
+                        verdict = Some(stop);
+                        break console::End::Stopped;
+                    }
                 }
-                console.push(clean.to_owned());
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                timed_out = true;
-                break;
+                break console::End::TimedOut(opts.timeout);
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break console::End::Exited,
         }
-    }
-    if done {
+    };
+    if verdict == Some(console::Feed::Done) && opts.rootfs.is_none() {
         // /init rebooted: with -no-reboot QEMU exits; give it a moment, then make sure.
         let until = Instant::now() + Duration::from_secs(5);
         while vm.try_wait().is_none() && Instant::now() < until {
@@ -341,46 +312,21 @@ pub fn boot_check(
     if let Some(v) = root_vfs.as_mut() {
         v.kill();
     }
-    report.seconds = (start.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-    report.console_tail = console.iter().rev().take(30).rev().cloned().collect();
-    let rootfs_failure = opts.rootfs.as_ref().and_then(|r| {
-        if !report.rootfs_mounted {
-            Some(format!(
-                "the guest could not mount the root directory {} over virtiofs",
-                r.dir.display()
-            ))
-        } else if !report.ready_seen {
-            Some(format!(
-                "the guest switched to the root directory but `{}` did not appear within {} s",
-                r.ready,
-                opts.timeout.as_secs()
-            ))
-        } else {
-            None
-        }
-    });
-    let ended = done || report.ready_seen;
-    report.failure = if timed_out && !ended && opts.rootfs.is_none() {
-        Some(format!(
-            "the guest did not finish within {} s",
-            opts.timeout.as_secs()
-        ))
-    } else if report.guest_release.as_deref() != Some(m.uts_release.as_str()) {
-        Some(format!(
-            "uname -r in the guest is {:?}, expected {}",
-            report.guest_release.as_deref().unwrap_or("(not printed)"),
-            m.uts_release
-        ))
-    } else if !report.modules_mounted {
-        Some("the guest could not mount the modules share over virtiofs".to_owned())
-    } else if !report.module_loaded {
-        Some(format!(
-            "module {} did not load from the modules share",
-            opts.module
-        ))
-    } else {
-        rootfs_failure
+    let failure = console.failure(end);
+    let report = BootReport {
+        passed: failure.is_none(),
+        expected_release: m.uts_release.clone(),
+        guest_release: console.guest_release.clone(),
+        modules_mounted: console.modules_mounted,
+        module: opts.module.clone(),
+        module_loaded: console.module_loaded,
+        accel,
+        seconds: (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        failure,
+        console_tail: console.tail(),
+        rootfs: opts.rootfs.as_ref().map(|r| r.dir.clone()),
+        rootfs_mounted: console.rootfs_mounted,
+        ready_seen: console.ready_seen,
     };
-    report.passed = report.failure.is_none();
     Ok(report)
 }

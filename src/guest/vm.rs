@@ -354,39 +354,25 @@ pub fn run(
     timeout: Option<Duration>,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), Error> {
-    let _ = fs_err::remove_file(&def.socket);
-    let mut vfs = Cmd::new(def.virtiofsd.as_os_str())
-        .args(qemu::virtiofsd_args(&def.socket, &def.modules_dir))
-        .spawn_background()?;
-    let start = Instant::now();
-    while !def.socket.exists() {
-        if vfs.try_wait().is_some() || start.elapsed() > Duration::from_secs(10) {
-            return Err(Error::Build(format!(
-                "virtiofsd did not serve {}",
-                def.modules_dir.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let quiet = crate::flow::Silent;
+    let mut vfs = super::serve(
+        &def.virtiofsd,
+        qemu::virtiofsd_args(&def.socket, &def.modules_dir),
+        &def.socket,
+        &def.modules_dir,
+        &quiet,
+    )?;
     let mut root_vfs = match (&def.rootfs, &def.rootfs_socket) {
-        (Some(root), Some(sock)) => {
-            let _ = fs_err::remove_file(sock);
-            let v = Cmd::new(def.virtiofsd.as_os_str())
-                .args(qemu::virtiofsd_rootfs_args(sock, &root.dir))
-                .spawn_background()?;
-            while !sock.exists() {
-                if start.elapsed() > Duration::from_secs(10) {
-                    return Err(Error::Build(format!(
-                        "virtiofsd did not serve {}",
-                        root.dir.display()
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(v)
-        }
+        (Some(root), Some(sock)) => Some(super::serve(
+            &def.virtiofsd,
+            qemu::virtiofsd_rootfs_args(sock, &root.dir),
+            sock,
+            &root.dir,
+            &quiet,
+        )?),
         _ => None,
     };
+    let start = Instant::now();
     let mut vm = Cmd::new(def.qemu.as_os_str())
         .args(qemu::qemu_args(&def.spec()))
         .spawn_background()?;
