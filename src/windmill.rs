@@ -251,103 +251,10 @@ pub fn all() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// YAML for a JSON value: block mappings and sequences, multi-line strings as literal
-/// blocks, everything else in JSON's notation (which YAML reads as the same value).
+/// The flow as YAML (serde-saphyr: multi-line scripts become literal blocks, keys YAML 1.1
+/// would read as booleans are quoted).
 pub fn to_yaml(value: &Value) -> String {
-    let mut out = String::new();
-    emit(value, 0, &mut out);
-    out
-}
-
-fn scalar(v: &Value) -> String {
-    serde_json::to_string(v).expect("serializes")
-}
-
-/// A key as plain YAML when it is a simple name YAML 1.1 would not read as something else.
-fn key(k: &str) -> String {
-    let simple = k
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-    let reserved = matches!(
-        k.to_ascii_lowercase().as_str(),
-        "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
-    );
-    if simple && !reserved {
-        k.to_owned()
-    } else {
-        scalar(&Value::String(k.to_owned()))
-    }
-}
-
-fn is_block(s: &str) -> bool {
-    s.ends_with('\n') && !s.starts_with([' ', '\n']) && !s.contains('\r') && !s.contains('\t')
-}
-
-fn emit(value: &Value, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            for (k, v) in map {
-                out.push_str(&pad);
-                out.push_str(&key(k));
-                out.push(':');
-                child(v, indent, out);
-            }
-        }
-        Value::Array(items) if !items.is_empty() => {
-            for v in items {
-                out.push_str(&pad);
-                out.push('-');
-                match v {
-                    Value::Object(m) if !m.is_empty() => {
-                        // The first key on the dash's line, the rest under it.
-                        let mut first = String::new();
-                        emit(v, indent + 2, &mut first);
-                        out.push(' ');
-                        out.push_str(&first[indent + 2..]);
-                    }
-                    _ => child(v, indent, out),
-                }
-            }
-        }
-        other => {
-            out.push_str(&pad);
-            out.push_str(&scalar(other));
-            out.push('\n');
-        }
-    }
-}
-
-/// A mapping value or sequence item after its key or dash.
-fn child(v: &Value, indent: usize, out: &mut String) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            out.push('\n');
-            emit(v, indent + 2, out);
-        }
-        Value::Array(a) if !a.is_empty() => {
-            out.push('\n');
-            emit(v, indent + 2, out);
-        }
-        Value::String(s) if is_block(s) => {
-            out.push_str(" |\n");
-            for line in s.lines() {
-                if !line.is_empty() {
-                    out.push_str(&" ".repeat(indent + 2));
-                    out.push_str(line);
-                }
-                out.push('\n');
-            }
-        }
-        other => {
-            out.push(' ');
-            out.push_str(&scalar(other));
-            out.push('\n');
-        }
-    }
+    serde_saphyr::to_string(value).expect("a JSON value is YAML")
 }
 
 #[cfg(test)]
@@ -355,12 +262,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn yaml_shapes() {
-        let v = json!({"a": [{"b": 1, "c": "x\ny\n"}, 2, []], "d": {}, "e": "it's \"q\"", "on": 1, "a b": 2});
-        assert_eq!(
-            to_yaml(&v),
-            "a:\n  - b: 1\n    c: |\n      x\n      y\n  - 2\n  - []\nd: {}\ne: \"it's \\\"q\\\"\"\n\"on\": 1\n\"a b\": 2\n"
-        );
+    fn yaml_keeps_scripts_as_blocks_and_quotes_what_yaml_1_1_would_misread() {
+        let v = json!({"a": [{"b": 1, "c": "x\n  y $z\n"}], "on": "no", "e": "it's: #q"});
+        let y = to_yaml(&v);
+        assert!(y.contains("c: |\n"), "{y}");
+        assert!(y.contains("\n    x\n      y $z\n"), "{y}");
+        assert!(y.contains("\"on\": \"no\""), "{y}");
+        assert!(y.contains("e: \"it's: #q\""), "{y}");
     }
 
     #[test]

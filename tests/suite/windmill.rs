@@ -69,13 +69,13 @@ fn the_flow_validates_against_windmills_schema_and_a_broken_one_does_not() {
     for (what, broken) in [
         (
             "an unknown module type",
-            committed.replacen("type: \"branchone\"", "type: \"branchsome\"", 1),
+            committed.replacen("type: branchone", "type: branchsome", 1),
         ),
         (
             "a module without its value",
             committed.replacen(
-                "      value:\n        type: \"rawscript\"",
-                "      valve:\n        type: \"rawscript\"",
+                "    value:\n      type: rawscript",
+                "    valve:\n      type: rawscript",
                 1,
             ),
         ),
