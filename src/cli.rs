@@ -272,7 +272,7 @@ pub struct MirrorArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum QemuCommand {
-    /// Build QEMU: prepare_worktree -> build_flags -> reuse_check -> configure -> compile ->
+    /// Build QEMU: prepare_worktree -> build_flags -> fetch_identity -> reuse_check -> configure -> compile ->
     /// install -> publish -> collect; prints the manifest (with qemu_binary).
     #[command(after_help = "Examples:
   kforge qemu build                                  # newest v* tag, x86_64-softmmu, minimal
@@ -350,6 +350,9 @@ pub struct QemuBuildArgs {
     /// Take the identity from the store when it is there [default: true]; =false rebuilds.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = QEMU_HEADING)]
     pub reuse: Option<bool>,
+    /// Fetch the identity from a registered peer's store before building [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = bool_flag!(), help_heading = QEMU_HEADING)]
+    pub use_peers: Option<bool>,
     /// Remove build/ first.
     #[arg(long, help_heading = QEMU_HEADING)]
     pub wipe_build: bool,
@@ -399,6 +402,7 @@ impl QemuBuildArgs {
         }
         set(&mut r.reproducible, self.reproducible);
         set(&mut r.reuse, self.reuse);
+        set(&mut r.use_peers, self.use_peers);
         r.wipe_build |= self.wipe_build;
         r.recreate_build_worktree |= self.recreate_build_worktree;
         Ok(r)

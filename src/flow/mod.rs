@@ -65,6 +65,61 @@ pub enum Outcome {
     Skipped(String),
 }
 
+/// Why fetch_identity does not ask the peers, when the request says it must not.
+pub fn peers_off(use_peers: bool, reuse: bool) -> Option<Outcome> {
+    if !use_peers {
+        return Some(Outcome::Skipped("use_peers is off".into()));
+    }
+    (!reuse).then(|| Outcome::Skipped("use_peers needs reuse on".into()))
+}
+
+/// fetch_identity for any flow: ask the registered peers for the run layer of `release`,
+/// reporting each answer. `Ok(record)`: a peer's verified copy is in the store now;
+/// `Err(outcome)`: what the step came to without one.
+pub fn fetch_from_peers<M>(
+    store: &crate::store::Store,
+    system_dir: &std::path::Path,
+    release: &crate::store::Release,
+    digest: &str,
+    step: &str,
+    reporter: &dyn Reporter,
+) -> Result<Result<crate::store::LayerRecord<M>, Outcome>, Error>
+where
+    M: serde::de::DeserializeOwned + Serialize + crate::store::peers::OfRelease,
+{
+    use crate::store::peers::{Asked, Heard, ask};
+    let entry = store.entry_name(release);
+    let asked = ask::<M>(store, system_dir, release, digest, &mut |heard| {
+        let message = format!("{entry}: {heard}");
+        match heard {
+            Heard::Refused { .. } => reporter.event(&Event::Warn {
+                step,
+                message: &message,
+            }),
+            _ => reporter.event(&Event::Info {
+                step,
+                message: &message,
+            }),
+        }
+    })?;
+    Ok(match asked {
+        Asked::Fetched(record) => Ok(*record),
+        Asked::NoPeers => Err(Outcome::Skipped(
+            "no peers are registered (kforge peers add NAME URL)".into(),
+        )),
+        Asked::AlreadyHere => Err(Outcome::Skipped(format!(
+            "{entry} is already in this host's store"
+        ))),
+        Asked::NoneHad => {
+            reporter.event(&Event::Info {
+                step,
+                message: "no peer had it: building here",
+            });
+            Err(Outcome::Ran)
+        }
+    })
+}
+
 /// One step's record in a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {

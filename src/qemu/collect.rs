@@ -6,7 +6,6 @@ use super::{Configured, QemuManifest, QemuRun, entry_binary};
 use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
 use crate::fsutil::write_atomic;
-use crate::manifest::Reused;
 
 /// A manifest with this run's identity and nothing else yet.
 pub(super) fn placeholder(c: &Configured) -> QemuManifest {
@@ -44,7 +43,7 @@ pub(super) fn manifest_of(ctx: &QemuRun) -> QemuManifest {
         let mut m = hit.manifest.clone();
         m.qemu_binary = entry_binary(&hit.entry, &m).map(|p| p.display().to_string());
         m.store_entry = Some(hit.entry.display().to_string());
-        m.reused = Some(Reused::Store);
+        m.reused = Some(hit.how);
         m
     } else {
         let c = ctx.configured();

@@ -3,7 +3,7 @@
 //! the generic step runner and run record, the managed ccache config, the store (entries
 //! `qemu-<release>`), and a manifest whose `qemu_binary` the guest layer boots with.
 //!
-//! Steps: prepare_worktree -> build_flags -> reuse_check -> configure -> compile -> install
+//! Steps: prepare_worktree -> build_flags -> fetch_identity -> reuse_check -> configure -> compile -> install
 //! -> publish -> collect. The identity is known at build_flags (tree, options, toolchain),
 //! so a reused QEMU is not even configured. `plan` does every check that needs no change on
 //! disk first.
@@ -12,6 +12,7 @@ mod build_flags;
 mod collect;
 mod compile;
 mod configure;
+mod fetch_identity;
 mod install;
 mod prepare_worktree;
 mod publish;
@@ -132,6 +133,8 @@ pub struct Configured {
 /// An existing copy of the identity in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
+    /// Where it was found: the store, or a peer (now in the store).
+    pub how: Reused,
     pub entry: PathBuf,
     pub manifest: QemuManifest,
 }
@@ -243,7 +246,7 @@ impl QemuRun {
     fn reused_reason(&self) -> Option<String> {
         self.reused
             .as_ref()
-            .map(|h| format!("{} reused from the store", h.manifest.identity))
+            .map(|h| format!("{} reused from {}", h.manifest.identity, h.how.as_str()))
     }
 }
 
@@ -330,6 +333,7 @@ pub fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
 pub const STEPS: &[&dyn Step<QemuRun>] = &[
     &prepare_worktree::PrepareWorktree,
     &build_flags::BuildFlags,
+    &fetch_identity::FetchIdentity,
     &reuse_check::ReuseCheck,
     &configure::Configure,
     &compile::Compile,

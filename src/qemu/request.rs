@@ -125,6 +125,10 @@ pub struct QemuRequest {
     /// Take an identity that is already in the store instead of building it again.
     #[serde(default = "yes")]
     pub reuse: bool,
+    /// Before building, fetch this identity from a registered peer's store (`kforge peers
+    /// add`), verified against a trusted signing key; only with `reuse` on.
+    #[serde(default)]
+    pub use_peers: bool,
     /// Remove build/ first (a cold build).
     #[serde(default)]
     pub wipe_build: bool,

@@ -4,6 +4,7 @@
 use super::{Hit, QemuManifest, QemuRun, info};
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
+use crate::manifest::Reused;
 use crate::store::Layer;
 
 /// reuse_check: is `qemu-<release>` in this host's store, intact?
@@ -17,6 +18,11 @@ impl Step<QemuRun> for ReuseCheck {
     fn run(&self, ctx: &mut QemuRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
         if !ctx.plan.request.reuse {
             return Ok(Outcome::Skipped("reuse is off: building anew".into()));
+        }
+        if ctx.reused.is_some() {
+            return Ok(Outcome::Skipped(
+                "fetch_identity brought it from a peer".into(),
+            ));
         }
         let release = ctx.configured().release.clone();
         let store = ctx.store()?;
@@ -56,6 +62,7 @@ impl Step<QemuRun> for ReuseCheck {
             ),
         );
         ctx.reused = Some(Hit {
+            how: Reused::Store,
             entry,
             manifest: record.manifest,
         });

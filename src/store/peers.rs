@@ -274,6 +274,82 @@ fn get(peer: &Peer, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(v))
 }
 
+/// What asking the registered peers for an identity came to.
+#[derive(Debug)]
+pub enum Asked<M> {
+    /// No peer is registered.
+    NoPeers,
+    /// The local store already holds the identity, intact: nothing was asked.
+    AlreadyHere,
+    /// A peer had it; its record is in the local store now.
+    Fetched(Box<LayerRecord<M>>),
+    /// Every peer was asked; none had it (or every copy was refused).
+    NoneHad,
+}
+
+/// How a peer's answer is reported while the peers are asked in turn.
+pub enum Heard<'a> {
+    Fetched { peer: &'a Peer, files: usize },
+    NotThere { peer: &'a Peer },
+    Refused { peer: &'a Peer, why: &'a str },
+}
+
+impl std::fmt::Display for Heard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Heard::Fetched { peer, files } => write!(
+                f,
+                "fetched from peer {} ({files} files, signature and hashes verified)",
+                peer.name
+            ),
+            Heard::NotThere { peer } => write!(f, "peer {} does not have it", peer.name),
+            Heard::Refused { peer, why } => {
+                write!(f, "peer {} ({}) refused: {why}", peer.name, peer.url)
+            }
+        }
+    }
+}
+
+/// Asks each peer registered under `system_dir`, in order, for the run layer of `release`
+/// (with `digest`), unless the store already holds it intact; the first verified copy enters
+/// the store. Each answer goes to `heard` as it comes. The same for every kind of entry.
+pub fn ask<M: serde::de::DeserializeOwned + Serialize + OfRelease>(
+    store: &Store,
+    system_dir: &Path,
+    release: &Release,
+    digest: &str,
+    heard: &mut dyn FnMut(&Heard<'_>),
+) -> Result<Asked<M>, StoreError> {
+    let list = list(system_dir)?;
+    if list.is_empty() {
+        return Ok(Asked::NoPeers);
+    }
+    if store
+        .record::<M>(Layer::Run, release)
+        .ok()
+        .flatten()
+        .is_some()
+        && store.verify(Layer::Run, release)?.is_empty()
+    {
+        return Ok(Asked::AlreadyHere);
+    }
+    let trusted = sign::trusted(system_dir)?;
+    for peer in &list {
+        match fetch_run_layer::<M>(store, peer, &trusted, release, digest) {
+            Attempt::Fetched(record) => {
+                heard(&Heard::Fetched {
+                    peer,
+                    files: record.files.len(),
+                });
+                return Ok(Asked::Fetched(record));
+            }
+            Attempt::NotThere => heard(&Heard::NotThere { peer }),
+            Attempt::Refused(why) => heard(&Heard::Refused { peer, why: &why }),
+        }
+    }
+    Ok(Asked::NoneHad)
+}
+
 /// What a fetch attempt at one peer came to.
 #[derive(Debug)]
 pub enum Attempt<M> {

@@ -11,7 +11,8 @@ use kforge::store::{peers, sign};
 
 use crate::support::servers::{free_port, http};
 use crate::support::{
-    BootReport, Exported, Manifest, StoreLs, StoreShow, TINY, TestContext, Trusted, fixtures, fs,
+    BootReport, Exported, Manifest, QemuManifest, StoreLs, StoreShow, TINY, TestContext, Trusted,
+    fixtures, fs,
 };
 
 fn read_index(p: &std::path::Path) -> peers::Index {
@@ -191,4 +192,78 @@ fn an_identity_comes_from_a_peer_verified_and_boots() {
     let m3: Manifest = r.json();
     assert_eq!(m3.reused, None);
     assert_eq!(m3.compiler, "clang");
+}
+
+#[test]
+#[ignore = "takes the suite's QEMU: scripts/test.sh"]
+fn a_qemu_comes_from_a_peer_verified_and_runs() {
+    let f = fixtures::qemu();
+    let src = TestContext::new("peer-qemu-src");
+    let id = src.adopt_qemu(f);
+    let public = src
+        .kforge(["store", "keygen", "--name", "src"])
+        .run()
+        .success()
+        .stdout;
+    let root = src.path().join("serve");
+    let good = root.join("good");
+    let out: Exported = src
+        .kforge(["store", "export"])
+        .arg(&good)
+        .run()
+        .success()
+        .json();
+    assert_eq!(out.exported, [id.as_str()]);
+    // A copy with one flipped byte in its archive, asked first: refused, nothing kept.
+    let flipped = root.join("flipped");
+    fs::copy_tree(&good, &flipped);
+    let archive = flipped.join(&id).join("run.tar.gz");
+    fs::flip_byte(&archive, fs::read(&archive).len() / 2, 0x55);
+
+    let server = http(&root);
+    let dst = TestContext::new("peer-qemu-dst").with_qemu_mirror();
+    dst.kforge(["store", "trust", public.trim()])
+        .run()
+        .success();
+    for name in ["flipped", "good"] {
+        dst.kforge(["peers", "add", name, &server.url(name)])
+            .run()
+            .success();
+    }
+    let r = dst
+        .kforge(fixtures::QEMU_BUILD)
+        .arg("--use-peers")
+        .run()
+        .success()
+        .stderr_has("peer flipped")
+        .stderr_has("does not match its signed hash and size")
+        .stderr_has(&format!("{id}: fetched from peer good"))
+        .stderr_has("configure skipped")
+        .stderr_has("compile skipped");
+    let m: QemuManifest = r.json();
+    assert_eq!(m.reused.as_deref(), Some("peer"));
+    assert_eq!(m.identity, id);
+    assert_eq!(m.digest, f.manifest.digest);
+    assert_eq!(m.inputs, f.manifest.inputs);
+    let entry = dst.store().join("run").join(&id);
+    let binary = entry.join("usr/local/bin/qemu-system-x86_64");
+    assert_eq!(m.qemu_binary.as_deref(), binary.to_str());
+    assert_eq!(
+        fs::sha256(&binary),
+        fs::sha256(
+            &f.home
+                .store()
+                .join("run")
+                .join(&id)
+                .join("usr/local/bin/qemu-system-x86_64")
+        )
+    );
+    let show: StoreShow = dst.kforge(["store", "show", &id]).run().success().json();
+    let origin = show.run.expect("a run layer").origin;
+    assert!(origin.starts_with("peer good"), "{origin}");
+    // The fetched emulator runs and names its identity.
+    let version = Command::new(&binary).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(version.contains(&format!("kforge-{id}")), "{version}");
+    assert!(fs::names(&dst.store().join("tmp")).is_empty());
 }

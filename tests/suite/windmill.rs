@@ -137,7 +137,20 @@ fn every_qemu_module_calls_its_step_in_order() {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_eq!(steps.len(), 8, "{steps:?}");
+    assert_eq!(
+        steps,
+        [
+            "prepare_worktree",
+            "build_flags",
+            "fetch_identity",
+            "reuse_check",
+            "configure",
+            "compile",
+            "install",
+            "publish",
+            "collect"
+        ]
+    );
     let mut at = 0;
     for step in &steps {
         let call = format!("kforge qemu step {step} --wait");
