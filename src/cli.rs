@@ -124,8 +124,16 @@ Example (bash):
     Boot(BootArgs),
     /// Named guests run by systemd as qemu-system@<vm>.service (or in the foreground).
     Vm(VmArgs),
-    /// Print the JSON Schema (2020-12) of a build request.
-    Schema,
+    /// Print the JSON Schema (2020-12) of a build request, or of any document kforge prints.
+    #[command(after_help = "Examples:
+  kforge schema                          # the kernel build request
+  kforge schema --output store-ls        # what `kforge store ls` prints
+  kforge schema --output manifest | jq .properties.uts_release")]
+    Schema {
+        /// Which document [default: request].
+        #[arg(long, value_enum, value_name = "NAME", default_value = "request")]
+        output: kforge::schemas::Output,
+    },
     /// Print a flow for the Windmill engine (YAML; the repository keeps them at
     /// windmill/f/kernel/build.flow/flow.yaml and windmill/f/qemu/build.flow/flow.yaml): every
     /// step a bash module calling `kforge step` (`kforge qemu step`).

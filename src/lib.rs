@@ -14,6 +14,7 @@ pub mod library;
 pub mod manifest;
 pub mod process;
 pub mod qemu;
+pub mod schemas;
 pub mod series;
 pub mod slot;
 pub mod store;

@@ -523,8 +523,8 @@ fn main() -> ExitCode {
             Command::Resume { wait } => resume_command::<KernelFlow>(&dirs, *wait, &ui),
             Command::Boot(a) => boot_command(a, &dirs, &ui),
             Command::Vm(a) => vm_command(a, &dirs, &ui),
-            Command::Schema => {
-                print_json(&kforge::kernel::request::schema());
+            Command::Schema { output } => {
+                print_json(&output.schema());
                 Ok(())
             }
             Command::WindmillFlow { project } => {

@@ -77,7 +77,7 @@ impl RootFs {
 }
 
 /// The check's result, printed as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BootReport {
     pub passed: bool,

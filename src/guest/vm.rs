@@ -275,7 +275,7 @@ pub fn stop(home: &VmHome, name: &str) -> Result<(), Error> {
 }
 
 /// A guest's state, as systemd sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VmStatus {
     pub name: String,
     pub uts_release: String,

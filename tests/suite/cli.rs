@@ -88,6 +88,63 @@ fn schema_is_2020_12_with_groups() {
 }
 
 #[test]
+fn every_printed_document_has_a_schema_that_names_its_fields() {
+    use clap::ValueEnum as _;
+    let ctx = TestContext::without_mirror("schemas");
+    let help = ctx.kforge(["schema", "--help"]).run().success().stdout;
+    for output in kforge::schemas::Output::value_variants() {
+        let name = output.to_possible_value().unwrap().get_name().to_owned();
+        assert!(help.contains(&name), "{name} is not in the help:\n{help}");
+        let schema: serde_json::Value = ctx
+            .kforge(["schema", "--output", &name])
+            .run()
+            .success()
+            .json();
+        assert_eq!(
+            schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{name}"
+        );
+        assert!(
+            schema["properties"]
+                .as_object()
+                .is_some_and(|p| !p.is_empty()),
+            "{name}: {schema}"
+        );
+    }
+    // The default is the build request's, as before.
+    let plain: serde_json::Value = ctx.kforge(["schema"]).run().success().json();
+    let request: serde_json::Value = ctx
+        .kforge(["schema", "--output", "request"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(plain, request);
+    // A real document has exactly the fields its schema names.
+    let ls: serde_json::Value = ctx.kforge(["store", "ls"]).run().success().json();
+    let schema: serde_json::Value = ctx
+        .kforge(["schema", "--output", "store-ls"])
+        .run()
+        .success()
+        .json();
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&ls), keys(&schema["properties"]));
+    let manifest: serde_json::Value = ctx
+        .kforge(["schema", "--output", "manifest"])
+        .run()
+        .success()
+        .json();
+    assert!(
+        manifest["properties"]["uts_release"].is_object(),
+        "{manifest}"
+    );
+    ctx.kforge(["schema", "--output", "nonsense"]).run().code(2);
+}
+
+#[test]
 fn library_lists_presets_and_fragments() {
     let ctx = TestContext::without_mirror("library");
     let l: LibraryList = ctx.kforge(["library"]).run().success().json();
