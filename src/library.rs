@@ -39,6 +39,15 @@ pub enum Library {
     Dir(PathBuf),
 }
 
+/// What `kforge library` prints.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct Listing {
+    /// Whole-kernel configs (`defconfigs/<name>`).
+    pub presets: Vec<String>,
+    /// Fragments as `<category>/<name>`.
+    pub fragments: Vec<String>,
+}
+
 impl Library {
     pub fn new(dir: Option<PathBuf>) -> Self {
         dir.map_or(Library::Builtin, Library::Dir)
@@ -118,6 +127,14 @@ impl Library {
                 }
             }
         }
+    }
+
+    /// `kforge library`: every preset and fragment.
+    pub fn listing(&self) -> Result<Listing, LibraryError> {
+        Ok(Listing {
+            presets: self.presets()?,
+            fragments: self.fragments()?,
+        })
     }
 
     pub fn presets(&self) -> Result<Vec<String>, LibraryError> {

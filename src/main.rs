@@ -323,7 +323,11 @@ fn mirror(args: &cli::MirrorArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
     match &args.command {
         MirrorCommand::Init { from } => {
             let m = Mirror::init_from(path, from)?;
-            print_json(&serde_json::json!({ "mirror": m.path, "tags": m.tags()? }));
+            print_json(&kforge::slot::mirror::Shown {
+                tags: m.tags()?,
+                mirror: m.path,
+                branches: None,
+            });
         }
         MirrorCommand::ImportTarball { file, tag, branch } => {
             kforge::slot::git::validate_ref(tag).map_err(Error::Input)?;
@@ -344,11 +348,11 @@ fn mirror(args: &cli::MirrorArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
             let branches = kforge::slot::git::git(&m.path)
                 .args(["for-each-ref", "--format=%(refname:short)", "refs/heads/"])
                 .output()?;
-            print_json(&serde_json::json!({
-                "mirror": m.path,
-                "tags": m.tags()?,
-                "branches": branches.lines().collect::<Vec<_>>(),
-            }));
+            print_json(&kforge::slot::mirror::Shown {
+                tags: m.tags()?,
+                mirror: m.path,
+                branches: Some(branches.lines().map(str::to_owned).collect()),
+            });
         }
     }
     Ok(())
@@ -537,10 +541,7 @@ fn main() -> ExitCode {
             }
             Command::Library => {
                 let lib = Library::new(dirs.library.clone());
-                print_json(&serde_json::json!({
-                    "presets": lib.presets()?,
-                    "fragments": lib.fragments()?,
-                }));
+                print_json(&lib.listing()?);
                 Ok(())
             }
             Command::Mirror(m) => mirror(m, &dirs, &ui),

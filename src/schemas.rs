@@ -31,6 +31,12 @@ pub enum Output {
     BootReport,
     /// `kforge vm status`.
     VmStatus,
+    /// `kforge mirror show` and `kforge mirror init`.
+    MirrorShow,
+    /// `kforge mirror import-tarball`.
+    MirrorImport,
+    /// `kforge library`.
+    Library,
 }
 
 impl Output {
@@ -50,6 +56,9 @@ impl Output {
             Output::StoreKeys => schema_for!(ops::Keys),
             Output::BootReport => schema_for!(crate::guest::BootReport),
             Output::VmStatus => schema_for!(crate::guest::vm::VmStatus),
+            Output::MirrorShow => schema_for!(crate::slot::mirror::Shown),
+            Output::MirrorImport => schema_for!(crate::slot::mirror::Imported),
+            Output::Library => schema_for!(crate::library::Listing),
         };
         serde_json::to_value(schema).expect("a schema serializes")
     }

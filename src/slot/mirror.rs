@@ -215,8 +215,19 @@ impl Mirror {
     }
 }
 
+/// `kforge mirror init` (without `branches`) and `kforge mirror show`.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct Shown {
+    pub mirror: PathBuf,
+    /// Release tags, newest first.
+    pub tags: Vec<String>,
+    /// The mirror's branches (`kforge mirror show` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Vec<String>>,
+}
+
 /// What `import-tarball` produced.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct Imported {
     pub tag: String,
     pub commit: String,
