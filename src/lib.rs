@@ -11,7 +11,6 @@ pub mod guest;
 pub mod identity;
 pub mod kernel;
 pub mod library;
-pub mod manifest;
 pub mod process;
 pub mod qemu;
 pub mod schemas;

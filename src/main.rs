@@ -118,7 +118,7 @@ fn resume_command<F: Flow>(dirs: &Dirs, wait: bool, ui: &dyn Reporter) -> Result
 
 /// Boots and checks; a failed check is an error carrying the console's end.
 fn boot(
-    manifest: &kforge::manifest::Manifest,
+    manifest: &kforge::kernel::manifest::Manifest,
     g: &cli::GuestArgs,
     dirs: &Dirs,
     ui: &dyn Reporter,
@@ -141,7 +141,7 @@ fn boot_failure(report: &kforge::guest::BootReport) -> Error {
 }
 
 fn run_guest(
-    manifest: &kforge::manifest::Manifest,
+    manifest: &kforge::kernel::manifest::Manifest,
     g: &cli::GuestArgs,
     dirs: &Dirs,
     ui: &dyn Reporter,
@@ -234,7 +234,7 @@ fn slot_manifest(dirs: &Dirs) -> std::path::PathBuf {
 fn manifest_or_identity(
     arg: Option<&std::path::Path>,
     dirs: &Dirs,
-) -> Result<(kforge::manifest::Manifest, std::path::PathBuf), Error> {
+) -> Result<(kforge::kernel::manifest::Manifest, std::path::PathBuf), Error> {
     let path = arg.map_or_else(|| slot_manifest(dirs), std::path::Path::to_path_buf);
     if path.is_file() || arg.is_none() {
         return Ok((read_manifest(&path)?, path));
@@ -267,7 +267,7 @@ fn manifest_or_identity(
     Ok((m, saved))
 }
 
-fn read_manifest(path: &std::path::Path) -> Result<kforge::manifest::Manifest, Error> {
+fn read_manifest(path: &std::path::Path) -> Result<kforge::kernel::manifest::Manifest, Error> {
     let text = fs_err::read_to_string(path)
         .map_err(|e| Error::Input(format!("reading the manifest: {e}")))?;
     serde_json::from_str(&text)

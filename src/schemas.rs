@@ -46,7 +46,7 @@ impl Output {
         let schema = match self {
             Output::Request => return crate::kernel::request::schema(),
             Output::QemuRequest => schema_for!(crate::qemu::QemuRequest),
-            Output::Manifest => schema_for!(crate::manifest::Manifest),
+            Output::Manifest => schema_for!(crate::kernel::manifest::Manifest),
             Output::QemuManifest => schema_for!(crate::qemu::QemuManifest),
             Output::StoreLs => schema_for!(ops::Listing),
             Output::StoreShow => schema_for!(ops::Shown),

@@ -120,6 +120,28 @@ where
     })
 }
 
+/// Where a reused build came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Reused {
+    /// This host's store.
+    Store,
+    /// The slot's own `destdir/`, from its previous build.
+    Destdir,
+    /// A registered peer's store (fetched, verified, then added to this host's).
+    Peer,
+}
+
+impl Reused {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reused::Store => "store",
+            Reused::Destdir => "destdir",
+            Reused::Peer => "peer",
+        }
+    }
+}
+
 /// One step's record in a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {

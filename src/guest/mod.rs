@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::flow::{Event, Reporter};
-use crate::manifest::Manifest;
+use crate::kernel::manifest::Manifest;
 use crate::process::{Cmd, find_program};
 pub use qemu::Accel;
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{initramfs, qemu, units};
 use crate::error::Error;
 use crate::fsutil::write_atomic;
-use crate::manifest::Manifest;
+use crate::kernel::manifest::Manifest;
 use crate::process::{Cmd, find_program};
 
 /// A guest's definition (vm.json).

@@ -6,90 +6,112 @@ use super::{KernelRun, kbuild, reuse_check};
 use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
 use crate::fsutil::write_atomic;
-use crate::manifest::{MANIFEST_SCHEMA_VERSION, Manifest};
+use crate::kernel::manifest::{MANIFEST_SCHEMA_VERSION, Manifest};
 use crate::store::{Layer, LayerRecord, RECORD_SCHEMA, sources_under};
 
 pub struct Collect;
 
-/// The manifest of this run as it stands (paths as the steps so far left them).
+/// What the kernel's generated headers (or, for a reused build, the manifest of the
+/// build that made it) say about how it was compiled.
+struct Provenance {
+    linux_compiler: String,
+    uts_version: String,
+    uts_machine: String,
+    linux_compile_by: String,
+    linux_compile_host: String,
+}
+
+fn provenance(ctx: &KernelRun) -> Result<Provenance, Error> {
+    if let Some(hit) = &ctx.reused {
+        let m = &hit.manifest;
+        return Ok(Provenance {
+            linux_compiler: m.linux_compiler.clone(),
+            uts_version: m.uts_version.clone(),
+            uts_machine: m.uts_machine.clone(),
+            linux_compile_by: m.linux_compile_by.clone(),
+            linux_compile_host: m.linux_compile_host.clone(),
+        });
+    }
+    let build = &ctx.plan.slot.build;
+    let headers = kbuild::read_provenance(build)?;
+    let header = |name: &str| -> Result<String, Error> {
+        headers.get(name).cloned().ok_or_else(|| {
+            Error::Build(format!(
+                "{name} is missing from {}/include/generated (did the build run?)",
+                build.display()
+            ))
+        })
+    };
+    let uts_release = header("UTS_RELEASE")?;
+    let want = &ctx.configured().uts_release;
+    if &uts_release != want {
+        return Err(Error::Build(format!(
+            "utsrelease.h says `{uts_release}`, the identity is `{want}`"
+        )));
+    }
+    Ok(Provenance {
+        linux_compiler: header("LINUX_COMPILER")?,
+        uts_version: header("UTS_VERSION")?,
+        uts_machine: header("UTS_MACHINE")?,
+        linux_compile_by: header("LINUX_COMPILE_BY")?,
+        linux_compile_host: header("LINUX_COMPILE_HOST")?,
+    })
+}
+
+/// The manifest of this run as it stands (paths as the steps so far left them). What the
+/// run was asked and where comes from this run, reused or not; what was built and where it
+/// lies comes from the store hit when the build was reused.
 pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
     let slot = &ctx.plan.slot;
+    let request = &ctx.plan.request;
     let c = ctx.configured();
-    let mut m = if let Some(hit) = &ctx.reused {
-        let mut m = hit.manifest.clone();
-        m.bz_image = Some(hit.bz_image.display().to_string());
-        m.modules_dir = hit.modules_dir.as_ref().map(|p| p.display().to_string());
-        m.store_entry = hit.entry.as_ref().map(|p| p.display().to_string());
-        m.store_devel = hit.devel.as_ref().map(|p| p.display().to_string());
-        m.reused = Some(hit.how);
-        m
-    } else {
-        let headers = kbuild::read_provenance(&slot.build)?;
-        let header = |name: &str| -> Result<String, Error> {
-            headers.get(name).cloned().ok_or_else(|| {
-                Error::Build(format!(
-                    "{name} is missing from {}/include/generated (did the build run?)",
-                    slot.build.display()
-                ))
-            })
-        };
-        let uts_release_header = header("UTS_RELEASE")?;
-        if uts_release_header != c.uts_release {
-            return Err(Error::Build(format!(
-                "utsrelease.h says `{uts_release_header}`, the identity is `{}`",
-                c.uts_release
-            )));
-        }
-        Manifest {
-            schema_version: MANIFEST_SCHEMA_VERSION,
-            commit: String::new(),
-            uts_release: c.uts_release.clone(),
-            bz_image: ctx.bz_image.as_ref().map(|p| p.display().to_string()),
-            build_dir: String::new(),
-            config: String::new(),
-            config_method: String::new(),
-            destdir: String::new(),
-            linux_compiler: header("LINUX_COMPILER")?,
-            uts_version: header("UTS_VERSION")?,
-            uts_machine: header("UTS_MACHINE")?,
-            linux_compile_by: header("LINUX_COMPILE_BY")?,
-            linux_compile_host: header("LINUX_COMPILE_HOST")?,
-            git_ref: String::new(),
-            ref_kind: String::new(),
-            version: c.version.clone(),
-            label: c.label.clone(),
-            digest: c.digest.clone(),
-            compiler: ctx.plan.request.compiler.as_str().to_owned(),
-            modules_dir: ctx.modules_dir.as_ref().map(|p| p.display().to_string()),
-            worker_index: 0,
-            series: None,
-            identity: c.inputs.clone(),
-            reused: None,
-            store_entry: ctx.store_entry.as_ref().map(|p| p.display().to_string()),
-            store_devel: ctx.store_devel.as_ref().map(|p| p.display().to_string()),
-            dev_worktree: None,
-        }
+    let p = provenance(ctx)?;
+    let shown = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let (bz_image, modules_dir, store_entry, store_devel, reused) = match &ctx.reused {
+        Some(hit) => (
+            Some(hit.bz_image.display().to_string()),
+            shown(&hit.modules_dir),
+            shown(&hit.entry),
+            shown(&hit.devel),
+            Some(hit.how),
+        ),
+        None => (
+            shown(&ctx.bz_image),
+            shown(&ctx.modules_dir),
+            shown(&ctx.store_entry),
+            shown(&ctx.store_devel),
+            None,
+        ),
     };
-    // What this run was asked and where: the same for a reused build as for a compiled one.
-    m.schema_version = MANIFEST_SCHEMA_VERSION;
-    ctx.head_commit().clone_into(&mut m.commit);
-    m.build_dir = slot.build.display().to_string();
-    m.config = slot.build.join(".config").display().to_string();
-    ctx.plan
-        .request
-        .config_method
-        .as_str()
-        .clone_into(&mut m.config_method);
-    m.destdir = slot.destdir.display().to_string();
-    m.git_ref.clone_from(&ctx.plan.resolved.name);
-    m.ref_kind = serde_json::to_value(ctx.plan.resolved.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    m.worker_index = slot.index;
-    m.series.clone_from(&ctx.series);
-    m.dev_worktree = ctx.dev_worktree.as_ref().map(|p| p.display().to_string());
-    Ok(m)
+    Ok(Manifest {
+        schema_version: MANIFEST_SCHEMA_VERSION,
+        commit: ctx.head_commit().to_owned(),
+        uts_release: c.uts_release.clone(),
+        bz_image,
+        build_dir: slot.build.display().to_string(),
+        config: slot.build.join(".config").display().to_string(),
+        config_method: request.config_method,
+        destdir: slot.destdir.display().to_string(),
+        linux_compiler: p.linux_compiler,
+        uts_version: p.uts_version,
+        uts_machine: p.uts_machine,
+        linux_compile_by: p.linux_compile_by,
+        linux_compile_host: p.linux_compile_host,
+        git_ref: ctx.plan.resolved.name.clone(),
+        ref_kind: ctx.plan.resolved.kind,
+        version: c.version.clone(),
+        label: c.label.clone(),
+        digest: c.digest.clone(),
+        compiler: request.compiler,
+        modules_dir,
+        worker_index: slot.index,
+        series: ctx.series.clone(),
+        identity: c.inputs.clone(),
+        reused,
+        store_entry,
+        store_devel,
+        dev_worktree: ctx.dev_worktree.as_ref().map(|p| p.display().to_string()),
+    })
 }
 
 impl Step<KernelRun> for Collect {

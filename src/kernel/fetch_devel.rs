@@ -29,7 +29,7 @@ impl Step<KernelRun> for FetchDevel {
         let release = ctx.release();
         let store = ctx.store()?;
         if store
-            .record::<crate::manifest::Manifest>(Layer::Devel, &release)?
+            .record::<crate::kernel::manifest::Manifest>(Layer::Devel, &release)?
             .is_none()
         {
             return Err(Error::Input(format!(

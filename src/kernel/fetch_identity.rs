@@ -5,8 +5,9 @@
 use super::KernelRun;
 use super::reuse_check::store_hit;
 use crate::error::Error;
+use crate::flow::Reused;
 use crate::flow::{Outcome, Reporter, Step, fetch_from_peers, peers_off};
-use crate::manifest::{Manifest, Reused};
+use crate::kernel::manifest::Manifest;
 
 pub struct FetchIdentity;
 

@@ -5,6 +5,7 @@
 //! config goals, toolchain); only then is the slot locked and touched.
 
 pub mod kbuild;
+pub mod manifest;
 pub mod request;
 
 mod build_flags;
@@ -27,9 +28,9 @@ use crate::dirs::Dirs;
 use crate::error::Error;
 use crate::flow::{self, Reporter, Step};
 use crate::identity::IdentityInputs;
+use crate::kernel::manifest::Manifest;
 use crate::kernel::request::{ConfigMethod, KernelRequest};
 use crate::library::Library;
-use crate::manifest::Manifest;
 use crate::slot::{Mirror, ResolvedRef, Slot};
 use crate::store::{Kind, Layer, LayerRecord, Release, Store, StoreError};
 use crate::toolchain::{self, ToolchainIdentity};

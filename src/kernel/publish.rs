@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::{KernelRun, collect};
 use crate::error::Error;
+use crate::flow::Reused;
 use crate::flow::{Event, Outcome, Reporter, Step};
-use crate::manifest::Reused;
 use crate::store::{Layer, Published, Source, sources_under};
 
 pub struct Publish;
@@ -108,7 +108,7 @@ fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<
     let release: crate::store::Release = hit.manifest.uts_release.parse()?;
     let store = ctx.store()?;
     if store
-        .record::<crate::manifest::Manifest>(Layer::Run, &release)?
+        .record::<crate::kernel::manifest::Manifest>(Layer::Run, &release)?
         .is_some()
         && store.verify(Layer::Run, &release)?.is_empty()
     {

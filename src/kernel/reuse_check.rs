@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use super::{KernelRecord, KernelRun};
 use crate::error::Error;
+use crate::flow::Reused;
 use crate::flow::{Event, Outcome, Reporter, Step};
-use crate::manifest::{Manifest, Reused};
+use crate::kernel::manifest::Manifest;
 use crate::store::{Layer, Release, Store, verify_dir};
 
 /// An existing copy of the identity.

@@ -2,75 +2,60 @@
 
 use std::path::Path;
 
-use super::{Configured, QemuManifest, QemuRun, entry_binary};
+use super::{QemuManifest, QemuRun, entry_binary};
 use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
 use crate::fsutil::write_atomic;
 
-/// A manifest with this run's identity and nothing else yet.
-pub(super) fn placeholder(c: &Configured) -> QemuManifest {
+/// The manifest of this run: what the build made (a reused build's as its manifest
+/// recorded, pointed at the store; a fresh one's from the steps' results), with this run's
+/// ref and slot.
+pub(super) fn manifest_of(ctx: &QemuRun) -> QemuManifest {
+    let slot = &ctx.plan.slot;
+    let c = ctx.configured();
+    let req = &ctx.plan.request;
+    let (root, configure_args, programs, qemu_version, reused) = match &ctx.reused {
+        Some(hit) => (
+            Some(hit.entry.clone()),
+            hit.manifest.configure_args.clone(),
+            hit.manifest.programs.clone(),
+            hit.manifest.qemu_version.clone(),
+            Some(hit.how),
+        ),
+        None => (
+            ctx.store_entry.clone(),
+            c.args.clone(),
+            ctx.programs.clone().unwrap_or_default(),
+            ctx.qemu_version.clone(),
+            None,
+        ),
+    };
+    let binary_root = root.as_deref().unwrap_or(&slot.destdir);
     QemuManifest {
         schema_version: super::MANIFEST_SCHEMA_VERSION,
         identity: format!("qemu-{}", c.release),
         release: c.release.to_string(),
         version: c.inputs.version.clone(),
         digest: c.digest.clone(),
-        commit: String::new(),
-        git_ref: String::new(),
-        ref_kind: String::new(),
-        series: None,
-        compiler: c.inputs.toolchain.compiler.clone(),
+        commit: ctx.head_commit().to_owned(),
+        git_ref: ctx.plan.resolved.name.clone(),
+        ref_kind: ctx.plan.resolved.kind,
+        series: ctx.series.clone(),
+        compiler: req.compiler,
         target_list: c.inputs.target_list.clone(),
-        features: String::new(),
-        configure_args: c.args.clone(),
-        qemu_binary: None,
-        qemu_version: None,
-        programs: Vec::new(),
-        build_dir: String::new(),
-        destdir: String::new(),
-        worker_index: 0,
+        features: req.features,
+        configure_args,
+        qemu_binary: entry_binary(binary_root, &c.inputs.target_list)
+            .map(|p| p.display().to_string()),
+        qemu_version,
+        programs,
+        build_dir: slot.build.display().to_string(),
+        destdir: slot.destdir.display().to_string(),
+        worker_index: slot.index,
         inputs: c.inputs.clone(),
-        reused: None,
-        store_entry: None,
+        reused,
+        store_entry: root.map(|p| p.display().to_string()),
     }
-}
-
-/// The manifest of this run as it stands: a reused build's as recorded, pointed at the
-/// store; a fresh one's from the steps' results. Either way with this run's ref and slot.
-pub(super) fn manifest_of(ctx: &QemuRun) -> QemuManifest {
-    let slot = &ctx.plan.slot;
-    let mut m = if let Some(hit) = &ctx.reused {
-        let mut m = hit.manifest.clone();
-        m.qemu_binary = entry_binary(&hit.entry, &m).map(|p| p.display().to_string());
-        m.store_entry = Some(hit.entry.display().to_string());
-        m.reused = Some(hit.how);
-        m
-    } else {
-        let c = ctx.configured();
-        let mut m = placeholder(c);
-        m.programs = ctx.programs.clone().unwrap_or_default();
-        m.qemu_version.clone_from(&ctx.qemu_version);
-        let root = ctx.store_entry.as_deref().unwrap_or(&slot.destdir);
-        m.qemu_binary = entry_binary(root, &m).map(|p| p.display().to_string());
-        m.store_entry = ctx.store_entry.as_ref().map(|p| p.display().to_string());
-        m
-    };
-    ctx.head_commit().clone_into(&mut m.commit);
-    m.git_ref.clone_from(&ctx.plan.resolved.name);
-    m.ref_kind = serde_json::to_value(ctx.plan.resolved.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    m.series.clone_from(&ctx.series);
-    ctx.plan
-        .request
-        .features
-        .as_str()
-        .clone_into(&mut m.features);
-    m.build_dir = slot.build.display().to_string();
-    m.destdir = slot.destdir.display().to_string();
-    m.worker_index = slot.index;
-    m
 }
 
 pub struct Collect;

@@ -4,8 +4,8 @@
 
 use super::{Hit, QemuManifest, QemuRun};
 use crate::error::Error;
+use crate::flow::Reused;
 use crate::flow::{Outcome, Reporter, Step, fetch_from_peers, peers_off};
-use crate::manifest::Reused;
 use crate::store::Layer;
 
 pub struct FetchIdentity;

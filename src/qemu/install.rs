@@ -1,8 +1,7 @@
 //! install: `meson install --destdir destdir/`, and the installed binary must name its
 //! identity.
 
-use super::collect::placeholder;
-use super::{PREFIX, QemuManifest, QemuRun, entry_binary, info, meson, stream};
+use super::{PREFIX, QemuRun, entry_binary, info, meson, stream};
 use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
 use crate::process::Cmd;
@@ -39,11 +38,7 @@ impl Step<QemuRun> for Install {
         }
         programs.sort();
         let c = ctx.configured();
-        let probe = QemuManifest {
-            target_list: ctx.plan.request.target_list.clone(),
-            ..placeholder(c)
-        };
-        let version = match entry_binary(&slot.destdir, &probe) {
+        let version = match entry_binary(&slot.destdir, &ctx.plan.request.target_list) {
             Some(bin) => {
                 let out = Cmd::new(bin.as_os_str()).arg("--version").output()?;
                 let line = out.lines().next().unwrap_or_default().trim().to_owned();

@@ -26,12 +26,11 @@ use sha2::Digest as _;
 
 use crate::dirs::Dirs;
 use crate::error::Error;
-use crate::flow::{self, Event, Reporter, Step};
-use crate::manifest::Reused;
+use crate::flow::{self, Event, Reporter, Reused, Step};
 use crate::process::Cmd;
-use crate::slot::{Mirror, ResolvedRef, Slot};
+use crate::slot::{Mirror, RefKind, ResolvedRef, Slot};
 use crate::store::{EntryName, Kind, Layer, Release, Store};
-use crate::toolchain::{self, ToolchainIdentity};
+use crate::toolchain::{self, Compiler, ToolchainIdentity};
 
 pub use request::{Features, QemuRequest};
 
@@ -83,11 +82,11 @@ pub struct QemuManifest {
     pub digest: String,
     pub commit: String,
     pub git_ref: String,
-    pub ref_kind: String,
+    pub ref_kind: RefKind,
     pub series: Option<crate::series::Applied>,
-    pub compiler: String,
+    pub compiler: Compiler,
     pub target_list: Vec<String>,
-    pub features: String,
+    pub features: Features,
     /// configure's argv as this build ran it.
     pub configure_args: Vec<String>,
     /// The system emulator the guest layer runs (the first softmmu target's), in the store
@@ -420,7 +419,7 @@ pub fn binary_for(arg: &Path, store_root: &Path) -> Result<PathBuf, Error> {
             )));
         };
         let entry = store.layer_dir(Layer::Run, &release);
-        let bin = entry_binary(&entry, &record.manifest)
+        let bin = entry_binary(&entry, &record.manifest.target_list)
             .ok_or_else(|| Error::Input(format!("qemu-{release} has no system emulator")))?;
         return check_executable(bin);
     }
@@ -478,8 +477,8 @@ fn first_line_of(program: &str) -> String {
 }
 
 /// The system emulator of an installed tree: the first softmmu target's.
-fn entry_binary(root: &Path, m: &QemuManifest) -> Option<PathBuf> {
-    m.target_list
+fn entry_binary(root: &Path, target_list: &[String]) -> Option<PathBuf> {
+    target_list
         .iter()
         .find_map(|t| t.strip_suffix("-softmmu"))
         .map(|arch| {

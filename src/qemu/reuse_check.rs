@@ -3,8 +3,8 @@
 
 use super::{Hit, QemuManifest, QemuRun, info};
 use crate::error::Error;
+use crate::flow::Reused;
 use crate::flow::{Event, Outcome, Reporter, Step};
-use crate::manifest::Reused;
 use crate::store::Layer;
 
 /// reuse_check: is `qemu-<release>` in this host's store, intact?

@@ -38,7 +38,9 @@ pub enum MirrorError {
 }
 
 /// How a ref resolved, which matters for the label (a tag builds as `vanilla`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RefKind {
     Tag,

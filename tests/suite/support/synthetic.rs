@@ -45,7 +45,7 @@ pub fn files(dir: &Path, release: &str) -> Vec<Source> {
 }
 
 /// The manifest on record: a kernel manifest whose paths name nothing real.
-pub fn manifest(release: &str) -> kforge::manifest::Manifest {
+pub fn manifest(release: &str) -> kforge::kernel::manifest::Manifest {
     let digest = release.rsplit('-').next().unwrap();
     serde_json::from_value(serde_json::json!({
         "schema_version": 2,

@@ -3,7 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::flow::Reused;
 use crate::identity::IdentityInputs;
+use crate::kernel::request::ConfigMethod;
+use crate::slot::mirror::RefKind;
+use crate::toolchain::Compiler;
 
 /// Bumped when a field changes meaning or disappears.
 pub const MANIFEST_SCHEMA_VERSION: u32 = 2;
@@ -21,7 +25,7 @@ pub struct Manifest {
     pub bz_image: Option<String>,
     pub build_dir: String,
     pub config: String,
-    pub config_method: String,
+    pub config_method: ConfigMethod,
     pub destdir: String,
     /// `LINUX_COMPILER` from the generated headers.
     pub linux_compiler: String,
@@ -32,11 +36,11 @@ pub struct Manifest {
     pub linux_compile_host: String,
     // kforge's additions
     pub git_ref: String,
-    pub ref_kind: String,
+    pub ref_kind: RefKind,
     pub version: String,
     pub label: String,
     pub digest: String,
-    pub compiler: String,
+    pub compiler: Compiler,
     /// `destdir/lib/modules/<release>` when modules were installed.
     pub modules_dir: Option<String>,
     pub worker_index: u32,
@@ -55,28 +59,6 @@ pub struct Manifest {
     /// the devel layer in its `build/` and its own `compile_commands.json`.
     #[serde(default)]
     pub dev_worktree: Option<String>,
-}
-
-/// Where a reused build came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Reused {
-    /// This host's store.
-    Store,
-    /// The slot's own `destdir/`, from its previous build.
-    Destdir,
-    /// A registered peer's store (fetched, verified, then added to this host's).
-    Peer,
-}
-
-impl Reused {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reused::Store => "store",
-            Reused::Destdir => "destdir",
-            Reused::Peer => "peer",
-        }
-    }
 }
 
 impl crate::store::peers::OfRelease for Manifest {
