@@ -14,6 +14,66 @@ use crate::store::StoreError;
 #[error("invalid request:\n  - {}", .0.join("\n  - "))]
 pub struct InvalidRequest(pub Vec<String>);
 
+/// What the flow lifecycle (`flow`) refuses: a resume, a step or a step result that does not fit the
+/// flow or the slot's record. Nothing has been touched when one is returned. It lives here,
+/// not in `flow`, because `flow`'s steps return [`Error`] (a module below both would do too).
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("{}: unreadable run record: {source}", .path.display())]
+    UnreadableRecord {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("nothing to resume: {0}")]
+    NothingToResume(String),
+    #[error("{}: the recorded results do not lead up to step {step}; build again instead", .path.display())]
+    RecordDoesNotLead {
+        path: std::path::PathBuf,
+        step: String,
+    },
+    #[error("the slot's run record changed while waiting for the slot; run resume again")]
+    RecordChanged,
+    #[error("unknown step `{name}`; the steps are: {known}")]
+    UnknownStep { name: String, known: String },
+    /// An engine's alias of a step that does not fit the request (a configure branch for
+    /// another config method).
+    #[error("{0}")]
+    WrongBranch(String),
+    #[error("step {step} needs the results of the steps before it; missing: {}", .missing.join(", "))]
+    MissingResults { step: String, missing: Vec<String> },
+    #[error("the result of step {step} sets `{field}`, which this flow does not know")]
+    UnknownField { step: String, field: String },
+    #[error("a step result does not fit this flow: {0}")]
+    BadState(#[source] serde_json::Error),
+}
+
+/// What the guest layer (`guest`: boot, vm) refuses or runs into. Here rather than in
+/// `guest` for the reason [`FlowError`] is.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// A bad `--init`, `--rootfs`, `--ready`, guest name or manifest: nothing was started.
+    #[error("{0}")]
+    Refused(String),
+    #[error("no guest `{0}`: define it with kforge vm define {0}")]
+    NoGuest(String),
+    #[error("{}: {source}", .path.display())]
+    BadDefinition {
+        path: std::path::PathBuf,
+        source: serde_json::Error,
+    },
+    /// A program the guest needs is not on this host (exit 3, as for any missing tool).
+    #[error("{0} was not found: install it ({1})")]
+    Missing(&'static str, &'static str),
+    #[error("virtiofsd exited ({status}) before serving {}: {tail}", .dir.display())]
+    VirtiofsdExited {
+        status: String,
+        dir: std::path::PathBuf,
+        tail: String,
+    },
+    #[error("virtiofsd did not serve {} within 10 s", .0.display())]
+    VirtiofsdSilent(std::path::PathBuf),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -32,6 +92,12 @@ pub enum Error {
     Series(#[from] SeriesError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    #[error(transparent)]
+    Label(#[from] crate::identity::LabelError),
     #[error("{0}")]
     Build(String),
     #[error("step {step} failed: {source}")]
@@ -51,7 +117,17 @@ pub mod exit {
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Invalid(_) | Error::Input(_) | Error::Library(_) => exit::BAD_INPUT,
+            Error::Invalid(_)
+            | Error::Input(_)
+            | Error::Library(_)
+            | Error::Flow(_)
+            | Error::Label(_)
+            | Error::Guest(
+                GuestError::Refused(_) | GuestError::NoGuest(_) | GuestError::BadDefinition { .. },
+            )
+            | Error::Series(SeriesError::BadMessageId(..) | SeriesError::BadMbox(_)) => {
+                exit::BAD_INPUT
+            }
             Error::Mirror(m) => match m {
                 MirrorError::UnknownRef { .. }
                 | MirrorError::NoTags(_)
@@ -63,13 +139,15 @@ impl Error {
                 MirrorError::Run(_) | MirrorError::Io(_) => exit::INFRASTRUCTURE,
             },
             Error::Slot(SlotError::Busy { .. }) => exit::BUSY,
-            Error::Run(RunError::Failed(_)) | Error::Build(_) => exit::BUILD_FAILED,
-            Error::Series(SeriesError::BadMessageId(..) | SeriesError::BadMbox(_)) => {
-                exit::BAD_INPUT
+            Error::Run(RunError::Failed(_))
+            | Error::Build(_)
+            | Error::Guest(GuestError::VirtiofsdExited { .. } | GuestError::VirtiofsdSilent(_)) => {
+                exit::BUILD_FAILED
             }
             // A failed push of an applied series (the slot has moved) is the machine's (a
             // mirror it cannot write), never "bad input, nothing touched".
             Error::Slot(_)
+            | Error::Guest(GuestError::Missing(..))
             | Error::Io(_)
             | Error::Run(_)
             | Error::Series(
@@ -109,5 +187,24 @@ mod tests {
         assert_eq!(Error::Input("x".into()).exit_code(), exit::BAD_INPUT);
         let missing = StoreError::Missing("qemu-7.2.22-0123456789ab".parse().unwrap(), "run");
         assert_eq!(Error::Store(missing).exit_code(), exit::BAD_INPUT);
+        // The lifecycle's refusals touch nothing; a guest's failures are the build's or
+        // the machine's.
+        assert_eq!(
+            Error::from(FlowError::RecordChanged).exit_code(),
+            exit::BAD_INPUT
+        );
+        let silent = GuestError::VirtiofsdSilent("/share".into());
+        assert_eq!(Error::from(silent).exit_code(), exit::BUILD_FAILED);
+        let missing = GuestError::Missing("virtiofsd", "cargo install virtiofsd");
+        assert_eq!(Error::from(missing).exit_code(), exit::INFRASTRUCTURE);
+        // Wrapped in a step, the class is the step's error's.
+        let step = Error::Step {
+            step: "install_modules".into(),
+            source: Box::new(Error::Run(RunError::NotFound {
+                program: "depmod".into(),
+                package: "kmod".into(),
+            })),
+        };
+        assert_eq!(step.exit_code(), exit::INFRASTRUCTURE);
     }
 }

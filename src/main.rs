@@ -42,7 +42,7 @@ fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Resu
     match until {
         Until::Identity => print_json(&IdentityReport::of(&finished.run)),
         Until::Collect => {
-            let manifest = finished.run.manifest.as_ref().expect("collect ran");
+            let manifest = finished.run.state.manifest.as_ref().expect("collect ran");
             print_json(manifest);
             if args.boot {
                 let report = boot(manifest, &args.guest, dirs, ui)?;
@@ -296,7 +296,7 @@ fn qemu_command(cmd: &cli::QemuCommand, dirs: &Dirs, ui: &dyn Reporter) -> Resul
             let request = a.to_request().map_err(Error::Input)?;
             let plan = kforge::qemu::plan(request, dirs)?;
             let finished = lifecycle::run::<QemuFlow>(plan, None, a.wait, ui)?;
-            print_json(finished.run.manifest.as_ref().expect("collect ran"));
+            print_json(finished.run.state.manifest.as_ref().expect("collect ran"));
         }
         cli::QemuCommand::Step(a) => step_command::<QemuFlow>(a, dirs, ui)?,
         cli::QemuCommand::Resume { wait } => resume_command::<QemuFlow>(dirs, *wait, ui)?,

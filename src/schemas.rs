@@ -37,6 +37,10 @@ pub enum Output {
     MirrorImport,
     /// `kforge library`.
     Library,
+    /// What `kforge step NAME` prints, and each result in a kernel run record.
+    StepResult,
+    /// What `kforge qemu step NAME` prints, and each result in a QEMU run record.
+    QemuStepResult,
 }
 
 impl Output {
@@ -59,6 +63,12 @@ impl Output {
             Output::MirrorShow => schema_for!(crate::slot::mirror::Shown),
             Output::MirrorImport => schema_for!(crate::slot::mirror::Imported),
             Output::Library => schema_for!(crate::library::Listing),
+            Output::StepResult => {
+                schema_for!(crate::flow::StepResultOf<crate::kernel::KernelState>)
+            }
+            Output::QemuStepResult => {
+                schema_for!(crate::flow::StepResultOf<crate::qemu::QemuState>)
+            }
         };
         serde_json::to_value(schema).expect("a schema serializes")
     }

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::record::{self, RunRecord};
 use super::{Event, Reporter, Stateful, Step, StepRecord, StepResult};
 use crate::dirs::Dirs;
-use crate::error::Error;
+use crate::error::{Error, FlowError};
 use crate::slot::Slot;
 
 /// A build flow, as the lifecycle sees it.
@@ -119,11 +119,12 @@ pub fn run<F: Flow>(
 /// The slot's run record and the step a resume starts at.
 pub fn resumable<F: Flow>(slot: &Slot) -> Result<(RunRecord<F::Request>, usize), Error> {
     let Some(rec) = record::read::<F::Request>(slot)? else {
-        return Err(Error::Input(format!(
-            "nothing to resume: slot {} has no recorded {} run",
+        return Err(FlowError::NothingToResume(format!(
+            "slot {} has no recorded {} run",
             slot.src.display(),
             F::WHAT
-        )));
+        ))
+        .into());
     };
     let at = record::resume_point(slot, &rec, F::steps())?;
     Ok((rec, at))
@@ -144,9 +145,7 @@ pub fn resume<F: Flow>(
     // Read again under the lock: another run may have finished in between.
     let (again, at_again) = resumable::<F>(&slot)?;
     if at_again != at || again.results.len() != rec.results.len() {
-        return Err(Error::Input(
-            "the slot's run record changed while waiting for the slot; run resume again".into(),
-        ));
+        return Err(FlowError::RecordChanged.into());
     }
     let mut run = F::start(plan);
     super::apply(&mut run, &rec.results)?;
@@ -176,15 +175,19 @@ pub fn find_step<F: Flow>(name: &str, request: &F::Request) -> Result<usize, Err
         .position(|s| s.name() == base)
         .ok_or_else(|| {
             let aliases = F::alias_names();
-            Error::Input(format!(
-                "unknown step `{name}`; the steps are: {}{}",
-                step_names::<F>().join(", "),
-                if aliases.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (and {})", aliases.join(", "))
-                }
-            ))
+            FlowError::UnknownStep {
+                name: name.to_owned(),
+                known: format!(
+                    "{}{}",
+                    step_names::<F>().join(", "),
+                    if aliases.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (and {})", aliases.join(", "))
+                    }
+                ),
+            }
+            .into()
         })
 }
 
@@ -214,10 +217,11 @@ pub fn run_step<F: Flow>(
         }
     }
     if !missing.is_empty() {
-        return Err(Error::Input(format!(
-            "step {name} needs the results of the steps before it; missing: {}",
-            missing.join(", ")
-        )));
+        return Err(FlowError::MissingResults {
+            step: name.to_owned(),
+            missing: missing.into_iter().map(str::to_owned).collect(),
+        }
+        .into());
     }
     let _guard = lock::<F>(&plan, steps[at].name(), wait, reporter)?;
     let mut run = F::start(plan);

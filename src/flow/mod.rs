@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 pub mod lifecycle;
 pub mod record;
 
-use crate::error::Error;
+use crate::error::{Error, FlowError};
 
 /// What happened, for the user interface.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ impl Reporter for Silent {
 }
 
 /// Whether a step did its work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", content = "reason", rename_all = "lowercase")]
 pub enum Outcome {
     Ran,
@@ -161,10 +161,21 @@ pub trait Step<C> {
 /// A context whose state can leave the process as JSON and come back: what lets an engine
 /// run one step per process (`kforge step`), and a failed run resume from its failed step.
 ///
-/// The state is a flat JSON object; a step's result is the part of it the step changed.
+/// The state is a struct that serializes to a flat JSON object (every field optional, so
+/// that a step's result can carry only the fields the step changed).
 pub trait Stateful {
-    fn state(&self) -> Result<Map<String, Value>, Error>;
-    fn set_state(&mut self, state: Map<String, Value>) -> Result<(), Error>;
+    type State: Serialize + serde::de::DeserializeOwned + schemars::JsonSchema;
+    fn state(&self) -> &Self::State;
+    fn state_mut(&mut self) -> &mut Self::State;
+    /// Called after a state from another process (or an earlier run) was laid over this one.
+    fn restored(&mut self) {}
+}
+
+fn state_map<C: Stateful>(ctx: &C) -> Map<String, Value> {
+    match serde_json::to_value(ctx.state()) {
+        Ok(Value::Object(m)) => m,
+        other => unreachable!("a flow's state serializes to an object, not {other:?}"),
+    }
 }
 
 /// What one step did: its outcome and the state fields it set, which the next steps (in this
@@ -180,6 +191,17 @@ pub struct StepResult {
     pub state: Map<String, Value>,
 }
 
+/// The shape of a [`StepResult`] of a flow whose state is `S`, for `kforge schema`: `state`
+/// holds the fields of `S` that the step changed.
+#[derive(schemars::JsonSchema)]
+pub struct StepResultOf<S> {
+    pub step: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    pub elapsed_ms: u64,
+    pub state: S,
+}
+
 impl StepResult {
     pub fn record(&self) -> StepRecord {
         StepRecord {
@@ -192,19 +214,22 @@ impl StepResult {
 
 /// Lays earlier steps' results over a context's state, in the order given.
 pub fn apply<C: Stateful>(ctx: &mut C, results: &[StepResult]) -> Result<(), Error> {
-    let mut state = ctx.state()?;
+    let mut state = state_map(ctx);
     for r in results {
         for (k, v) in &r.state {
             if !state.contains_key(k) {
-                return Err(Error::Input(format!(
-                    "the result of step {} sets `{k}`, which this flow does not know",
-                    r.step
-                )));
+                return Err(FlowError::UnknownField {
+                    step: r.step.clone(),
+                    field: k.clone(),
+                }
+                .into());
             }
             state.insert(k.clone(), v.clone());
         }
     }
-    ctx.set_state(state)
+    *ctx.state_mut() = serde_json::from_value(Value::Object(state)).map_err(FlowError::BadState)?;
+    ctx.restored();
+    Ok(())
 }
 
 /// Runs one step and reports it; the result holds the state fields it changed.
@@ -214,7 +239,7 @@ pub fn run_one<C: Stateful>(
     reporter: &dyn Reporter,
 ) -> Result<StepResult, Error> {
     let name = step.name();
-    let before = ctx.state()?;
+    let before = state_map(ctx);
     reporter.event(&Event::StepStarted { step: name });
     let start = Instant::now();
     let outcome = step.run(ctx, reporter).map_err(|e| Error::Step {
@@ -227,8 +252,7 @@ pub fn run_one<C: Stateful>(
         elapsed,
         outcome: &outcome,
     });
-    let state = ctx
-        .state()?
+    let state = state_map(ctx)
         .into_iter()
         .filter(|(k, v)| before.get(k) != Some(v))
         .collect();
@@ -284,17 +308,19 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct Ctx(Vec<String>);
+    struct Ctx(State);
+    #[derive(Default, Serialize, Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct State {
+        pushed: Vec<String>,
+    }
     impl Stateful for Ctx {
-        fn state(&self) -> Result<Map<String, Value>, Error> {
-            let mut m = Map::new();
-            m.insert("pushed".into(), serde_json::json!(self.0));
-            Ok(m)
+        type State = State;
+        fn state(&self) -> &State {
+            &self.0
         }
-        fn set_state(&mut self, mut state: Map<String, Value>) -> Result<(), Error> {
-            self.0 = serde_json::from_value(state.remove("pushed").unwrap_or_default())
-                .map_err(|e| Error::Input(e.to_string()))?;
-            Ok(())
+        fn state_mut(&mut self) -> &mut State {
+            &mut self.0
         }
     }
 
@@ -307,8 +333,8 @@ mod tests {
             if !self.1 {
                 return Err(Error::Input("boom".into()));
             }
-            ctx.0.push(self.0.to_owned());
-            Ok(if ctx.0.len() > 1 {
+            ctx.0.pushed.push(self.0.to_owned());
+            Ok(if ctx.0.pushed.len() > 1 {
                 Outcome::Skipped("second".into())
             } else {
                 Outcome::Ran
@@ -332,7 +358,7 @@ mod tests {
         let log = Log(Mutex::new(vec![]));
         let mut ctx = Ctx::default();
         let recs = run(&[&Push("a", true), &Push("b", true)], &mut ctx, &log).unwrap();
-        assert_eq!(ctx.0, vec!["a", "b"]);
+        assert_eq!(ctx.0.pushed, vec!["a", "b"]);
         assert_eq!(recs[1].outcome, Outcome::Skipped("second".into()));
         let mut ctx = Ctx::default();
         let e = run(
@@ -342,7 +368,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("step c failed"), "{e}");
-        assert_eq!(ctx.0, vec!["a"]);
+        assert_eq!(ctx.0.pushed, vec!["a"]);
     }
 
     #[test]
@@ -355,7 +381,7 @@ mod tests {
         let mut other = Ctx::default();
         apply(&mut other, &first).unwrap();
         let second = run(&[&Push("b", true)], &mut other, &log).unwrap();
-        assert_eq!(other.0, vec!["a", "b"]);
+        assert_eq!(other.0.pushed, vec!["a", "b"]);
         // A step that changes nothing reports no state.
         let unchanged = run_one(&Noop, &mut other, &log).unwrap();
         assert!(unchanged.state.is_empty());

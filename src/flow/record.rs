@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Progress, Reporter, Stateful, Step, StepRecord, StepResult, run_stateful};
-use crate::error::Error;
+use crate::error::{Error, FlowError};
 use crate::slot::Slot;
 
 /// The record of a slot's last run of one flow (`R` is the flow's request).
@@ -54,7 +54,7 @@ pub fn read<R: DeserializeOwned>(slot: &Slot) -> Result<Option<RunRecord<R>>, Er
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| Error::Input(format!("{}: unreadable run record: {e}", path.display())))
+        .map_err(|source| FlowError::UnreadableRecord { path, source }.into())
 }
 
 fn write<R: Serialize>(slot: &Slot, record: &RunRecord<R>) -> Result<(), Error> {
@@ -112,27 +112,32 @@ pub fn resume_point<R, C>(
         .map(|f| f.step.clone())
         .or_else(|| record.current.clone())
     else {
-        return Err(Error::Input(format!(
-            "nothing to resume: the last run in {} finished ({} steps)",
+        return Err(FlowError::NothingToResume(format!(
+            "the last run in {} finished ({} steps)",
             slot.src.display(),
             record.results.len()
-        )));
+        ))
+        .into());
     };
-    let at = steps
-        .iter()
-        .position(|s| s.name() == step)
-        .ok_or_else(|| Error::Input(format!("{}: unknown step `{step}`", path.display())))?;
-    if record.results.len() != at
-        || record
+    let Some(at) = steps.iter().position(|s| s.name() == step) else {
+        return Err(FlowError::UnknownStep {
+            known: steps
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            name: step,
+        }
+        .into());
+    };
+    let leads = record.results.len() == at
+        && record
             .results
             .iter()
             .zip(steps)
-            .any(|(r, s)| r.step != s.name())
-    {
-        return Err(Error::Input(format!(
-            "{}: the recorded results do not lead up to step {step}; build again instead",
-            path.display()
-        )));
+            .all(|(r, s)| r.step == s.name());
+    if !leads {
+        return Err(FlowError::RecordDoesNotLead { path, step }.into());
     }
     Ok(at)
 }

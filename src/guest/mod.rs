@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, GuestError};
 use crate::flow::{Event, Reporter};
 use crate::kernel::manifest::Manifest;
 use crate::process::{Cmd, find_program};
@@ -53,24 +53,24 @@ pub struct RootFs {
 
 impl RootFs {
     /// Checks the directory and init before anything starts.
-    pub fn check(&self) -> Result<(), Error> {
-        initramfs::validate_init(&self.init).map_err(Error::Input)?;
+    pub fn check(&self) -> Result<(), GuestError> {
+        initramfs::validate_init(&self.init).map_err(GuestError::Refused)?;
         if !self.dir.is_dir() {
-            return Err(Error::Input(format!(
+            return Err(GuestError::Refused(format!(
                 "the root directory {} does not exist",
                 self.dir.display()
             )));
         }
         let init = self.dir.join(self.init.trim_start_matches('/'));
         if init.symlink_metadata().is_err() {
-            return Err(Error::Input(format!(
+            return Err(GuestError::Refused(format!(
                 "{} has no {} to start",
                 self.dir.display(),
                 self.init
             )));
         }
         if self.ready.trim().is_empty() {
-            return Err(Error::Input("--ready must not be empty".into()));
+            return Err(GuestError::Refused("--ready must not be empty".to_owned()));
         }
         Ok(())
     }
@@ -100,7 +100,7 @@ pub struct BootReport {
 }
 
 /// virtiofsd: on PATH, where `cargo install` puts it, or where distributions do.
-pub fn find_virtiofsd() -> Result<PathBuf, Error> {
+pub fn find_virtiofsd() -> Result<PathBuf, GuestError> {
     if let Ok(p) = find_program("virtiofsd") {
         return Ok(p);
     }
@@ -111,32 +111,35 @@ pub fn find_virtiofsd() -> Result<PathBuf, Error> {
     if let Some(home) = std::env::var_os("HOME") {
         candidates.insert(0, Path::new(&home).join(".cargo/bin/virtiofsd"));
     }
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        Error::Input("virtiofsd was not found: install it (cargo install virtiofsd; it needs libcap-ng-dev and libseccomp-dev)".into())
-    })
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or(GuestError::Missing(
+            "virtiofsd",
+            "cargo install virtiofsd; it needs libcap-ng-dev and libseccomp-dev",
+        ))
 }
 
 /// Checks a manifest before booting: the image exists and the modules tree is this
 /// release's.
-pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), Error> {
-    let image =
-        m.bz_image.as_ref().map(PathBuf::from).ok_or_else(|| {
-            Error::Input(format!("the manifest of {} has no bzImage", m.uts_release))
-        })?;
+pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), GuestError> {
+    let image = m.bz_image.as_ref().map(PathBuf::from).ok_or_else(|| {
+        GuestError::Refused(format!("the manifest of {} has no bzImage", m.uts_release))
+    })?;
     if !image.is_file() {
-        return Err(Error::Input(format!(
+        return Err(GuestError::Refused(format!(
             "the boot image {} is missing",
             image.display()
         )));
     }
     let modules = m.modules_dir.as_ref().map(PathBuf::from).ok_or_else(|| {
-        Error::Input(format!(
+        GuestError::Refused(format!(
             "the manifest of {} has no modules tree (modules_install was off?)",
             m.uts_release
         ))
     })?;
     if !modules.join("modules.dep").is_file() {
-        return Err(Error::Input(format!(
+        return Err(GuestError::Refused(format!(
             "the modules tree {} is missing (no modules.dep)",
             modules.display()
         )));
@@ -146,7 +149,7 @@ pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), Error> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if release != m.uts_release {
-        return Err(Error::Input(format!(
+        return Err(GuestError::Refused(format!(
             "the modules tree {} belongs to release {release}, not {}",
             modules.display(),
             m.uts_release
@@ -177,18 +180,15 @@ pub fn serve(
         if let Some(status) = vfs.try_wait() {
             let tail: Vec<String> =
                 std::iter::from_fn(|| vfs.next_line(Duration::from_millis(10)).ok()).collect();
-            return Err(Error::Build(format!(
-                "virtiofsd exited ({}) before serving {}: {}",
-                crate::process::describe_status(status),
-                dir.display(),
-                tail.join("\n")
-            )));
+            return Err(GuestError::VirtiofsdExited {
+                status: crate::process::describe_status(status),
+                dir: dir.to_owned(),
+                tail: tail.join("\n"),
+            }
+            .into());
         }
         if start.elapsed() > Duration::from_secs(10) {
-            return Err(Error::Build(format!(
-                "virtiofsd did not serve {} within 10 s",
-                dir.display()
-            )));
+            return Err(GuestError::VirtiofsdSilent(dir.to_owned()).into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -208,7 +208,7 @@ pub fn boot_check(
         None => find_program("qemu-system-x86_64")?,
     };
     let virtiofsd = find_virtiofsd()?;
-    let busybox = initramfs::find_static_busybox().map_err(Error::Input)?;
+    let busybox = initramfs::find_static_busybox().map_err(GuestError::Refused)?;
     fs_err::create_dir_all(&opts.workdir)?;
     let initrd = opts.workdir.join("initramfs.cpio");
     if let Some(r) = &opts.rootfs {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{initramfs, qemu, units};
-use crate::error::Error;
+use crate::error::{Error, GuestError};
 use crate::fsutil::write_atomic;
 use crate::kernel::manifest::Manifest;
 use crate::process::{Cmd, find_program};
@@ -58,7 +58,7 @@ impl VmDef {
 }
 
 /// Guest names become unit instance names and directory names.
-pub fn validate_name(name: &str) -> Result<(), Error> {
+pub fn validate_name(name: &str) -> Result<(), GuestError> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name
@@ -71,7 +71,7 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Input(format!(
+        Err(GuestError::Refused(format!(
             "guest name `{name}` must be 1-32 of [a-z0-9_-], starting with a letter or digit"
         )))
     }
@@ -92,12 +92,9 @@ impl VmHome {
     pub fn load(&self, name: &str) -> Result<VmDef, Error> {
         validate_name(name)?;
         let p = self.dir(name).join("vm.json");
-        let text = fs_err::read_to_string(&p).map_err(|_| {
-            Error::Input(format!(
-                "no guest `{name}`: define it with kforge vm define {name}"
-            ))
-        })?;
-        serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", p.display())))
+        let text = fs_err::read_to_string(&p).map_err(|_| GuestError::NoGuest(name.to_owned()))?;
+        Ok(serde_json::from_str(&text)
+            .map_err(|source| GuestError::BadDefinition { path: p, source })?)
     }
 }
 
@@ -141,7 +138,7 @@ pub fn define(
         None => find_program("qemu-system-x86_64")?,
     };
     let virtiofsd = super::find_virtiofsd()?;
-    let busybox = initramfs::find_static_busybox().map_err(Error::Input)?;
+    let busybox = initramfs::find_static_busybox().map_err(GuestError::Refused)?;
     let dir = home.dir(name);
     fs_err::create_dir_all(&dir)?;
     let def = VmDef {
@@ -245,11 +242,11 @@ pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
     Ok(())
 }
 
-fn need_systemd(what: &str, name: &str) -> Result<(), Error> {
+fn need_systemd(what: &str, name: &str) -> Result<(), GuestError> {
     if systemd_running() {
         Ok(())
     } else {
-        Err(Error::Input(format!(
+        Err(GuestError::Refused(format!(
             "systemd is not running here, so `vm {what}` cannot manage qemu-system@{name}.service; run the guest in the foreground with kforge vm run {name}"
         )))
     }

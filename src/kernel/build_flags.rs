@@ -18,7 +18,9 @@ pub const EPOCH_TIMESTAMP: &str = "Thu Jan  1 00:00:00 UTC 1970";
 pub const BUILD_USER: &str = "kforge";
 pub const BUILD_HOST: &str = "kforge";
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct BuildFlags {
     pub make: MakeFlags,
     /// The flags as they enter the digest (no job count, no ccache, no host paths).
@@ -140,7 +142,7 @@ impl Step<KernelRun> for BuildFlagsStep {
             step: self.name(),
             message: &format!("make {}", flags.make.argv.join(" ")),
         });
-        ctx.flags = Some(flags);
+        ctx.state.flags = Some(flags);
         Ok(Outcome::Ran)
     }
 }

@@ -22,7 +22,7 @@ struct Provenance {
 }
 
 fn provenance(ctx: &KernelRun) -> Result<Provenance, Error> {
-    if let Some(hit) = &ctx.reused {
+    if let Some(hit) = &ctx.state.reused {
         let m = &hit.manifest;
         return Ok(Provenance {
             linux_compiler: m.linux_compiler.clone(),
@@ -67,7 +67,7 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
     let c = ctx.configured();
     let p = provenance(ctx)?;
     let shown = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let (bz_image, modules_dir, store_entry, store_devel, reused) = match &ctx.reused {
+    let (bz_image, modules_dir, store_entry, store_devel, reused) = match &ctx.state.reused {
         Some(hit) => (
             Some(hit.bz_image.display().to_string()),
             shown(&hit.modules_dir),
@@ -76,10 +76,10 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
             Some(hit.how),
         ),
         None => (
-            shown(&ctx.bz_image),
-            shown(&ctx.modules_dir),
-            shown(&ctx.store_entry),
-            shown(&ctx.store_devel),
+            shown(&ctx.state.bz_image),
+            shown(&ctx.state.modules_dir),
+            shown(&ctx.state.store_entry),
+            shown(&ctx.state.store_devel),
             None,
         ),
     };
@@ -105,12 +105,16 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
         compiler: request.compiler,
         modules_dir,
         worker_index: slot.index,
-        series: ctx.series.clone(),
+        series: ctx.state.series.clone(),
         identity: c.inputs.clone(),
         reused,
         store_entry,
         store_devel,
-        dev_worktree: ctx.dev_worktree.as_ref().map(|p| p.display().to_string()),
+        dev_worktree: ctx
+            .state
+            .dev_worktree
+            .as_ref()
+            .map(|p| p.display().to_string()),
     })
 }
 
@@ -121,13 +125,13 @@ impl Step<KernelRun> for Collect {
 
     fn run(&self, ctx: &mut KernelRun, _reporter: &dyn Reporter) -> Result<Outcome, Error> {
         let manifest = manifest_of(ctx)?;
-        if ctx.reused.is_none() {
+        if ctx.state.reused.is_none() {
             record_destdir(ctx, &manifest)?;
         }
         let mut text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
         text.push('\n');
         write_atomic(&manifest_path(&ctx.plan.slot), text.as_bytes())?;
-        ctx.manifest = Some(manifest);
+        ctx.state.manifest = Some(manifest);
         Ok(Outcome::Ran)
     }
 }

@@ -17,7 +17,9 @@ use crate::kernel::request::ConfigMethod;
 use crate::process::Cmd;
 use crate::slot::RefKind;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Configured {
     pub uts_release: String,
     pub version: String,
@@ -130,14 +132,14 @@ impl Step<KernelRun> for Configure {
                     found.configured.uts_release
                 ),
             });
-            ctx.configured = Some(found.configured);
+            ctx.state.configured = Some(found.configured);
             return Ok(Outcome::Ran);
         }
         let mut warnings = Vec::new();
         let configured = configure(ctx, reporter, &mut warnings)?;
         let text = fs_err::read(ctx.plan.slot.build.join(".config"))?;
         memo.remember(&ctx.plan.slot, key, &configured, &text, warnings)?;
-        ctx.configured = Some(configured);
+        ctx.state.configured = Some(configured);
         Ok(Outcome::Ran)
     }
 }
@@ -257,7 +259,7 @@ fn configure(
             config_sha256,
             toolchain: ctx.plan.toolchain.clone(),
             make_flags: flags.identity_flags.clone(),
-            tree: ctx.tree.clone().expect("prepare_worktree ran"),
+            tree: ctx.state.tree.clone().expect("prepare_worktree ran"),
         };
         let digest = inputs.digest();
         let makefile = fs_err::read_to_string(slot.src.join("Makefile"))?;
@@ -265,7 +267,7 @@ fn configure(
             .ok_or_else(|| Error::Build("cannot read the kernel version from Makefile".into()))?;
         let source = if req.custom_label {
             LabelSource::Custom(req.label.as_deref().unwrap_or_default())
-        } else if let Some(s) = &ctx.series {
+        } else if let Some(s) = &ctx.state.series {
             LabelSource::Series {
                 subject: &s.subject,
             }
@@ -275,8 +277,7 @@ fn configure(
             LabelSource::Ref(&ctx.plan.resolved.name)
         };
         let (base, suffix) = infer_label(&source);
-        let uts_release = compose_release(&version, &base, &suffix, &digest)
-            .map_err(|e| Error::Input(e.to_string()))?;
+        let uts_release = compose_release(&version, &base, &suffix, &digest)?;
         let label = uts_release[version.len() + 1..uts_release.len() - digest.len() - 1].to_owned();
         let localversion = &uts_release[version.len()..];
         // In place, as Kconfig itself would write it: the next make's syncconfig then finds
@@ -307,7 +308,7 @@ fn memo_key(ctx: &KernelRun) -> String {
     let req = &ctx.plan.request;
     let label_source = if req.custom_label {
         format!("custom:{}", req.label.as_deref().unwrap_or_default())
-    } else if let Some(s) = &ctx.series {
+    } else if let Some(s) = &ctx.state.series {
         format!("series:{}", s.subject)
     } else {
         format!("{:?}:{}", ctx.plan.resolved.kind, ctx.plan.resolved.name)
@@ -318,7 +319,7 @@ fn memo_key(ctx: &KernelRun) -> String {
         "inputs": ctx.plan.config_inputs,
         "goals": if req.config_method == ConfigMethod::Make { req.config_goals() } else { Vec::new() },
         "allnoconfig_base": req.config_method == ConfigMethod::Fragments && req.allnoconfig_base,
-        "tree": ctx.tree,
+        "tree": ctx.state.tree,
         "toolchain": ctx.plan.toolchain,
         "make_flags": ctx.flags().identity_flags,
         "label_source": label_source,

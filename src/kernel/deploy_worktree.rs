@@ -77,7 +77,7 @@ impl Step<KernelRun> for DeployWorktree {
             step: self.name(),
             message: &message,
         });
-        ctx.dev_worktree = Some(path);
+        ctx.state.dev_worktree = Some(path);
         Ok(Outcome::Ran)
     }
 }

@@ -40,7 +40,7 @@ impl Step<KernelRun> for Devtools {
             step: self.name(),
             message: &format!("{} ({} translation units)", out.display(), entries.len()),
         });
-        ctx.compile_commands = Some(out);
+        ctx.state.compile_commands = Some(out);
         Ok(Outcome::Ran)
     }
 }

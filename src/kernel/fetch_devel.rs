@@ -23,7 +23,7 @@ impl Step<KernelRun> for FetchDevel {
     }
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
-        let Some(worktree) = ctx.dev_worktree.clone() else {
+        let Some(worktree) = ctx.state.dev_worktree.clone() else {
             return Ok(Outcome::Skipped("no developer worktree".into()));
         };
         let release = ctx.release();

@@ -36,7 +36,7 @@ impl Step<KernelRun> for FetchIdentity {
             reporter,
         )? {
             Ok(record) => {
-                ctx.reused = Some(store_hit(&store, &record, Reused::Peer));
+                ctx.state.reused = Some(store_hit(&store, &record, Reused::Peer));
                 Ok(Outcome::Ran)
             }
             Err(outcome) => Ok(outcome),

@@ -43,11 +43,11 @@ impl Step<KernelRun> for Install {
         let release = ctx.configured().uts_release.clone();
         let built = slot.build.join("arch/x86/boot/bzImage");
         if !ctx.plan.request.install {
-            ctx.bz_image = built.is_file().then_some(built);
+            ctx.state.bz_image = built.is_file().then_some(built);
             return Ok(Outcome::Skipped("install is off".into()));
         }
         if !built.is_file() {
-            ctx.bz_image = None;
+            ctx.state.bz_image = None;
             return Ok(Outcome::Skipped(
                 "no boot image was built (targets narrowed the build)".into(),
             ));
@@ -66,7 +66,7 @@ impl Step<KernelRun> for Install {
             .make
             .env
             .push(("HOME".into(), home.to_string_lossy().into_owned()));
-        let saved = ctx.flags.replace(flags);
+        let saved = ctx.state.flags.replace(flags);
         let r = run_make(
             ctx,
             self.name(),
@@ -77,7 +77,7 @@ impl Step<KernelRun> for Install {
             ],
             reporter,
         );
-        ctx.flags = saved;
+        ctx.state.flags = saved;
         r?;
         let image = boot.join(format!("vmlinuz-{release}"));
         if !image.is_file() {
@@ -86,7 +86,7 @@ impl Step<KernelRun> for Install {
                 image.display()
             )));
         }
-        ctx.bz_image = Some(image);
+        ctx.state.bz_image = Some(image);
         Ok(Outcome::Ran)
     }
 }

@@ -9,12 +9,14 @@ use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
 
 /// depmod lives in /sbin, which a non-root PATH may lack.
-fn depmod() -> Option<PathBuf> {
-    crate::process::find_program("depmod").ok().or_else(|| {
+/// depmod, also where a user's PATH lacks the sbin directories.
+fn depmod() -> Result<PathBuf, crate::process::RunError> {
+    crate::process::find_program("depmod").or_else(|missing| {
         ["/usr/sbin/depmod", "/sbin/depmod"]
             .iter()
             .map(PathBuf::from)
             .find(|p| p.is_file())
+            .ok_or(missing)
     })
 }
 
@@ -45,9 +47,7 @@ impl Step<KernelRun> for InstallModules {
                 "no modules were built (targets narrowed the build)".into(),
             ));
         }
-        let depmod = depmod().ok_or_else(|| {
-            Error::Input("depmod was not found: install it (apt-get install kmod)".into())
-        })?;
+        let depmod = depmod()?;
         let release = ctx.configured().uts_release.clone();
         let mut mod_path = OsString::from("INSTALL_MOD_PATH=");
         mod_path.push(&slot.destdir);
@@ -73,7 +73,7 @@ impl Step<KernelRun> for InstallModules {
                 std::io::Error::new(e.kind(), format!("symlink {}: {e}", link.display()))
             })?;
         }
-        ctx.modules_dir = Some(dir);
+        ctx.state.modules_dir = Some(dir);
         Ok(Outcome::Ran)
     }
 }

@@ -195,7 +195,9 @@ pub fn validate_target(t: &str) -> Result<(), String> {
 }
 
 /// The pieces of a make command line that are the same for every step of one build.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct MakeFlags {
     /// Flags as passed to make, in order (`--jobs`, `LLVM=1`, `CC=ccache gcc`, `KBUILD_*`,
     /// `KCFLAGS=-fdebug-prefix-map=...`, `LOCALVERSION=`, the user's flags).

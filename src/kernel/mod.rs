@@ -65,6 +65,20 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct KernelRun {
     pub plan: Plan,
+    /// The identity's store lock, held shared from reuse_check to the end of the run.
+    pub hold: Option<crate::fsutil::FileLock>,
+    pub state: KernelState,
+}
+
+/// What the steps of a run have found and made: the part of a run that crosses process
+/// boundaries (see [`flow::Stateful`]); a step's result carries the fields it changed.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct KernelState {
+    /// The ref as prepare_worktree resolved it: later steps run in other processes build
+    /// this commit even if the ref has moved since.
+    pub pinned: Option<ResolvedRef>,
+    /// The git tree object prepare_worktree checked out.
     pub tree: Option<String>,
     /// The applied series, when `b4_series` is set.
     pub series: Option<crate::series::Applied>,
@@ -74,96 +88,38 @@ pub struct KernelRun {
     pub modules_dir: Option<PathBuf>,
     /// The existing copy reuse_check (or fetch_identity) found.
     pub reused: Option<Hit>,
-    /// The identity's store lock, held shared from reuse_check to the end of the run.
-    pub hold: Option<crate::fsutil::FileLock>,
     pub store_entry: Option<PathBuf>,
     pub store_devel: Option<PathBuf>,
     /// build/compile_commands.json, when devtools made it.
     pub compile_commands: Option<PathBuf>,
     /// The developer worktree deploy_worktree laid (or found) for this build.
     pub dev_worktree: Option<PathBuf>,
-    /// The ref as prepare_worktree resolved it: later steps run in other processes build
-    /// this commit even if the ref has moved since.
-    pub pinned: Option<ResolvedRef>,
     pub manifest: Option<Manifest>,
 }
 
-/// The part of a run that crosses process boundaries (see [`flow::Stateful`]).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunState {
-    pinned: Option<ResolvedRef>,
-    tree: Option<String>,
-    series: Option<crate::series::Applied>,
-    flags: Option<BuildFlags>,
-    configured: Option<Configured>,
-    bz_image: Option<PathBuf>,
-    modules_dir: Option<PathBuf>,
-    reused: Option<Hit>,
-    store_entry: Option<PathBuf>,
-    store_devel: Option<PathBuf>,
-    compile_commands: Option<PathBuf>,
-    dev_worktree: Option<PathBuf>,
-    manifest: Option<Manifest>,
-}
-
 impl flow::Stateful for KernelRun {
-    fn state(&self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
-        let s = RunState {
-            pinned: self.pinned.clone(),
-            tree: self.tree.clone(),
-            series: self.series.clone(),
-            flags: self.flags.clone(),
-            configured: self.configured.clone(),
-            bz_image: self.bz_image.clone(),
-            modules_dir: self.modules_dir.clone(),
-            reused: self.reused.clone(),
-            store_entry: self.store_entry.clone(),
-            store_devel: self.store_devel.clone(),
-            compile_commands: self.compile_commands.clone(),
-            dev_worktree: self.dev_worktree.clone(),
-            manifest: self.manifest.clone(),
-        };
-        match serde_json::to_value(s) {
-            Ok(serde_json::Value::Object(m)) => Ok(m),
-            Ok(_) => unreachable!("a struct serializes to an object"),
-            Err(e) => Err(Error::Input(format!("run state: {e}"))),
-        }
+    type State = KernelState;
+    fn state(&self) -> &KernelState {
+        &self.state
     }
-
-    fn set_state(
-        &mut self,
-        state: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), Error> {
-        let s: RunState = serde_json::from_value(serde_json::Value::Object(state))
-            .map_err(|e| Error::Input(format!("a step result does not fit this flow: {e}")))?;
-        // The ref moved after prepare_worktree: keep building what it checked out.
-        if let Some(p) = &s.pinned
+    fn state_mut(&mut self) -> &mut KernelState {
+        &mut self.state
+    }
+    /// The ref moved after prepare_worktree: keep building what it checked out.
+    fn restored(&mut self) {
+        if let Some(p) = &self.state.pinned
             && p.commit != self.plan.resolved.commit
         {
             self.plan.resolved = p.clone();
         }
-        self.pinned = s.pinned;
-        self.tree = s.tree;
-        self.series = s.series;
-        self.flags = s.flags;
-        self.configured = s.configured;
-        self.bz_image = s.bz_image;
-        self.modules_dir = s.modules_dir;
-        self.reused = s.reused;
-        self.store_entry = s.store_entry;
-        self.store_devel = s.store_devel;
-        self.compile_commands = s.compile_commands;
-        self.dev_worktree = s.dev_worktree;
-        self.manifest = s.manifest;
-        Ok(())
     }
 }
 
 impl KernelRun {
     /// The commit built: the series' HEAD when one was applied, else the ref's commit.
     pub fn head_commit(&self) -> &str {
-        self.series
+        self.state
+            .series
             .as_ref()
             .map_or(self.plan.resolved.commit.as_str(), |s| s.head.as_str())
     }
@@ -180,7 +136,7 @@ impl KernelRun {
     }
     /// Why a making step is skipped: the identity was found.
     pub(crate) fn reused_reason(&self) -> Option<String> {
-        self.reused.as_ref().map(|h| {
+        self.state.reused.as_ref().map(|h| {
             format!(
                 "kernel-{} reused from {}",
                 h.manifest.uts_release,
@@ -189,10 +145,10 @@ impl KernelRun {
         })
     }
     fn flags(&self) -> &BuildFlags {
-        self.flags.as_ref().expect("build_flags ran")
+        self.state.flags.as_ref().expect("build_flags ran")
     }
     fn configured(&self) -> &Configured {
-        self.configured.as_ref().expect("configure ran")
+        self.state.configured.as_ref().expect("configure ran")
     }
 }
 
@@ -219,14 +175,12 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
     };
     let series = match &request.b4_series {
         Some(s) => {
-            let msgid =
-                crate::series::parse_message_id(s).map_err(|e| Error::Input(e.to_string()))?;
+            let msgid = crate::series::parse_message_id(s)?;
             let mbox = request
                 .b4_mbox
                 .as_deref()
                 .map(crate::series::check_mbox)
-                .transpose()
-                .map_err(|e| Error::Input(e.to_string()))?;
+                .transpose()?;
             crate::process::find_program("b4")?;
             Some((msgid, mbox))
         }
@@ -339,7 +293,7 @@ impl flow::lifecycle::Flow for KernelFlow {
         STEPS
     }
     fn manifest(run: &KernelRun) -> Option<&Manifest> {
-        run.manifest.as_ref()
+        run.state.manifest.as_ref()
     }
     /// `configure_<method>` is configure, for a request whose config_method is `<method>`.
     fn alias(name: &str, request: &KernelRequest) -> Result<Option<&'static str>, Error> {
@@ -350,10 +304,11 @@ impl flow::lifecycle::Flow for KernelFlow {
             return Ok(None);
         }
         if method != request.config_method.as_str() {
-            return Err(Error::Input(format!(
+            return Err(crate::error::FlowError::WrongBranch(format!(
                 "step {name} is the configure branch for config_method {method}, but the request's config_method is {}",
                 request.config_method.as_str()
-            )));
+            ))
+            .into());
         }
         Ok(Some("configure"))
     }
@@ -372,20 +327,8 @@ impl KernelRun {
     fn new(plan: Plan) -> Self {
         Self {
             plan,
-            tree: None,
-            series: None,
-            flags: None,
-            configured: None,
-            bz_image: None,
-            modules_dir: None,
-            reused: None,
             hold: None,
-            store_entry: None,
-            store_devel: None,
-            compile_commands: None,
-            dev_worktree: None,
-            pinned: None,
-            manifest: None,
+            state: KernelState::default(),
         }
     }
 }

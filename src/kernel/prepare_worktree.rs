@@ -49,7 +49,7 @@ impl Step<KernelRun> for PrepareWorktree {
             message: &what,
         });
         if let Some((msgid, mbox)) = &plan.series {
-            ctx.series = Some(crate::series::apply_and_publish(
+            ctx.state.series = Some(crate::series::apply_and_publish(
                 slot,
                 &plan.mirror.path,
                 (msgid, mbox.as_deref()),
@@ -73,8 +73,8 @@ impl Step<KernelRun> for PrepareWorktree {
         }
         fs_err::create_dir_all(&slot.build)?;
         fs_err::create_dir_all(&slot.destdir)?;
-        ctx.tree = Some(slot.head_tree()?);
-        ctx.pinned = Some(ctx.plan.resolved.clone());
+        ctx.state.tree = Some(slot.head_tree()?);
+        ctx.state.pinned = Some(ctx.plan.resolved.clone());
         Ok(Outcome::Ran)
     }
 }

@@ -18,7 +18,7 @@ impl Step<KernelRun> for Publish {
     }
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
-        if let Some(hit) = &ctx.reused {
+        if let Some(hit) = &ctx.state.reused {
             if hit.how == Reused::Destdir {
                 return publish_from_destdir(ctx, reporter);
             }
@@ -27,7 +27,7 @@ impl Step<KernelRun> for Publish {
                 hit.how.as_str()
             )));
         }
-        let Some(image) = ctx.bz_image.clone() else {
+        let Some(image) = ctx.state.bz_image.clone() else {
             return Ok(Outcome::Skipped("no boot image was built".into()));
         };
         let release = ctx.release();
@@ -53,7 +53,7 @@ impl Step<KernelRun> for Publish {
                 from,
             });
         }
-        if let Some(modules) = &ctx.modules_dir {
+        if let Some(modules) = &ctx.state.modules_dir {
             sources.extend(sources_under(modules, &format!("lib/modules/{release}"))?);
         }
         let entry = store.layer_dir(Layer::Run, &release);
@@ -64,7 +64,7 @@ impl Step<KernelRun> for Publish {
                 .display()
                 .to_string(),
         );
-        manifest.modules_dir = ctx.modules_dir.as_ref().map(|_| {
+        manifest.modules_dir = ctx.state.modules_dir.as_ref().map(|_| {
             entry
                 .join("lib/modules")
                 .join(&release)
@@ -90,11 +90,11 @@ impl Step<KernelRun> for Publish {
                 Published::Replaced => format!("replaced the damaged {}", path.display()),
             },
         });
-        ctx.bz_image = Some(path.join(format!("boot/vmlinuz-{release}")));
-        if ctx.modules_dir.is_some() {
-            ctx.modules_dir = Some(path.join("lib/modules").join(&release));
+        ctx.state.bz_image = Some(path.join(format!("boot/vmlinuz-{release}")));
+        if ctx.state.modules_dir.is_some() {
+            ctx.state.modules_dir = Some(path.join("lib/modules").join(&release));
         }
-        ctx.store_entry = Some(path);
+        ctx.state.store_entry = Some(path);
         Ok(Outcome::Ran)
     }
 }
@@ -104,7 +104,7 @@ impl Step<KernelRun> for Publish {
 /// slot's record of it, and the manifest then points at the store's copy. (The devel layer
 /// is not: build/ may hold another identity's objects by now.)
 fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
-    let hit = ctx.reused.clone().expect("a destdir hit");
+    let hit = ctx.state.reused.clone().expect("a destdir hit");
     let release: crate::store::Release = hit.manifest.uts_release.parse()?;
     let store = ctx.store()?;
     if store
@@ -177,8 +177,8 @@ fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<
         .modules_dir
         .map(|_| path.join("lib/modules").join(&release));
     hit.entry = Some(path.clone());
-    ctx.reused = Some(hit);
-    ctx.store_entry = Some(path);
+    ctx.state.reused = Some(hit);
+    ctx.state.store_entry = Some(path);
     Ok(Outcome::Ran)
 }
 
@@ -275,13 +275,13 @@ impl Step<KernelRun> for PublishDevel {
     }
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
-        if let Some(hit) = &ctx.reused {
+        if let Some(hit) = &ctx.state.reused {
             return Ok(Outcome::Skipped(format!(
                 "reused from {}",
                 hit.how.as_str()
             )));
         }
-        if ctx.store_entry.is_none() {
+        if ctx.state.store_entry.is_none() {
             return Ok(Outcome::Skipped("the run layer was not published".into()));
         }
         let store = ctx.store()?;
@@ -315,7 +315,7 @@ impl Step<KernelRun> for PublishDevel {
                 sources.len()
             ),
         });
-        ctx.store_devel = Some(path);
+        ctx.state.store_devel = Some(path);
         Ok(Outcome::Ran)
     }
 }

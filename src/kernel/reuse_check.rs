@@ -13,7 +13,7 @@ use crate::kernel::manifest::Manifest;
 use crate::store::{Layer, Release, Store, verify_dir};
 
 /// An existing copy of the identity.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Hit {
     pub how: Reused,
     /// The manifest of the build that made it.
@@ -61,7 +61,7 @@ impl Step<KernelRun> for ReuseCheck {
         if !ctx.plan.request.reuse {
             return Ok(Outcome::Skipped("reuse is off: building anew".into()));
         }
-        if ctx.reused.is_some() {
+        if ctx.state.reused.is_some() {
             return Ok(Outcome::Skipped(
                 "fetch_identity brought it from a peer".into(),
             ));
@@ -84,7 +84,7 @@ impl Step<KernelRun> for ReuseCheck {
                             hit.entry.as_ref().expect("store hit").display()
                         ),
                     });
-                    ctx.reused = Some(hit);
+                    ctx.state.reused = Some(hit);
                     return Ok(Outcome::Ran);
                 }
                 warn_damaged(
@@ -116,7 +116,7 @@ impl Step<KernelRun> for ReuseCheck {
                         "kernel-{release} is installed in this slot's destdir: not rebuilding"
                     ),
                 });
-                ctx.reused = Some(Hit {
+                ctx.state.reused = Some(Hit {
                     how: Reused::Destdir,
                     manifest: record.manifest.clone(),
                     bz_image: destdir.join("boot").join(format!("vmlinuz-{release}")),

@@ -80,7 +80,7 @@ impl Step<QemuRun> for BuildFlags {
         }
         let inputs = QemuIdentityInputs {
             recipe: RECIPE.to_owned(),
-            tree: ctx.tree.clone().expect("prepare_worktree ran"),
+            tree: ctx.state.tree.clone().expect("prepare_worktree ran"),
             version: version.clone(),
             target_list: req.target_list.clone(),
             configure_options: options.iter().map(|(_, id)| id.clone()).collect(),
@@ -98,7 +98,7 @@ impl Step<QemuRun> for BuildFlags {
             self.name(),
             &format!("identity qemu-{release} ({})", req.features.as_str()),
         );
-        ctx.configured = Some(Configured {
+        ctx.state.configured = Some(Configured {
             release,
             digest,
             inputs,

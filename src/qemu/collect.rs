@@ -14,7 +14,7 @@ pub(super) fn manifest_of(ctx: &QemuRun) -> QemuManifest {
     let slot = &ctx.plan.slot;
     let c = ctx.configured();
     let req = &ctx.plan.request;
-    let (root, configure_args, programs, qemu_version, reused) = match &ctx.reused {
+    let (root, configure_args, programs, qemu_version, reused) = match &ctx.state.reused {
         Some(hit) => (
             Some(hit.entry.clone()),
             hit.manifest.configure_args.clone(),
@@ -23,10 +23,10 @@ pub(super) fn manifest_of(ctx: &QemuRun) -> QemuManifest {
             Some(hit.how),
         ),
         None => (
-            ctx.store_entry.clone(),
+            ctx.state.store_entry.clone(),
             c.args.clone(),
-            ctx.programs.clone().unwrap_or_default(),
-            ctx.qemu_version.clone(),
+            ctx.state.programs.clone().unwrap_or_default(),
+            ctx.state.qemu_version.clone(),
             None,
         ),
     };
@@ -40,7 +40,7 @@ pub(super) fn manifest_of(ctx: &QemuRun) -> QemuManifest {
         commit: ctx.head_commit().to_owned(),
         git_ref: ctx.plan.resolved.name.clone(),
         ref_kind: ctx.plan.resolved.kind,
-        series: ctx.series.clone(),
+        series: ctx.state.series.clone(),
         compiler: req.compiler,
         target_list: c.inputs.target_list.clone(),
         features: req.features,
@@ -75,7 +75,7 @@ impl Step<QemuRun> for Collect {
         let mut text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
         text.push('\n');
         write_atomic(&super::manifest_path(&ctx.plan.slot), text.as_bytes())?;
-        ctx.manifest = Some(manifest);
+        ctx.state.manifest = Some(manifest);
         Ok(Outcome::Ran)
     }
 }

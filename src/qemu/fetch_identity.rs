@@ -36,7 +36,7 @@ impl Step<QemuRun> for FetchIdentity {
             reporter,
         )? {
             Ok(record) => {
-                ctx.reused = Some(Hit {
+                ctx.state.reused = Some(Hit {
                     how: Reused::Peer,
                     entry: store.layer_dir(Layer::Run, &release),
                     manifest: record.manifest,

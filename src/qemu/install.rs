@@ -54,8 +54,8 @@ impl Step<QemuRun> for Install {
             }
             None => None,
         };
-        ctx.programs = Some(programs);
-        ctx.qemu_version = version;
+        ctx.state.programs = Some(programs);
+        ctx.state.qemu_version = version;
         Ok(Outcome::Ran)
     }
 }

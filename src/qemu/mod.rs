@@ -119,7 +119,7 @@ pub struct Plan {
 }
 
 /// What configure decided.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Configured {
     pub release: Release,
     pub digest: String,
@@ -130,7 +130,7 @@ pub struct Configured {
 }
 
 /// An existing copy of the identity in the store.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Hit {
     /// Where it was found: the store, or a peer (now in the store).
     pub how: Reused,
@@ -142,12 +142,23 @@ pub struct Hit {
 #[derive(Debug)]
 pub struct QemuRun {
     pub plan: Plan,
+    /// The identity's store lock, held shared from reuse_check to the end of the run.
+    pub hold: Option<crate::fsutil::FileLock>,
+    pub state: QemuState,
+}
+
+/// What the steps of a run have found and made: the part of a run that crosses process
+/// boundaries (see [`flow::Stateful`]); a step's result carries the fields it changed.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuState {
+    /// The ref as prepare_worktree resolved it (see the kernel flow's state).
     pub pinned: Option<ResolvedRef>,
     pub tree: Option<String>,
     pub series: Option<crate::series::Applied>,
     pub configured: Option<Configured>,
+    /// The existing copy reuse_check (or fetch_identity) found.
     pub reused: Option<Hit>,
-    pub hold: Option<crate::fsutil::FileLock>,
     /// Installed programs, relative to destdir/.
     pub programs: Option<Vec<String>>,
     pub qemu_version: Option<String>,
@@ -155,62 +166,21 @@ pub struct QemuRun {
     pub manifest: Option<QemuManifest>,
 }
 
-/// The part of a run that crosses process boundaries.
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunState {
-    pinned: Option<ResolvedRef>,
-    tree: Option<String>,
-    series: Option<crate::series::Applied>,
-    configured: Option<Configured>,
-    reused: Option<Hit>,
-    programs: Option<Vec<String>>,
-    qemu_version: Option<String>,
-    store_entry: Option<PathBuf>,
-    manifest: Option<QemuManifest>,
-}
-
 impl flow::Stateful for QemuRun {
-    fn state(&self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
-        let s = RunState {
-            pinned: self.pinned.clone(),
-            tree: self.tree.clone(),
-            series: self.series.clone(),
-            configured: self.configured.clone(),
-            reused: self.reused.clone(),
-            programs: self.programs.clone(),
-            qemu_version: self.qemu_version.clone(),
-            store_entry: self.store_entry.clone(),
-            manifest: self.manifest.clone(),
-        };
-        match serde_json::to_value(s) {
-            Ok(serde_json::Value::Object(m)) => Ok(m),
-            Ok(_) => unreachable!("a struct serializes to an object"),
-            Err(e) => Err(Error::Input(format!("run state: {e}"))),
-        }
+    type State = QemuState;
+    fn state(&self) -> &QemuState {
+        &self.state
     }
-
-    fn set_state(
-        &mut self,
-        state: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), Error> {
-        let s: RunState = serde_json::from_value(serde_json::Value::Object(state))
-            .map_err(|e| Error::Input(format!("a step result does not fit this flow: {e}")))?;
-        if let Some(p) = &s.pinned
+    fn state_mut(&mut self) -> &mut QemuState {
+        &mut self.state
+    }
+    /// The ref moved after prepare_worktree: keep building what it checked out.
+    fn restored(&mut self) {
+        if let Some(p) = &self.state.pinned
             && p.commit != self.plan.resolved.commit
         {
             self.plan.resolved = p.clone();
         }
-        self.pinned = s.pinned;
-        self.tree = s.tree;
-        self.series = s.series;
-        self.configured = s.configured;
-        self.reused = s.reused;
-        self.programs = s.programs;
-        self.qemu_version = s.qemu_version;
-        self.store_entry = s.store_entry;
-        self.manifest = s.manifest;
-        Ok(())
     }
 }
 
@@ -218,21 +188,14 @@ impl QemuRun {
     fn new(plan: Plan) -> Self {
         Self {
             plan,
-            pinned: None,
-            tree: None,
-            series: None,
-            configured: None,
-            reused: None,
             hold: None,
-            programs: None,
-            qemu_version: None,
-            store_entry: None,
-            manifest: None,
+            state: QemuState::default(),
         }
     }
     /// The commit built: the series' HEAD when one was applied, else the ref's commit.
     pub fn head_commit(&self) -> &str {
-        self.series
+        self.state
+            .series
             .as_ref()
             .map_or(self.plan.resolved.commit.as_str(), |s| s.head.as_str())
     }
@@ -240,10 +203,11 @@ impl QemuRun {
         Ok(Store::open(&self.plan.dirs.store, Kind::Qemu)?)
     }
     fn configured(&self) -> &Configured {
-        self.configured.as_ref().expect("configure ran")
+        self.state.configured.as_ref().expect("configure ran")
     }
     fn reused_reason(&self) -> Option<String> {
-        self.reused
+        self.state
+            .reused
             .as_ref()
             .map(|h| format!("{} reused from {}", h.manifest.identity, h.how.as_str()))
     }
@@ -295,14 +259,12 @@ pub fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
     }
     let series = match &request.b4_series {
         Some(s) => {
-            let msgid =
-                crate::series::parse_message_id(s).map_err(|e| Error::Input(e.to_string()))?;
+            let msgid = crate::series::parse_message_id(s)?;
             let mbox = request
                 .b4_mbox
                 .as_deref()
                 .map(crate::series::check_mbox)
-                .transpose()
-                .map_err(|e| Error::Input(e.to_string()))?;
+                .transpose()?;
             crate::process::find_program("b4")?;
             Some((msgid, mbox))
         }
@@ -368,7 +330,7 @@ impl flow::lifecycle::Flow for QemuFlow {
         STEPS
     }
     fn manifest(run: &QemuRun) -> Option<&QemuManifest> {
-        run.manifest.as_ref()
+        run.state.manifest.as_ref()
     }
 }
 

@@ -29,7 +29,7 @@ impl Step<QemuRun> for PrepareWorktree {
         };
         info(reporter, self.name(), &what);
         if let Some((msgid, mbox)) = &plan.series {
-            ctx.series = Some(crate::series::apply_and_publish(
+            ctx.state.series = Some(crate::series::apply_and_publish(
                 slot,
                 &plan.mirror.path,
                 (msgid, mbox.as_deref()),
@@ -49,8 +49,8 @@ impl Step<QemuRun> for PrepareWorktree {
         }
         fs_err::create_dir_all(&slot.build)?;
         fs_err::create_dir_all(&slot.destdir)?;
-        ctx.tree = Some(slot.head_tree()?);
-        ctx.pinned = Some(ctx.plan.resolved.clone());
+        ctx.state.tree = Some(slot.head_tree()?);
+        ctx.state.pinned = Some(ctx.plan.resolved.clone());
         Ok(Outcome::Ran)
     }
 }

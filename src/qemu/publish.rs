@@ -24,7 +24,7 @@ impl Step<QemuRun> for Publish {
         }
         let entry = store.layer_dir(Layer::Run, &c.release);
         let sources = sources_under(&ctx.plan.slot.destdir, "")?;
-        ctx.store_entry = Some(entry.clone());
+        ctx.state.store_entry = Some(entry.clone());
         let manifest = manifest_of(ctx);
         let (published, path) = store.publish(
             Layer::Run,

@@ -19,7 +19,7 @@ impl Step<QemuRun> for ReuseCheck {
         if !ctx.plan.request.reuse {
             return Ok(Outcome::Skipped("reuse is off: building anew".into()));
         }
-        if ctx.reused.is_some() {
+        if ctx.state.reused.is_some() {
             return Ok(Outcome::Skipped(
                 "fetch_identity brought it from a peer".into(),
             ));
@@ -61,7 +61,7 @@ impl Step<QemuRun> for ReuseCheck {
                 entry.display()
             ),
         );
-        ctx.reused = Some(Hit {
+        ctx.state.reused = Some(Hit {
             how: Reused::Store,
             entry,
             manifest: record.manifest,

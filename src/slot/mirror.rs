@@ -48,7 +48,9 @@ pub enum RefKind {
     Commit,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct ResolvedRef {
     /// What the user asked for.
     pub name: String,

@@ -38,7 +38,9 @@ impl fmt::Display for Kind {
 
 /// A release kforge could have made: letters, digits, `.`, `_`, `-` and `+`, at most 64, not
 /// starting with `.` or `-`; so it is always one safe path component.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Release(String);
 

@@ -129,6 +129,24 @@ fn developer_worktrees_resume_and_step_by_step_runs() {
     let rec: RunRecord = serde_json::from_slice(&fs::read(&record)).unwrap();
     assert_eq!(rec.current.as_deref(), Some("compile"), "{rec:?}");
     assert_eq!(rec.results.len(), 5, "{rec:?}");
+    // Every field a step result carries is one its schema names.
+    let schema: serde_json::Value = ctx
+        .kforge(["schema", "--output", "step-result"])
+        .run()
+        .success()
+        .json();
+    let state_ref = schema["properties"]["state"]["$ref"].as_str().unwrap();
+    let state = &schema["$defs"][state_ref.trim_start_matches("#/$defs/")]["properties"];
+    for r in &rec.results {
+        for key in r.state.keys() {
+            assert!(
+                state[key].is_object(),
+                "{}: {key} is not in {state}",
+                r.step
+            );
+        }
+    }
+    assert!(rec.results[0].state.contains_key("pinned"), "{rec:?}");
 
     let resumed = ctx
         .kforge(["resume"])
