@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod checkout;
 pub mod lifecycle;
 pub mod record;
 

@@ -1,8 +1,10 @@
-//! prepare_worktree: sync this slot's warm tree to `git_ref` from the mirror.
+//! prepare_worktree: sync this slot's warm tree to `git_ref` from the mirror (with a
+//! mailed series applied on top), through the code every flow uses.
 
 use super::KernelRun;
 use crate::error::Error;
-use crate::flow::{Event, Outcome, Reporter, Step};
+use crate::flow::checkout::Checkout;
+use crate::flow::{Outcome, Reporter, Step};
 
 pub struct PrepareWorktree;
 
@@ -13,72 +15,18 @@ impl Step<KernelRun> for PrepareWorktree {
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
         let plan = &ctx.plan;
-        let slot = &plan.slot;
-        let report = slot.sync(
-            &plan.mirror,
-            &plan.resolved.commit,
-            plan.request.recreate_build_worktree,
-        )?;
-        let what = if report.fresh_clone {
-            format!(
-                "laid a fresh checkout of {} at {}",
-                plan.resolved.name,
-                short(&plan.resolved.commit)
-            )
-        } else {
-            match report.changed_files {
-                Some(0) => format!(
-                    "already at {} ({})",
-                    plan.resolved.name,
-                    short(&plan.resolved.commit)
-                ),
-                Some(n) => format!(
-                    "re-synced to {} ({}): {n} files differ",
-                    plan.resolved.name,
-                    short(&plan.resolved.commit)
-                ),
-                None => format!(
-                    "checked out {} ({})",
-                    plan.resolved.name,
-                    short(&plan.resolved.commit)
-                ),
-            }
-        };
-        reporter.event(&Event::Info {
-            step: self.name(),
-            message: &what,
-        });
-        if let Some((msgid, mbox)) = &plan.series {
-            ctx.state.series = Some(crate::series::apply_and_publish(
-                slot,
-                &plan.mirror.path,
-                (msgid, mbox.as_deref()),
-                &plan.resolved.commit,
-                &mut |message| {
-                    reporter.event(&Event::Info {
-                        step: self.name(),
-                        message,
-                    });
-                },
-            )?);
+        let done = Checkout {
+            slot: &plan.slot,
+            mirror: &plan.mirror,
+            resolved: &plan.resolved,
+            series: plan.series.as_ref(),
+            recreate_build_worktree: plan.request.recreate_build_worktree,
+            wipe_build: plan.request.wipe_build,
         }
-        let plan = &ctx.plan;
-        let slot = &plan.slot;
-        if plan.request.wipe_build {
-            reporter.event(&Event::Info {
-                step: self.name(),
-                message: "wipe_build: removing build/",
-            });
-            slot.wipe_build()?;
-        }
-        fs_err::create_dir_all(&slot.build)?;
-        fs_err::create_dir_all(&slot.destdir)?;
-        ctx.state.tree = Some(slot.head_tree()?);
+        .run(self.name(), reporter)?;
+        ctx.state.series = done.series;
+        ctx.state.tree = Some(done.tree);
         ctx.state.pinned = Some(ctx.plan.resolved.clone());
         Ok(Outcome::Ran)
     }
-}
-
-pub(crate) fn short(sha: &str) -> &str {
-    &sha[..12.min(sha.len())]
 }

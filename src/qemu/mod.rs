@@ -407,10 +407,6 @@ fn check_executable(p: PathBuf) -> Result<PathBuf, Error> {
 
 // ---- Shared by the steps
 
-fn short(sha: &str) -> &str {
-    &sha[..12.min(sha.len())]
-}
-
 fn forward<'a>(step: &'a str, reporter: &'a dyn Reporter) -> impl FnMut(&str) + 'a {
     move |line: &str| reporter.event(&Event::Output { step, line })
 }

@@ -1,0 +1,67 @@
+//! prepare_worktree for every flow: sync the slot's warm tree to the resolved ref from the
+//! flow's mirror; with a mailed series, apply it on top and publish it to the mirror; wipe
+//! build/ when asked.
+
+use std::path::PathBuf;
+
+use super::{Event, Reporter};
+use crate::error::Error;
+use crate::series::Applied;
+use crate::slot::{Mirror, ResolvedRef, Slot};
+
+/// What a flow's plan says about the checkout.
+pub struct Checkout<'a> {
+    pub slot: &'a Slot,
+    pub mirror: &'a Mirror,
+    pub resolved: &'a ResolvedRef,
+    /// The series' message-id and local thread copy, as the plan checked them.
+    pub series: Option<&'a (String, Option<PathBuf>)>,
+    pub recreate_build_worktree: bool,
+    pub wipe_build: bool,
+}
+
+/// The checkout as it stands: the applied series, if any, and the worktree's tree object.
+pub struct CheckedOut {
+    pub series: Option<Applied>,
+    pub tree: String,
+}
+
+impl Checkout<'_> {
+    pub fn run(&self, step: &str, reporter: &dyn Reporter) -> Result<CheckedOut, Error> {
+        let info = |message: &str| reporter.event(&Event::Info { step, message });
+        let slot = self.slot;
+        let commit = &self.resolved.commit;
+        let report = slot.sync(self.mirror, commit, self.recreate_build_worktree)?;
+        let at = format!(
+            "{} ({})",
+            self.resolved.name,
+            &commit[..12.min(commit.len())]
+        );
+        info(&match (report.fresh_clone, report.changed_files) {
+            (true, _) => format!("laid a fresh checkout of {at}"),
+            (false, Some(0)) => format!("already at {at}"),
+            (false, Some(n)) => format!("re-synced to {at}: {n} files differ"),
+            (false, None) => format!("checked out {at}"),
+        });
+        let series = match self.series {
+            Some((msgid, mbox)) => Some(crate::series::apply_and_publish(
+                slot,
+                &self.mirror.path,
+                (msgid, mbox.as_deref()),
+                commit,
+                &mut |message| info(message),
+            )?),
+            None => None,
+        };
+        if self.wipe_build {
+            info("wipe_build: removing build/");
+            slot.wipe_build()?;
+        }
+        fs_err::create_dir_all(&slot.build)?;
+        fs_err::create_dir_all(&slot.destdir)?;
+        Ok(CheckedOut {
+            series,
+            tree: slot.head_tree()?,
+        })
+    }
+}
