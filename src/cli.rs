@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use kforge::error::InvalidRequest;
 use kforge::kernel::request::{ConfigMethod, KernelRequest, OneOrMany, heading};
 use kforge::toolchain::Compiler;
 
@@ -371,18 +372,21 @@ pub struct QemuBuildArgs {
 
 impl QemuBuildArgs {
     /// The request: the file's inputs (or the defaults), with every given flag on top.
-    pub fn to_request(&self) -> Result<kforge::qemu::QemuRequest, String> {
+    pub fn to_request(&self) -> Result<kforge::qemu::QemuRequest, InvalidRequest> {
         let mut r = match &self.request {
             Some(path) => {
-                let text = fs_err::read_to_string(path).map_err(|e| e.to_string())?;
-                kforge::qemu::QemuRequest::from_file_text(&path.to_string_lossy(), &text)?
+                let text = fs_err::read_to_string(path).map_err(InvalidRequest::one)?;
+                kforge::qemu::QemuRequest::from_file_text(&path.to_string_lossy(), &text)
+                    .map_err(InvalidRequest::one)?
             }
             None => kforge::qemu::QemuRequest::default(),
         };
         if let (Some(a), Some(b)) = (&self.git_ref_pos, &self.git_ref)
             && a != b
         {
-            return Err(format!("two refs given: `{a}` and --git-ref `{b}`"));
+            return Err(InvalidRequest::one(format!(
+                "two refs given: `{a}` and --git-ref `{b}`"
+            )));
         }
         if let Some(g) = self.git_ref.clone().or_else(|| self.git_ref_pos.clone()) {
             r.git_ref = Some(g);
@@ -750,18 +754,21 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     /// The request: the file's inputs (or the defaults), with every given flag on top.
-    pub fn to_request(&self) -> Result<KernelRequest, String> {
+    pub fn to_request(&self) -> Result<KernelRequest, InvalidRequest> {
         let mut r = match &self.request {
             Some(path) => {
-                let text = fs_err::read_to_string(path).map_err(|e| e.to_string())?;
-                KernelRequest::from_file_text(&path.to_string_lossy(), &text)?
+                let text = fs_err::read_to_string(path).map_err(InvalidRequest::one)?;
+                KernelRequest::from_file_text(&path.to_string_lossy(), &text)
+                    .map_err(InvalidRequest::one)?
             }
             None => KernelRequest::default(),
         };
         if let (Some(a), Some(b)) = (&self.git_ref_pos, &self.git_ref)
             && a != b
         {
-            return Err(format!("two refs given: `{a}` and --git-ref `{b}`"));
+            return Err(InvalidRequest::one(format!(
+                "two refs given: `{a}` and --git-ref `{b}`"
+            )));
         }
         if let Some(g) = self.git_ref.clone().or_else(|| self.git_ref_pos.clone()) {
             r.git_ref = Some(g);
@@ -807,9 +814,9 @@ impl BuildArgs {
             !self.fragments.is_empty(),
         ];
         if implied.iter().filter(|x| **x).count() > 1 && self.config_method.is_none() {
-            return Err(
-                "--preset, --defconfig and --fragment choose different config methods; pass --config-method".into(),
-            );
+            return Err(InvalidRequest::one(
+                "--preset, --defconfig and --fragment choose different config methods; pass --config-method",
+            ));
         }
         if let Some(m) = self.config_method {
             r.config_method = m;

@@ -2,17 +2,27 @@
 //! 2 for bad input (nothing was touched), 1 for a build that failed, 3 for the machine
 //! (a missing tool, I/O), 4 for a busy slot.
 
+use std::path::PathBuf;
+
 use crate::library::LibraryError;
 use crate::process::RunError;
 use crate::series::SeriesError;
 use crate::slot::mirror::MirrorError;
 use crate::slot::worktree::SlotError;
 use crate::store::StoreError;
+use crate::store::name::EntryName;
 
 /// A request that failed its checks; each line is one problem.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid request:\n  - {}", .0.join("\n  - "))]
 pub struct InvalidRequest(pub Vec<String>);
+
+impl InvalidRequest {
+    /// A request with one problem.
+    pub fn one(problem: impl std::fmt::Display) -> Self {
+        Self(vec![problem.to_string()])
+    }
+}
 
 /// What the flow lifecycle (`flow`) refuses: a resume, a step or a step result that does not fit the
 /// flow or the slot's record. Nothing has been touched when one is returned. It lives here,
@@ -45,6 +55,8 @@ pub enum FlowError {
     UnknownField { step: String, field: String },
     #[error("a step result does not fit this flow: {0}")]
     BadState(#[source] serde_json::Error),
+    #[error("step input: {0}")]
+    BadStepInput(#[source] serde_json::Error),
 }
 
 /// What the guest layer (`guest`: boot, vm) refuses or runs into. Here rather than in
@@ -72,14 +84,111 @@ pub enum GuestError {
     },
     #[error("virtiofsd did not serve {} within 10 s", .0.display())]
     VirtiofsdSilent(std::path::PathBuf),
+    /// The guest booted (or not) but the check did not pass (exit 1).
+    #[error("boot check failed: {failure}\n--- guest console (last {} lines) ---\n{}", .console_tail.len(), .console_tail.join("\n"))]
+    BootFailed {
+        failure: String,
+        console_tail: Vec<String>,
+    },
+}
+
+/// What planning refuses: the request does not fit the mirror, the tree or the store.
+/// Nothing has been touched when one is returned (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no QEMU mirror at {}: import a release tarball with `kforge mirror --project qemu import-tarball FILE --tag vX.Y.Z` (Debian's: apt-get source --download-only qemu), or clone one with `kforge mirror --project qemu init --from URL`, or point --qemu-mirror / KFORGE_QEMU_MIRROR at one", .0.display())]
+    NoQemuMirror(PathBuf),
+    #[error("{git_ref} ({commit:.12}) has no top-level {missing}: not a QEMU tree")]
+    NotAQemuTree {
+        git_ref: String,
+        commit: String,
+        missing: &'static str,
+    },
+    #[error("target `{target}` is not in {git_ref}; its targets: {}", .known.join(", "))]
+    UnknownTarget {
+        target: String,
+        git_ref: String,
+        known: Vec<String>,
+    },
+    #[error("unknown config goal `{goal}` at {commit:.12}; known goals: {}", .known.join(", "))]
+    UnknownGoal {
+        goal: String,
+        commit: String,
+        known: Vec<String>,
+    },
+    #[error(
+        "{0} has no devel layer in the store (a peer fetch brings only the run layer); build it here with reuse off to make one"
+    )]
+    NoDevelLayer(EntryName),
+    #[error("developer worktree {}: {why}; nothing was changed", .path.display())]
+    WorktreeInTheWay { path: PathBuf, why: String },
+}
+
+/// A step ran to its end, but what it made is not what it must be (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ProductError {
+    #[error("{step} did not produce {}", .path.display())]
+    NotProduced { step: &'static str, path: PathBuf },
+    /// What the build baked in is not the identity configure computed.
+    #[error("{what} says `{found}`, but the identity is `{want}`")]
+    NotTheIdentity {
+        what: String,
+        found: String,
+        want: String,
+    },
+    #[error("{name} is missing from {}/include/generated (did the build run?)", .build.display())]
+    MissingHeader { name: String, build: PathBuf },
+    #[error("{what}: {source}")]
+    NotJson {
+        what: String,
+        source: serde_json::Error,
+    },
+    /// A file or a tool's output that the step reads says something it cannot use.
+    #[error("{what}: {problem}")]
+    Unusable { what: String, problem: String },
+}
+
+/// An argument that names a build (a manifest file, an identity in the store, a QEMU
+/// binary) but names nothing usable (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    #[error("reading the manifest: {0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("{} is not {what}: {source}", .path.display())]
+    NotAManifest {
+        path: PathBuf,
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("`{arg}` is neither {what}")]
+    Neither { arg: String, what: &'static str },
+    #[error("`{arg}` is not a file, and {name} is not in the store ({}); {hint}", .store.display())]
+    NotInStore {
+        arg: String,
+        name: EntryName,
+        store: PathBuf,
+        hint: &'static str,
+    },
+    #[error("the QEMU manifest {} has no qemu_binary (no softmmu target was built)", .0.display())]
+    NoQemuBinary(PathBuf),
+    #[error("{0} has no system emulator")]
+    NoEmulator(EntryName),
+    #[error("the QEMU binary {} is not an executable file", .0.display())]
+    NotExecutable(PathBuf),
+    #[error("the QEMU binary {} is missing", .0.display())]
+    NoSuchBinary(PathBuf),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Invalid(#[from] InvalidRequest),
-    #[error("{0}")]
-    Input(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Pick(#[from] PickError),
+    #[error(transparent)]
+    Dirs(#[from] crate::dirs::DirsError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
     #[error(transparent)]
@@ -98,8 +207,8 @@ pub enum Error {
     Guest(#[from] GuestError),
     #[error(transparent)]
     Label(#[from] crate::identity::LabelError),
-    #[error("{0}")]
-    Build(String),
+    #[error(transparent)]
+    Product(#[from] ProductError),
     #[error("step {step} failed: {source}")]
     Step { step: String, source: Box<Error> },
     #[error(transparent)]
@@ -118,7 +227,9 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Invalid(_)
-            | Error::Input(_)
+            | Error::Plan(_)
+            | Error::Pick(_)
+            | Error::Dirs(_)
             | Error::Library(_)
             | Error::Flow(_)
             | Error::Label(_)
@@ -140,10 +251,12 @@ impl Error {
             },
             Error::Slot(SlotError::Busy { .. }) => exit::BUSY,
             Error::Run(RunError::Failed(_))
-            | Error::Build(_)
-            | Error::Guest(GuestError::VirtiofsdExited { .. } | GuestError::VirtiofsdSilent(_)) => {
-                exit::BUILD_FAILED
-            }
+            | Error::Product(_)
+            | Error::Guest(
+                GuestError::BootFailed { .. }
+                | GuestError::VirtiofsdExited { .. }
+                | GuestError::VirtiofsdSilent(_),
+            ) => exit::BUILD_FAILED,
             // A failed push of an applied series (the slot has moved) is the machine's (a
             // mirror it cannot write), never "bad input, nothing touched".
             Error::Slot(_)
@@ -184,7 +297,21 @@ mod tests {
             source: failed_push,
         });
         assert_eq!(publish.exit_code(), exit::INFRASTRUCTURE, "{publish}");
-        assert_eq!(Error::Input("x".into()).exit_code(), exit::BAD_INPUT);
+        let goal = PlanError::UnknownGoal {
+            goal: "nope_defconfig".into(),
+            commit: "0123456789abcdef".into(),
+            known: vec!["defconfig".into()],
+        };
+        assert_eq!(
+            goal.to_string(),
+            "unknown config goal `nope_defconfig` at 0123456789ab; known goals: defconfig"
+        );
+        assert_eq!(Error::from(goal).exit_code(), exit::BAD_INPUT);
+        let made = ProductError::NotProduced {
+            step: "make install",
+            path: "/slot/destdir/boot/vmlinuz-x".into(),
+        };
+        assert_eq!(Error::from(made).exit_code(), exit::BUILD_FAILED);
         let missing = StoreError::Missing("qemu-7.2.22-0123456789ab".parse().unwrap(), "run");
         assert_eq!(Error::Store(missing).exit_code(), exit::BAD_INPUT);
         // The lifecycle's refusals touch nothing; a guest's failures are the build's or

@@ -10,7 +10,7 @@ use clap::Parser;
 
 use cli::{BuildArgs, Cli, Command, MirrorCommand};
 use kforge::dirs::{DirFlags, Dirs};
-use kforge::error::{Error, exit};
+use kforge::error::{Error, InvalidRequest, PickError, exit};
 use kforge::flow::lifecycle::{self, Flow};
 use kforge::flow::{Event, Reporter};
 use kforge::kernel::{self, IdentityReport, KernelFlow, Until};
@@ -28,14 +28,14 @@ fn print_json<T: serde::Serialize>(value: &T) {
 }
 
 fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Result<(), Error> {
-    let request = args.to_request().map_err(Error::Input)?;
+    let request = args.to_request()?;
     if args.boot && until == Until::Collect {
         // Fail before building when the guest cannot be booted here at all.
         if guest_qemu(&args.guest, dirs)?.is_none() {
             kforge::process::find_program("qemu-system-x86_64")?;
         }
         kforge::guest::find_virtiofsd()?;
-        kforge::guest::initramfs::find_static_busybox().map_err(Error::Input)?;
+        kforge::guest::initramfs::find_static_busybox()?;
     }
     let plan = kernel::plan(request, dirs)?;
     let finished = kernel::run(plan, until, args.wait, ui)?;
@@ -96,7 +96,7 @@ fn step_command<F: Flow>(
         },
     };
     let input: StepInput<F::Request> =
-        serde_json::from_str(&text).map_err(|e| Error::Input(format!("step input: {e}")))?;
+        serde_json::from_str(&text).map_err(kforge::error::FlowError::BadStepInput)?;
     let plan = F::plan(input.request, dirs)?;
     let (result, run) = lifecycle::run_step::<F>(plan, name, &input.results, args.wait, ui)?;
     let line = match F::manifest(&run) {
@@ -132,12 +132,11 @@ fn boot(
 }
 
 fn boot_failure(report: &kforge::guest::BootReport) -> Error {
-    Error::Build(format!(
-        "boot check failed: {}\n--- guest console (last {} lines) ---\n{}",
-        report.failure.as_deref().unwrap_or("unknown"),
-        report.console_tail.len(),
-        report.console_tail.join("\n")
-    ))
+    kforge::error::GuestError::BootFailed {
+        failure: report.failure.clone().unwrap_or_else(|| "unknown".into()),
+        console_tail: report.console_tail.clone(),
+    }
+    .into()
 }
 
 fn run_guest(
@@ -243,18 +242,25 @@ fn manifest_or_identity(
     let name = match text.parse::<EntryName>() {
         Ok(n) if n.kind == Kind::Kernel => n,
         _ => {
-            return Err(Error::Input(format!(
-                "`{text}` is neither a manifest file nor a kernel release"
-            )));
+            return Err(PickError::Neither {
+                arg: text.into_owned(),
+                what: "a manifest file nor a kernel release",
+            }
+            .into());
         }
     };
     let store = kforge::store::Store::open(&dirs.store, Kind::Kernel)?;
-    let m = kernel::store_manifest(&store, &name.release).map_err(|e| match e {
-        StoreError::Missing(..) => Error::Input(format!(
-            "`{text}` is not a file, and {name} is not in the store ({}); see `kforge store ls`",
-            dirs.store.display()
-        )),
-        other => other.into(),
+    let m = kernel::store_manifest(&store, &name.release).map_err(|e| -> Error {
+        match e {
+            StoreError::Missing(..) => PickError::NotInStore {
+                arg: text.to_string(),
+                name: name.clone(),
+                store: dirs.store.clone(),
+                hint: "see `kforge store ls`",
+            }
+            .into(),
+            other => other.into(),
+        }
     })?;
     let saved = dirs
         .system_dir
@@ -268,10 +274,15 @@ fn manifest_or_identity(
 }
 
 fn read_manifest(path: &std::path::Path) -> Result<kforge::kernel::manifest::Manifest, Error> {
-    let text = fs_err::read_to_string(path)
-        .map_err(|e| Error::Input(format!("reading the manifest: {e}")))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Input(format!("{} is not a kforge manifest: {e}", path.display())))
+    let text = fs_err::read_to_string(path).map_err(PickError::Unreadable)?;
+    serde_json::from_str(&text).map_err(|source| {
+        PickError::NotAManifest {
+            path: path.to_owned(),
+            what: "a kforge manifest",
+            source,
+        }
+        .into()
+    })
 }
 
 fn boot_command(args: &cli::BootArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
@@ -293,7 +304,7 @@ fn boot_command(args: &cli::BootArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<
 fn qemu_command(cmd: &cli::QemuCommand, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
     match cmd {
         cli::QemuCommand::Build(a) => {
-            let request = a.to_request().map_err(Error::Input)?;
+            let request = a.to_request()?;
             let plan = kforge::qemu::plan(request, dirs)?;
             let finished = lifecycle::run::<QemuFlow>(plan, None, a.wait, ui)?;
             print_json(finished.run.state.manifest.as_ref().expect("collect ran"));
@@ -330,9 +341,9 @@ fn mirror(args: &cli::MirrorArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
             });
         }
         MirrorCommand::ImportTarball { file, tag, branch } => {
-            kforge::slot::git::validate_ref(tag).map_err(Error::Input)?;
+            kforge::slot::git::validate_ref(tag).map_err(InvalidRequest::one)?;
             if let Some(b) = branch {
-                kforge::slot::git::validate_ref(b).map_err(Error::Input)?;
+                kforge::slot::git::validate_ref(b).map_err(InvalidRequest::one)?;
             }
             let m = Mirror::open_or_create(path)?;
             let imported = m.import_tarball(file, tag, branch.as_deref(), &mut |msg| {
@@ -418,7 +429,11 @@ fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
                 .map(|v| format!("{} ({})", v.identity, v.layer.as_str()))
                 .collect();
             if !bad.is_empty() {
-                return Err(Error::Build(format!("damaged: {}", bad.join(", "))));
+                return Err(StoreError::Damaged {
+                    path: dirs.store.clone(),
+                    problems: bad,
+                }
+                .into());
             }
         }
         S::Gc {
@@ -427,21 +442,22 @@ fn store_command(cmd: &cli::StoreCommand, dirs: &Dirs) -> Result<(), Error> {
             dry_run,
         } => {
             if older_than.is_none() && max_size.is_none() {
-                return Err(Error::Input(
+                return Err(StoreError::BadInput(
                     "say what to remove: --older-than AGE and/or --max-size SIZE".into(),
-                ));
+                )
+                .into());
             }
             let policy = gc::Policy {
                 older_than: older_than
                     .as_deref()
                     .map(gc::parse_age)
                     .transpose()
-                    .map_err(Error::Input)?,
+                    .map_err(StoreError::BadInput)?,
                 max_size: max_size
                     .as_deref()
                     .map(gc::parse_size)
                     .transpose()
-                    .map_err(Error::Input)?,
+                    .map_err(StoreError::BadInput)?,
                 dry_run: *dry_run,
             };
             print_json(&stores.gc(&guest_uses(dirs), &policy)?);
@@ -519,7 +535,7 @@ fn main() -> ExitCode {
         ccache_remote: g.ccache_remote.clone(),
     };
     let result = Dirs::resolve(&flags)
-        .map_err(|e| Error::Input(e.to_string()))
+        .map_err(Error::from)
         .and_then(|dirs| match &cli.command {
             Command::Build(a) => build(a, &dirs, Until::Collect, &ui),
             Command::Identity(a) => build(a, &dirs, Until::Identity, &ui),

@@ -332,7 +332,7 @@ mod tests {
         }
         fn run(&self, ctx: &mut Ctx, _: &dyn Reporter) -> Result<Outcome, Error> {
             if !self.1 {
-                return Err(Error::Input("boom".into()));
+                return Err(crate::error::FlowError::RecordChanged.into());
             }
             ctx.0.pushed.push(self.0.to_owned());
             Ok(if ctx.0.pushed.len() > 1 {

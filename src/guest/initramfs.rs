@@ -149,7 +149,7 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
 }
 
 /// Finds a static busybox on the host (Debian's busybox-static installs /bin/busybox).
-pub fn find_static_busybox() -> Result<PathBuf, String> {
+pub fn find_static_busybox() -> Result<PathBuf, crate::error::GuestError> {
     let mut candidates = vec![
         PathBuf::from("/bin/busybox"),
         PathBuf::from("/usr/bin/busybox"),
@@ -164,7 +164,10 @@ pub fn find_static_busybox() -> Result<PathBuf, String> {
             return Ok(c);
         }
     }
-    Err("no static busybox found: install it (apt-get install busybox-static)".to_owned())
+    Err(crate::error::GuestError::Missing(
+        "a static busybox",
+        "apt-get install busybox-static",
+    ))
 }
 
 /// Writes the initramfs to `path` (atomically).

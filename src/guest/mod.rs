@@ -208,7 +208,7 @@ pub fn boot_check(
         None => find_program("qemu-system-x86_64")?,
     };
     let virtiofsd = find_virtiofsd()?;
-    let busybox = initramfs::find_static_busybox().map_err(GuestError::Refused)?;
+    let busybox = initramfs::find_static_busybox()?;
     fs_err::create_dir_all(&opts.workdir)?;
     let initrd = opts.workdir.join("initramfs.cpio");
     if let Some(r) = &opts.rootfs {

@@ -138,7 +138,7 @@ pub fn define(
         None => find_program("qemu-system-x86_64")?,
     };
     let virtiofsd = super::find_virtiofsd()?;
-    let busybox = initramfs::find_static_busybox().map_err(GuestError::Refused)?;
+    let busybox = initramfs::find_static_busybox()?;
     let dir = home.dir(name);
     fs_err::create_dir_all(&dir)?;
     let def = VmDef {

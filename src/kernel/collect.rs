@@ -36,18 +36,22 @@ fn provenance(ctx: &KernelRun) -> Result<Provenance, Error> {
     let headers = kbuild::read_provenance(build)?;
     let header = |name: &str| -> Result<String, Error> {
         headers.get(name).cloned().ok_or_else(|| {
-            Error::Build(format!(
-                "{name} is missing from {}/include/generated (did the build run?)",
-                build.display()
-            ))
+            crate::error::ProductError::MissingHeader {
+                name: name.to_owned(),
+                build: build.clone(),
+            }
+            .into()
         })
     };
     let uts_release = header("UTS_RELEASE")?;
     let want = &ctx.configured().uts_release;
     if &uts_release != want {
-        return Err(Error::Build(format!(
-            "utsrelease.h says `{uts_release}`, the identity is `{want}`"
-        )));
+        return Err(crate::error::ProductError::NotTheIdentity {
+            what: "include/generated/utsrelease.h".into(),
+            found: uts_release,
+            want: want.clone(),
+        }
+        .into());
     }
     Ok(Provenance {
         linux_compiler: header("LINUX_COMPILER")?,

@@ -24,10 +24,12 @@ impl Step<KernelRun> for Compile {
         let release = fs_err::read_to_string(&release_file)?.trim().to_owned();
         let want = &ctx.configured().uts_release;
         if &release != want {
-            return Err(Error::Build(format!(
-                "{} says `{release}`, but the identity is `{want}`",
-                release_file.display()
-            )));
+            return Err(crate::error::ProductError::NotTheIdentity {
+                what: release_file.display().to_string(),
+                found: release,
+                want: want.clone(),
+            }
+            .into());
         }
         Ok(Outcome::Ran)
     }

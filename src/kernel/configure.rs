@@ -263,8 +263,12 @@ fn configure(
         };
         let digest = inputs.digest();
         let makefile = fs_err::read_to_string(slot.src.join("Makefile"))?;
-        let version = kbuild::kernel_version(&makefile)
-            .ok_or_else(|| Error::Build("cannot read the kernel version from Makefile".into()))?;
+        let version = kbuild::kernel_version(&makefile).ok_or_else(|| {
+            crate::error::ProductError::Unusable {
+                what: slot.src.join("Makefile").display().to_string(),
+                problem: "no kernel version in it".into(),
+            }
+        })?;
         let source = if req.custom_label {
             LabelSource::Custom(req.label.as_deref().unwrap_or_default())
         } else if let Some(s) = &ctx.state.series {

@@ -89,10 +89,11 @@ fn short(commit: &str) -> &str {
 /// An existing path: leave it, move it, or refuse, and say which.
 fn move_existing(path: &Path, mirror: &Path, commit: &str, replace: bool) -> Result<String, Error> {
     let refuse = |why: String| {
-        Err(Error::Input(format!(
-            "developer worktree {}: {why}; nothing was changed",
-            path.display()
-        )))
+        Err(crate::error::PlanError::WorktreeInTheWay {
+            path: path.to_owned(),
+            why,
+        }
+        .into())
     };
     if !path.join(".git").is_file() {
         return refuse(

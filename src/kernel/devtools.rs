@@ -58,17 +58,18 @@ pub struct Entry {
 /// Reads a compilation database; an empty or unreadable one is an error.
 pub fn read_entries(path: &std::path::Path) -> Result<Vec<Entry>, Error> {
     let text = fs_err::read_to_string(path)?;
-    let entries: Vec<Entry> = serde_json::from_str(&text).map_err(|e| {
-        Error::Build(format!(
-            "{}: not a compilation database: {e}",
-            path.display()
-        ))
-    })?;
+    let what = || format!("{} (a compilation database)", path.display());
+    let entries: Vec<Entry> =
+        serde_json::from_str(&text).map_err(|source| crate::error::ProductError::NotJson {
+            what: what(),
+            source,
+        })?;
     if entries.is_empty() {
-        return Err(Error::Build(format!(
-            "{}: the compilation database is empty",
-            path.display()
-        )));
+        return Err(crate::error::ProductError::Unusable {
+            what: what(),
+            problem: "it is empty".into(),
+        }
+        .into());
     }
     Ok(entries)
 }

@@ -32,9 +32,7 @@ impl Step<KernelRun> for FetchDevel {
             .record::<crate::kernel::manifest::Manifest>(Layer::Devel, &release)?
             .is_none()
         {
-            return Err(Error::Input(format!(
-                "kernel-{release} has no devel layer in the store (a peer fetch brings only the run layer); build it here with reuse off to make one"
-            )));
+            return Err(crate::error::PlanError::NoDevelLayer(store.entry(&release)).into());
         }
         let build = worktree.join("build");
         let fresh = worktree.join(format!("build.kforge-new-{}", std::process::id()));

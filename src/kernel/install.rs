@@ -81,10 +81,11 @@ impl Step<KernelRun> for Install {
         r?;
         let image = boot.join(format!("vmlinuz-{release}"));
         if !image.is_file() {
-            return Err(Error::Build(format!(
-                "make install did not produce {}",
-                image.display()
-            )));
+            return Err(crate::error::ProductError::NotProduced {
+                step: "make install",
+                path: image,
+            }
+            .into());
         }
         ctx.state.bz_image = Some(image);
         Ok(Outcome::Ran)

@@ -61,10 +61,11 @@ impl Step<KernelRun> for InstallModules {
         )?;
         let dir = slot.destdir.join("lib/modules").join(&release);
         if !dir.join("modules.dep").is_file() {
-            return Err(Error::Build(format!(
-                "modules_install did not produce {}",
-                dir.join("modules.dep").display()
-            )));
+            return Err(crate::error::ProductError::NotProduced {
+                step: "modules_install",
+                path: dir.join("modules.dep"),
+            }
+            .into());
         }
         if ctx.plan.request.source_symlink {
             let link = dir.join("source");

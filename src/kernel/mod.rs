@@ -226,11 +226,12 @@ fn check_goals_exist(mirror: &Mirror, commit: &str, goals: &[String]) -> Result<
                 .map(|s| (*s).to_owned())
                 .collect();
             known.extend(arch.iter().chain(kernel.iter()).cloned());
-            return Err(Error::Input(format!(
-                "unknown config goal `{goal}` at {}; known goals: {}",
-                &commit[..12.min(commit.len())],
-                known.join(", ")
-            )));
+            return Err(crate::error::PlanError::UnknownGoal {
+                goal: goal.clone(),
+                commit: commit.to_owned(),
+                known,
+            }
+            .into());
         }
     }
     Ok(())

@@ -27,11 +27,11 @@ impl Step<QemuRun> for BuildFlags {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._+".contains(c))
         {
-            return Err(Error::Build(format!(
-                "{} says `{}`, which is not a QEMU version",
-                version_file.display(),
-                version.escape_debug()
-            )));
+            return Err(crate::error::ProductError::Unusable {
+                what: version_file.display().to_string(),
+                problem: format!("`{}` is not a QEMU version", version.escape_debug()),
+            }
+            .into());
         }
         let (cc, cxx) = match req.compiler {
             Compiler::Gcc => ("gcc", "g++"),

@@ -70,7 +70,11 @@ impl Step<QemuRun> for Collect {
         if let Some(bin) = &manifest.qemu_binary
             && !Path::new(bin).is_file()
         {
-            return Err(Error::Build(format!("the QEMU binary {bin} is missing")));
+            return Err(crate::error::ProductError::NotProduced {
+                step: "install",
+                path: bin.into(),
+            }
+            .into());
         }
         let mut text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
         text.push('\n');

@@ -31,8 +31,11 @@ impl Step<QemuRun> for Compile {
             .cwd(&slot.build)
             .args(["introspect", "--targets"])
             .output()?;
-        let targets: Vec<MesonTarget> = serde_json::from_str(&json)
-            .map_err(|e| Error::Build(format!("meson introspect --targets: {e}")))?;
+        let targets: Vec<MesonTarget> =
+            serde_json::from_str(&json).map_err(|source| crate::error::ProductError::NotJson {
+                what: "meson introspect --targets".into(),
+                source,
+            })?;
         let mut outputs: Vec<String> = targets
             .iter()
             .filter(|t| t.installed)
@@ -43,9 +46,11 @@ impl Step<QemuRun> for Compile {
         outputs.sort();
         outputs.dedup();
         if outputs.is_empty() {
-            return Err(Error::Build(
-                "meson lists nothing to install: is the target list empty?".into(),
-            ));
+            return Err(crate::error::ProductError::Unusable {
+                what: "meson introspect --targets".into(),
+                problem: "nothing to install: is the target list empty?".into(),
+            }
+            .into());
         }
         let jobs = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let mut cmd = Cmd::new("ninja")

@@ -44,10 +44,12 @@ impl Step<QemuRun> for Install {
                 let line = out.lines().next().unwrap_or_default().trim().to_owned();
                 let want = format!("kforge-qemu-{}", c.release);
                 if !line.contains(&want) {
-                    return Err(Error::Build(format!(
-                        "{} --version says `{line}`, not the identity {want}",
-                        bin.display()
-                    )));
+                    return Err(crate::error::ProductError::NotTheIdentity {
+                        what: format!("{} --version", bin.display()),
+                        found: line,
+                        want,
+                    }
+                    .into());
                 }
                 info(reporter, self.name(), &line);
                 Some(line)

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::dirs::Dirs;
-use crate::error::Error;
+use crate::error::{Error, PickError, PlanError};
 use crate::flow::{self, Event, Reporter, Reused, Step};
 use crate::process::Cmd;
 use crate::slot::{Mirror, RefKind, ResolvedRef, Slot};
@@ -216,17 +216,14 @@ impl QemuRun {
 /// The QEMU mirror, with a hint that names this flow's commands when it is missing.
 fn open_mirror(dirs: &Dirs) -> Result<Mirror, Error> {
     Mirror::open(&dirs.qemu_mirror).map_err(|e| match e {
-        crate::slot::mirror::MirrorError::Missing(p) => Error::Input(format!(
-            "no QEMU mirror at {}: import a release tarball with `kforge mirror --project qemu import-tarball FILE --tag vX.Y.Z` (Debian's: apt-get source --download-only qemu), or clone one with `kforge mirror --project qemu init --from URL`, or point --qemu-mirror / KFORGE_QEMU_MIRROR at one",
-            p.display()
-        )),
+        crate::slot::mirror::MirrorError::Missing(p) => PlanError::NoQemuMirror(p).into(),
         other => other.into(),
     })
 }
 
 /// Checks a request against the mirror and the host before any change.
 pub fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
-    request.validate().map_err(Error::Input)?;
+    request.validate()?;
     let mirror = open_mirror(dirs)?;
     let git_ref = match &request.git_ref {
         Some(r) => r.clone(),
@@ -236,24 +233,29 @@ pub fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
     let top = mirror.list_dir(&resolved.commit, "")?;
     for needed in ["configure", "VERSION", "meson.build"] {
         if !top.iter().any(|n| n == needed) {
-            return Err(Error::Input(format!(
-                "{git_ref} ({}) has no top-level {needed}: not a QEMU tree",
-                &resolved.commit[..12]
-            )));
+            return Err(PlanError::NotAQemuTree {
+                git_ref,
+                commit: resolved.commit,
+                missing: needed,
+            }
+            .into());
         }
     }
     let known = mirror.list_dir(&resolved.commit, "configs/targets")?;
     if !known.is_empty() {
         for t in &request.target_list {
             if !known.iter().any(|k| k == &format!("{t}.mak")) {
-                let names: Vec<&str> = known
+                let known = known
                     .iter()
                     .filter_map(|k| k.strip_suffix(".mak"))
+                    .map(str::to_owned)
                     .collect();
-                return Err(Error::Input(format!(
-                    "target `{t}` is not in {git_ref}; its targets: {}",
-                    names.join(", ")
-                )));
+                return Err(PlanError::UnknownTarget {
+                    target: t.clone(),
+                    git_ref,
+                    known,
+                }
+                .into());
             }
         }
     }
@@ -352,56 +354,53 @@ pub fn binary_for(arg: &Path, store_root: &Path) -> Result<PathBuf, Error> {
     if arg.is_file() {
         let bytes = fs_err::read(arg)?;
         if bytes.first() == Some(&b'{') {
-            let m: QemuManifest = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Input(format!(
-                    "{} is not a QEMU manifest (kforge qemu build writes them): {e}",
-                    arg.display()
-                ))
-            })?;
-            let bin = m.qemu_binary.ok_or_else(|| {
-                Error::Input(format!(
-                    "the QEMU manifest {} has no qemu_binary (no softmmu target was built)",
-                    arg.display()
-                ))
-            })?;
+            let m: QemuManifest =
+                serde_json::from_slice(&bytes).map_err(|source| PickError::NotAManifest {
+                    path: arg.to_owned(),
+                    what: "a QEMU manifest (kforge qemu build writes them)",
+                    source,
+                })?;
+            let bin = m
+                .qemu_binary
+                .ok_or_else(|| PickError::NoQemuBinary(arg.to_owned()))?;
             return check_executable(PathBuf::from(bin));
         }
         return check_executable(crate::dirs::absolute(arg));
     }
-    if let Ok(EntryName {
-        kind: Kind::Qemu,
-        release,
-    }) = EntryName::parse_or(&text, Kind::Qemu)
+    if let Ok(
+        name @ EntryName {
+            kind: Kind::Qemu, ..
+        },
+    ) = EntryName::parse_or(&text, Kind::Qemu)
     {
         let store = Store::open(store_root, Kind::Qemu)?;
-        let Some(record) = store.record::<QemuManifest>(Layer::Run, &release)? else {
-            return Err(Error::Input(format!(
-                "`{text}` is not a file, and qemu-{release} is not in the store ({}); `kforge qemu build` makes one",
-                store_root.display()
-            )));
+        let Some(record) = store.record::<QemuManifest>(Layer::Run, &name.release)? else {
+            return Err(PickError::NotInStore {
+                arg: text.into_owned(),
+                name,
+                store: store_root.to_owned(),
+                hint: "`kforge qemu build` makes one",
+            }
+            .into());
         };
-        let entry = store.layer_dir(Layer::Run, &release);
+        let entry = store.layer_dir(Layer::Run, &name.release);
         let bin = entry_binary(&entry, &record.manifest.target_list)
-            .ok_or_else(|| Error::Input(format!("qemu-{release} has no system emulator")))?;
+            .ok_or(PickError::NoEmulator(name))?;
         return check_executable(bin);
     }
-    Err(Error::Input(format!(
-        "--qemu `{text}` is neither a file nor a QEMU identity (qemu-<release>)"
-    )))
+    Err(PickError::Neither {
+        arg: text.into_owned(),
+        what: "a file nor a QEMU identity (qemu-<release>)",
+    }
+    .into())
 }
 
 fn check_executable(p: PathBuf) -> Result<PathBuf, Error> {
     use std::os::unix::fs::PermissionsExt as _;
     match fs_err::metadata(&p) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(p),
-        Ok(_) => Err(Error::Input(format!(
-            "the QEMU binary {} is not an executable file",
-            p.display()
-        ))),
-        Err(_) => Err(Error::Input(format!(
-            "the QEMU binary {} is missing",
-            p.display()
-        ))),
+        Ok(_) => Err(PickError::NotExecutable(p).into()),
+        Err(_) => Err(PickError::NoSuchBinary(p).into()),
     }
 }
 

@@ -209,15 +209,12 @@ impl QemuRequest {
     }
 
     /// The request's checks, as one error naming every problem.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::error::InvalidRequest> {
         let bad = self.problems();
         if bad.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "the QEMU request is not valid:\n  - {}",
-                bad.join("\n  - ")
-            ))
+            Err(crate::error::InvalidRequest(bad))
         }
     }
 
