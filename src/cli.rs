@@ -123,6 +123,24 @@ Example (bash):
         after_help = "Examples:\n  kforge boot --check                       # the slot's last build\n  kforge boot --check path/to/linux.manifest.json --accel tcg\n  kforge boot --command 'cat /proc/version'"
     )]
     Boot(BootArgs),
+    /// Run one command in a built kernel: its stdout, stderr and exit status come back as
+    /// if it had run here, in this directory (shared into the guest at the same path).
+    #[command(
+        after_help = r#"The loop: edit, `kforge build`, `kforge run -- CMD`. Without a manifest or identity it
+runs the slot's last build. Exit status: the command's; 120 when the guest kernel panicked or
+the guest died before the command ended (the console's end is printed); 124 on --timeout.
+
+Root filesystems: kforge's busybox initramfs (default: busybox's applets); --rootfs DIR, a
+directory with /bin/sh (e.g. made with debootstrap), shared writable; --host-root, this
+host's own / read-only (its programs and libraries; fresh tmpfs on /tmp, /run, /var/tmp).
+
+Examples:
+  kforge run -- uname -r
+  kforge run kernel-6.12.118-tiny-0123456789ab -- sh -c 'dmesg | tail -3'
+  kforge run --rw -- sh -c 'cat /proc/version > version.txt'
+  kforge run --host-root -- ./tools/testing/selftests/x/test.sh"#
+    )]
+    Run(RunArgs),
     /// Named guests run by systemd as qemu-system@<vm>.service (or in the foreground).
     Vm(VmArgs),
     /// Print the JSON Schema (2020-12) of a build request, or of any document kforge prints.
@@ -456,6 +474,55 @@ pub struct BootArgs {
     pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A manifest file, or an identity in the store (kernel-<release> or <release>)
+    /// [default: the slot's last build].
+    #[arg(value_name = "MANIFEST_OR_IDENTITY")]
+    pub manifest: Option<PathBuf>,
+    /// The command and its arguments, after `--` (run as argv, never joined into a string).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+    /// Share this directory writable (default: read-only).
+    #[arg(long)]
+    pub rw: bool,
+    /// Run in this root directory (it needs /bin/sh), shared writable.
+    #[arg(long, value_name = "DIR", conflicts_with = "host_root")]
+    pub rootfs: Option<PathBuf>,
+    /// Run in this host's own root filesystem, read-only.
+    #[arg(long)]
+    pub host_root: bool,
+    /// A kernel command line parameter to add (repeatable).
+    #[arg(long, value_name = "PARAM")]
+    pub append: Vec<String>,
+    /// kvm, tcg, or auto: KVM only when /dev/kvm opens and the CPU has vmx/svm.
+    #[arg(long, value_enum, default_value = "auto", help_heading = "Guest")]
+    pub accel: kforge::guest::Accel,
+    /// Stop the guest after this many seconds (exit 124).
+    #[arg(
+        long,
+        default_value_t = 600,
+        value_name = "SECS",
+        help_heading = "Guest"
+    )]
+    pub timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(
+        long,
+        default_value_t = 512,
+        value_name = "MIB",
+        help_heading = "Guest"
+    )]
+    pub memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 1, help_heading = "Guest")]
+    pub cpus: u32,
+    /// The QEMU to boot with: a binary, a manifest of `kforge qemu build`, or a QEMU
+    /// identity in the store (qemu-<release>) [default: qemu-system-x86_64 on PATH].
+    #[arg(long, value_name = "PATH_OR_IDENTITY", help_heading = "Guest")]
+    pub qemu: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

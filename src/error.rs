@@ -84,6 +84,25 @@ pub enum GuestError {
     },
     #[error("virtiofsd did not serve {} within 10 s", .0.display())]
     VirtiofsdSilent(std::path::PathBuf),
+    /// `kforge run`: the guest kernel panicked before the command reported its status.
+    #[error("the guest kernel panicked: {text}\n--- guest console (last {} lines) ---\n{}", .console_tail.len(), .console_tail.join("\n"))]
+    Panicked {
+        text: String,
+        console_tail: Vec<String>,
+    },
+    /// `kforge run`: the guest stopped (or could not set up) before the command's status.
+    #[error("{why}\n--- guest console (last {} lines) ---\n{}", .console_tail.len(), .console_tail.join("\n"))]
+    Died {
+        why: String,
+        console_tail: Vec<String>,
+    },
+    /// `kforge run`: no status before the deadline; the guest was stopped.
+    #[error("the guest did not finish within {} s ({}); it was stopped\n--- guest console (last {} lines) ---\n{}", .after.as_secs(), if *.started { "the command was running" } else { "the command had not started" }, .console_tail.len(), .console_tail.join("\n"))]
+    TimedOut {
+        after: std::time::Duration,
+        started: bool,
+        console_tail: Vec<String>,
+    },
     /// The guest booted (or not) but the check did not pass (exit 1).
     #[error("boot check failed: {failure}\n--- guest console (last {} lines) ---\n{}", .console_tail.len(), .console_tail.join("\n"))]
     BootFailed {
@@ -221,6 +240,10 @@ pub mod exit {
     pub const BAD_INPUT: i32 = 2;
     pub const INFRASTRUCTURE: i32 = 3;
     pub const BUSY: i32 = 4;
+    /// `kforge run`: the guest kernel panicked or the guest died before the command's end.
+    pub const GUEST_CRASHED: i32 = 120;
+    /// `kforge run`: the command did not finish in time (as timeout(1) exits).
+    pub const GUEST_TIMEOUT: i32 = 124;
 }
 
 impl Error {
@@ -278,6 +301,10 @@ impl Error {
                 StoreError::Damaged { .. } | StoreError::Refused(_) => exit::BUILD_FAILED,
             },
             Error::Step { source, .. } => source.exit_code(),
+            Error::Guest(GuestError::Panicked { .. } | GuestError::Died { .. }) => {
+                exit::GUEST_CRASHED
+            }
+            Error::Guest(GuestError::TimedOut { .. }) => exit::GUEST_TIMEOUT,
         }
     }
 }

@@ -537,36 +537,11 @@ fn main() -> ExitCode {
     let result = Dirs::resolve(&flags)
         .map_err(Error::from)
         .and_then(|dirs| match &cli.command {
-            Command::Build(a) => build(a, &dirs, Until::Collect, &ui),
-            Command::Identity(a) => build(a, &dirs, Until::Identity, &ui),
-            Command::Step(a) => step_command::<KernelFlow>(a, &dirs, &ui),
-            Command::Resume { wait } => resume_command::<KernelFlow>(&dirs, *wait, &ui),
-            Command::Boot(a) => boot_command(a, &dirs, &ui),
-            Command::Vm(a) => vm_command(a, &dirs, &ui),
-            Command::Schema { output } => {
-                print_json(&output.schema());
-                Ok(())
-            }
-            Command::WindmillFlow { project } => {
-                let flow = match project {
-                    cli::Project::Linux => kforge::windmill::flow::<KernelFlow>(),
-                    cli::Project::Qemu => kforge::windmill::flow::<QemuFlow>(),
-                };
-                print!("{}", kforge::windmill::to_yaml(&flow));
-                Ok(())
-            }
-            Command::Library => {
-                let lib = Library::new(dirs.library.clone());
-                print_json(&lib.listing()?);
-                Ok(())
-            }
-            Command::Mirror(m) => mirror(m, &dirs, &ui),
-            Command::Qemu(c) => qemu_command(c, &dirs, &ui),
-            Command::Store(c) => store_command(c, &dirs),
-            Command::Peers(c) => peers_command(c, &dirs),
+            Command::Run(a) => run_command(a, &dirs, &ui),
+            command => dispatch(command, &dirs, &ui).map(|()| 0),
         });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
             let code = e.exit_code();
@@ -575,4 +550,85 @@ fn main() -> ExitCode {
             )
         }
     }
+}
+
+/// Every command but `run` (whose exit status is its command's).
+fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
+    match command {
+        Command::Build(a) => build(a, dirs, Until::Collect, ui),
+        Command::Identity(a) => build(a, dirs, Until::Identity, ui),
+        Command::Step(a) => step_command::<KernelFlow>(a, dirs, ui),
+        Command::Resume { wait } => resume_command::<KernelFlow>(dirs, *wait, ui),
+        Command::Boot(a) => boot_command(a, dirs, ui),
+        Command::Vm(a) => vm_command(a, dirs, ui),
+        Command::Schema { output } => {
+            print_json(&output.schema());
+            Ok(())
+        }
+        Command::WindmillFlow { project } => {
+            let flow = match project {
+                cli::Project::Linux => kforge::windmill::flow::<KernelFlow>(),
+                cli::Project::Qemu => kforge::windmill::flow::<QemuFlow>(),
+            };
+            print!("{}", kforge::windmill::to_yaml(&flow));
+            Ok(())
+        }
+        Command::Library => {
+            let lib = Library::new(dirs.library.clone());
+            print_json(&lib.listing()?);
+            Ok(())
+        }
+        Command::Mirror(m) => mirror(m, dirs, ui),
+        Command::Qemu(c) => qemu_command(c, dirs, ui),
+        Command::Store(c) => store_command(c, dirs),
+        Command::Peers(c) => peers_command(c, dirs),
+        Command::Run(_) => unreachable!("run is dispatched with its exit status"),
+    }
+}
+
+/// `kforge run`: the command's exit status, its output on ours.
+fn run_command(args: &cli::RunArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    use kforge::guest::run;
+    let (manifest, _) = manifest_or_identity(args.manifest.as_deref(), dirs)?;
+    let _hold = if manifest.store_entry.is_some() {
+        let release = manifest.uts_release.parse()?;
+        Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
+    } else {
+        None
+    };
+    let workdir = dirs
+        .system_dir
+        .join("guests")
+        .join(format!("run-{}", std::process::id()));
+    let qemu = match &args.qemu {
+        Some(q) => Some(kforge::qemu::binary_for(q, &dirs.store)?),
+        None => None,
+    };
+    let opts = run::RunOptions {
+        accel: args.accel,
+        timeout: std::time::Duration::from_secs(args.timeout),
+        memory_mib: args.memory,
+        cpus: args.cpus,
+        qemu,
+        workdir: workdir.clone(),
+        cwd: std::env::current_dir()?,
+        writable: args.rw,
+        root: match (&args.rootfs, args.host_root) {
+            (Some(d), _) => run::Root::Dir(kforge::dirs::absolute(d)),
+            (None, true) => run::Root::Host,
+            (None, false) => run::Root::Initramfs,
+        },
+        append: args.append.clone(),
+        command: args.command.clone(),
+    };
+    let result = run::run(
+        &manifest,
+        &opts,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+        ui,
+    );
+    let _ = fs_err::remove_dir_all(&workdir);
+    // A status outside 0..=255 (a shell cannot make one) is reported as a failure.
+    Ok(u8::try_from(result?.status).unwrap_or(1))
 }

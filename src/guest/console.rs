@@ -179,7 +179,7 @@ impl Console {
 
 /// The kernel's panic line (`Kernel panic - not syncing: ...`), wherever the console's
 /// timestamps put it.
-fn panic_text(line: &str) -> Option<&str> {
+pub(super) fn panic_text(line: &str) -> Option<&str> {
     line.find("Kernel panic - not syncing").map(|i| &line[i..])
 }
 

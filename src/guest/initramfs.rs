@@ -179,8 +179,17 @@ pub fn write(
     stay: bool,
     switch_to: Option<&str>,
 ) -> std::io::Result<()> {
+    write_with(
+        path,
+        busybox,
+        &init_script(module, command, stay, switch_to),
+    )
+}
+
+/// Writes an initramfs around `init` to `path` (atomically).
+pub fn write_with(path: &Path, busybox: &Path, init: &str) -> std::io::Result<()> {
     let bb = fs_err::read(busybox)?;
-    let cpio = build_cpio(&bb, &init_script(module, command, stay, switch_to));
+    let cpio = build_cpio(&bb, init);
     let tmp = path.with_extension("tmp");
     let mut f = fs_err::File::create(&tmp)?;
     f.write_all(&cpio)?;

@@ -7,6 +7,7 @@
 pub mod console;
 pub mod initramfs;
 pub mod qemu;
+pub mod run;
 pub mod units;
 pub mod vm;
 
@@ -247,8 +248,7 @@ pub fn boot_check(
     let spec = qemu::GuestSpec {
         kernel: image,
         initrd,
-        modules_socket: socket,
-        rootfs_socket: opts.rootfs.as_ref().map(|_| rootfs_socket.clone()),
+        shares: qemu::shares(socket, opts.rootfs.as_ref().map(|_| rootfs_socket.clone())),
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
         accel,

@@ -28,10 +28,9 @@ pub enum Accel {
 pub struct GuestSpec {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
-    /// virtiofsd's socket for the modules share.
-    pub modules_socket: PathBuf,
-    /// With a root directory shared over virtiofs: its virtiofsd's socket.
-    pub rootfs_socket: Option<PathBuf>,
+    /// The virtiofs shares, each a tag and its virtiofsd's socket: the modules share
+    /// first, then a root directory's, a command's working directory's, ...
+    pub shares: Vec<(&'static str, PathBuf)>,
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: Accel,
@@ -42,6 +41,13 @@ pub struct GuestSpec {
 pub const MODULES_TAG: &str = "modules";
 /// The virtiofs tag of the optional root directory share.
 pub const ROOTFS_TAG: &str = "rootfs";
+
+/// The shares of a guest: the modules share and, with a root directory, its share.
+pub fn shares(modules: PathBuf, rootfs: Option<PathBuf>) -> Vec<(&'static str, PathBuf)> {
+    let mut v = vec![(MODULES_TAG, modules)];
+    v.extend(rootfs.map(|s| (ROOTFS_TAG, s)));
+    v
+}
 
 pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
     let mut v: Vec<OsString> = Vec::new();
@@ -74,19 +80,13 @@ pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
     push("node,memdev=mem");
     push("-serial");
     push("stdio");
-    v.push("-chardev".into());
-    let mut chardev = OsString::from("socket,id=modules,path=");
-    chardev.push(&g.modules_socket);
-    v.push(chardev);
-    v.push("-device".into());
-    v.push(format!("vhost-user-fs-pci,chardev=modules,tag={MODULES_TAG}").into());
-    if let Some(sock) = &g.rootfs_socket {
+    for (tag, socket) in &g.shares {
         v.push("-chardev".into());
-        let mut chardev = OsString::from("socket,id=rootfs,path=");
-        chardev.push(sock);
+        let mut chardev = OsString::from(format!("socket,id={tag},path="));
+        chardev.push(socket);
         v.push(chardev);
         v.push("-device".into());
-        v.push(format!("vhost-user-fs-pci,chardev=rootfs,tag={ROOTFS_TAG}").into());
+        v.push(format!("vhost-user-fs-pci,chardev={tag},tag={tag}").into());
     }
     v.push("-kernel".into());
     v.push(g.kernel.clone().into());
@@ -159,8 +159,7 @@ mod tests {
         GuestSpec {
             kernel: "/d/boot/vmlinuz-6.12-x-0123456789ab".into(),
             initrd: "/s/initramfs.cpio".into(),
-            modules_socket: "/s/modules.sock".into(),
-            rootfs_socket: None,
+            shares: shares("/s/modules.sock".into(), None),
             memory_mib: 512,
             cpus: 2,
             accel,
@@ -226,7 +225,7 @@ mod tests {
     #[test]
     fn a_root_directory_is_a_second_share() {
         let mut g = spec(Accel::Tcg);
-        g.rootfs_socket = Some("/s/rootfs.sock".into());
+        g.shares = shares("/s/modules.sock".into(), Some("/s/rootfs.sock".into()));
         let joined: String = qemu_args(&g)
             .iter()
             .map(|s| s.to_string_lossy().into_owned())

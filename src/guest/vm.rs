@@ -47,8 +47,7 @@ impl VmDef {
         qemu::GuestSpec {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
-            modules_socket: self.socket.clone(),
-            rootfs_socket: self.rootfs_socket.clone(),
+            shares: qemu::shares(self.socket.clone(), self.rootfs_socket.clone()),
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             accel: self.accel,

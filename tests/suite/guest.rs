@@ -166,3 +166,78 @@ fn built_kernels_boot_with_their_identity_and_modules() {
         .stderr_has("did not finish within 1 s");
     assert_no_guests(ctx.path());
 }
+
+#[test]
+#[ignore = "boots kernels in QEMU: scripts/test.sh"]
+fn run_hands_back_the_command_output_and_status() {
+    let ctx = TestContext::new("run");
+    let gcc = ctx.adopt(fixtures::tiny_gcc());
+    let entry = gcc.entry();
+    let work = ctx.path().join("work tree");
+    fs::write(work.join("data.txt"), "from the host\n");
+    let run = |extra: &[&str], cmd: &[&str]| {
+        ctx.kforge(["run", entry.as_str(), "--accel", "tcg"])
+            .args(extra)
+            .arg("--")
+            .args(cmd)
+            .cwd(&work)
+            .run()
+    };
+    // The command's status is kforge's, its stdout and stderr arrive apart, and nothing of
+    // the console mixes into them.
+    let r = run(&[], &["sh", "-c", "echo out; echo err >&2; exit 7"]).code(7);
+    assert_eq!(r.stdout, "out\n");
+    assert!(r.stderr.starts_with("err\n"), "{}", r.stderr);
+    let r = run(&[], &["uname", "-r"]).success();
+    assert_eq!(r.stdout, format!("{}\n", gcc.uts_release));
+    // It runs in this directory, shared at the same path: read-only unless --rw.
+    let r = run(&[], &["sh", "-c", "pwd; cat data.txt"]).success();
+    assert_eq!(r.stdout, format!("{}\nfrom the host\n", work.display()));
+    run(&[], &["sh", "-c", "echo x > new.txt"])
+        .code(1)
+        .stderr_has("Read-only file system");
+    assert!(!work.join("new.txt").exists());
+    run(&["--rw"], &["sh", "-c", "echo written > new.txt"]).success();
+    assert_eq!(fs::read_string(work.join("new.txt")), "written\n");
+
+    // A root directory: the command runs in it, with this kernel's modules.
+    let root = rootfs(ctx.path(), "#!/bin/busybox sh\n");
+    fs::write(root.join("etc/hostname"), "in-the-rootfs\n");
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    let r = run(
+        &["--rootfs", root.to_str().unwrap()],
+        &[
+            "sh",
+            "-c",
+            "/bin/busybox cat /etc/hostname data.txt; /bin/busybox ls /lib/modules/$(/bin/busybox uname -r)/modules.dep",
+        ],
+    )
+    .success();
+    assert_eq!(
+        r.stdout,
+        format!(
+            "in-the-rootfs\nfrom the host\n/lib/modules/{}/modules.dep\n",
+            gcc.uts_release
+        )
+    );
+    // The host's own root, read-only: its programs and files.
+    let r = run(&["--host-root"], &["cat", "/etc/os-release"]).success();
+    assert_eq!(r.stdout, fs::read_string("/etc/os-release"));
+    run(&["--host-root"], &["touch", "/kforge-must-not-exist"])
+        .code(1)
+        .stderr_has("Read-only file system");
+    assert!(!Path::new("/kforge-must-not-exist").exists());
+
+    // A kernel that panics, a command that hangs: reported, never a hung terminal.
+    run(&["--append", "rdinit=/nope"], &["true"])
+        .code(120)
+        .stderr_has("the guest kernel panicked: Kernel panic - not syncing");
+    run(&["--timeout", "5"], &["sleep", "60"])
+        .code(124)
+        .stderr_has("did not finish within 5 s (the command was running)");
+    // Bad input: refused before anything starts.
+    run(&["--rootfs", "/nonexistent"], &["true"]).refused("does not exist");
+    run(&["--rootfs", work.to_str().unwrap()], &["true"]).refused("has no /bin/sh");
+    run(&["--append", "a\nb"], &["true"]).refused("control characters");
+    assert_no_guests(ctx.path());
+}

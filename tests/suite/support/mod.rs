@@ -347,6 +347,11 @@ impl Execs {
         self.cmd.args(a);
         self
     }
+    /// Runs in `dir` (kforge's current directory).
+    pub fn cwd(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
     /// Runs in slot `index` (`KFORGE_WORKER_INDEX`).
     pub fn worker(self, index: u32) -> Self {
         self.env("KFORGE_WORKER_INDEX", index.to_string())
