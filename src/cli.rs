@@ -662,13 +662,23 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub guest: GuestArgs,
 
-    /// Tag, branch or commit from the mirror [default: the newest v* tag].
+    /// Tag, branch or commit from the mirror [default: the worktree kforge runs in when it
+    /// is a Linux tree, else the newest v* tag].
     #[arg(
         long,
         value_name = "REF",
         help_heading = heading::WORKTREE
     )]
     pub git_ref: Option<String>,
+    /// Build this git worktree's files as they are, uncommitted edits included (its index,
+    /// HEAD and files are left as they are).
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = heading::WORKTREE,
+        conflicts_with_all = ["git_ref", "git_ref_pos", "b4_series"]
+    )]
+    pub worktree: Option<PathBuf>,
     /// A mailed series to apply on top: message-id or lore URL.
     #[arg(
         long,
@@ -839,6 +849,9 @@ impl BuildArgs {
         }
         if let Some(g) = self.git_ref.clone().or_else(|| self.git_ref_pos.clone()) {
             r.git_ref = Some(g);
+        }
+        if let Some(w) = &self.worktree {
+            r.worktree = Some(kforge::dirs::absolute(w));
         }
         if let Some(s) = &self.b4_series {
             r.b4_series = Some(s.clone());

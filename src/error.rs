@@ -269,7 +269,9 @@ impl Error {
                 | MirrorError::NotBare(_)
                 | MirrorError::Exists(_)
                 | MirrorError::TagClash { .. }
-                | MirrorError::Tarball(_) => exit::BAD_INPUT,
+                | MirrorError::Tarball(_)
+                | MirrorError::NotAWorktree { .. }
+                | MirrorError::Unfetchable { .. } => exit::BAD_INPUT,
                 MirrorError::Run(_) | MirrorError::Io(_) => exit::INFRASTRUCTURE,
             },
             Error::Slot(SlotError::Busy { .. }) => exit::BUSY,

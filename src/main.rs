@@ -28,7 +28,23 @@ fn print_json<T: serde::Serialize>(value: &T) {
 }
 
 fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Result<(), Error> {
-    let request = args.to_request()?;
+    let mut request = args.to_request()?;
+    if request.git_ref.is_none() && request.worktree.is_none() && request.b4_series.is_none() {
+        // Run inside a Linux worktree (not a kforge slot's) without a ref: build its files.
+        let cwd = std::env::current_dir()?;
+        if let Some(top) = kforge::slot::snapshot::linux_worktree_at(&cwd)
+            && !top.starts_with(&dirs.workers_dir)
+        {
+            ui.event(&Event::Info {
+                step: "plan",
+                message: &format!(
+                    "building the worktree {} as it is (--git-ref builds a ref)",
+                    top.display()
+                ),
+            });
+            request.worktree = Some(top);
+        }
+    }
     if args.boot && until == Until::Collect {
         // Fail before building when the guest cannot be booted here at all.
         if guest_qemu(&args.guest, dirs)?.is_none() {

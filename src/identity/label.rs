@@ -109,9 +109,17 @@ pub fn parse_revision(subject: &str) -> (String, Option<u32>) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LabelSource<'a> {
     Custom(&'a str),
-    Series { subject: &'a str },
+    Series {
+        subject: &'a str,
+    },
     Tag,
     Ref(&'a str),
+    /// A developer worktree's files: its branch (`None`: detached), and whether they differ
+    /// from its HEAD (the label then ends in `-dirty`).
+    Worktree {
+        branch: Option<&'a str>,
+        dirty: bool,
+    },
 }
 
 /// The label's base and its protected suffix (`-v3`), before truncation.
@@ -146,6 +154,21 @@ pub fn infer_label(source: &LabelSource<'_>) -> (String, String) {
             (
                 if base.is_empty() { "ref".into() } else { base },
                 String::new(),
+            )
+        }
+        LabelSource::Worktree { branch, dirty } => {
+            let base = slugify(branch.unwrap_or_default());
+            (
+                if base.is_empty() {
+                    "worktree".into()
+                } else {
+                    base
+                },
+                if *dirty {
+                    "-dirty".into()
+                } else {
+                    String::new()
+                },
             )
         }
     }

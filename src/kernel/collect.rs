@@ -119,6 +119,7 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
             .dev_worktree
             .as_ref()
             .map(|p| p.display().to_string()),
+        worktree: ctx.plan.snapshot.clone(),
     })
 }
 

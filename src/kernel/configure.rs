@@ -275,6 +275,11 @@ fn configure(
             LabelSource::Series {
                 subject: &s.subject,
             }
+        } else if let Some(s) = &ctx.plan.snapshot {
+            LabelSource::Worktree {
+                branch: s.branch.as_deref(),
+                dirty: s.local_changes,
+            }
         } else if ctx.plan.resolved.kind == RefKind::Tag {
             LabelSource::Tag
         } else {

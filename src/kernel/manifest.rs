@@ -59,6 +59,10 @@ pub struct Manifest {
     /// the devel layer in its `build/` and its own `compile_commands.json`.
     #[serde(default)]
     pub dev_worktree: Option<String>,
+    /// With a worktree build: the worktree, the commit its edits are on, whether it had
+    /// local changes, and which paths differ from that commit.
+    #[serde(default)]
+    pub worktree: Option<crate::slot::snapshot::Snapshot>,
 }
 
 impl crate::store::peers::OfRelease for Manifest {

@@ -59,6 +59,8 @@ pub struct Plan {
     pub config_inputs: Vec<(String, String)>,
     /// The series' message-id and local thread copy, checked.
     pub series: Option<(String, Option<PathBuf>)>,
+    /// With `worktree`: the snapshot of its files that this run builds.
+    pub snapshot: Option<crate::slot::snapshot::Snapshot>,
 }
 
 /// State shared by the steps of one run.
@@ -156,11 +158,17 @@ impl KernelRun {
 pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
     request.validate()?;
     let mirror = Mirror::open(&dirs.mirror)?;
-    let git_ref = match &request.git_ref {
-        Some(r) => r.clone(),
-        None => mirror.newest_tag()?,
+    let (git_ref, resolved, snapshot) = if let Some(dir) = &request.worktree {
+        let s = crate::slot::snapshot::take(dir)?;
+        (None, s.publish(&mirror)?, Some(s))
+    } else {
+        let git_ref = match &request.git_ref {
+            Some(r) => r.clone(),
+            None => mirror.newest_tag()?,
+        };
+        let resolved = mirror.resolve(&git_ref)?;
+        (Some(git_ref), resolved, None)
     };
-    let resolved = mirror.resolve(&git_ref)?;
     let library = Library::new(dirs.library.clone());
     let config_inputs = match request.config_method {
         ConfigMethod::Preset => vec![(request.preset.clone(), library.preset(&request.preset)?)],
@@ -189,10 +197,7 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
     let toolchain = toolchain::resolve(request.compiler)?;
     let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
     Ok(Plan {
-        request: KernelRequest {
-            git_ref: Some(git_ref),
-            ..request
-        },
+        request: KernelRequest { git_ref, ..request },
         dirs: dirs.clone(),
         mirror,
         library,
@@ -201,6 +206,7 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
         toolchain,
         config_inputs,
         series,
+        snapshot,
     })
 }
 

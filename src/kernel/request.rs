@@ -113,6 +113,17 @@ pub struct KernelRequest {
     #[schemars(extend("x-group" = "Worktree"))]
     pub git_ref: Option<String>,
 
+    /// Developer worktree
+    ///
+    /// Build the files of this git worktree as they are, uncommitted edits and new untracked
+    /// files included (ignored files left out), instead of a ref: kforge snapshots them
+    /// through a temporary index (the worktree's index, HEAD and files stay as they are),
+    /// brings the snapshot into the mirror and builds it. The same files give the same
+    /// identity. `kforge build` run inside a Linux worktree without a ref picks it up.
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Worktree"))]
+    pub worktree: Option<std::path::PathBuf>,
+
     /// b4 series
     ///
     /// A mailed patch series to apply on top of `git_ref`: a message-id (with or without
@@ -373,6 +384,17 @@ impl KernelRequest {
             && let Err(e) = crate::series::parse_message_id(s)
         {
             errs.push(e.to_string());
+        }
+        if let Some(w) = &self.worktree {
+            if !w.is_absolute() {
+                errs.push(format!("worktree {} must be an absolute path", w.display()));
+            }
+            if self.git_ref.is_some() || self.b4_series.is_some() {
+                errs.push(
+                    "worktree builds the worktree's files: give no git_ref and no b4_series with it"
+                        .to_owned(),
+                );
+            }
         }
         if self.b4_mbox.is_some() && self.b4_series.is_none() {
             errs.push("b4_mbox is given without b4_series (which message-id?)".to_owned());

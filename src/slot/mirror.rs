@@ -31,6 +31,14 @@ pub enum MirrorError {
     TagClash { tag: String, existing: String },
     #[error("{0}")]
     Tarball(String),
+    #[error("{} cannot be built as a worktree: {why}", .path.display())]
+    NotAWorktree { path: PathBuf, why: String },
+    #[error("the worktree {} is not of the mirror {}, and its commits could not be brought into it: {why}", .path.display(), .mirror.display())]
+    Unfetchable {
+        path: PathBuf,
+        mirror: PathBuf,
+        why: String,
+    },
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
@@ -46,6 +54,8 @@ pub enum RefKind {
     Tag,
     Branch,
     Commit,
+    /// A developer's worktree as it was, uncommitted edits included (a snapshot commit).
+    Worktree,
 }
 
 #[derive(

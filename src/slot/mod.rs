@@ -5,6 +5,7 @@
 
 pub mod git;
 pub mod mirror;
+pub mod snapshot;
 pub mod worktree;
 
 pub use mirror::{Mirror, RefKind, ResolvedRef};

@@ -13,6 +13,7 @@ mod support;
 mod build;
 mod cli;
 mod devel;
+mod devloop;
 mod guest;
 mod identity;
 mod layout;

@@ -38,6 +38,19 @@ pub struct Manifest {
     pub store_entry: Option<String>,
     pub store_devel: Option<String>,
     pub dev_worktree: Option<String>,
+    pub worktree: Option<Snapshot>,
+}
+
+/// A manifest's `worktree`: the developer worktree a build snapshotted.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub path: String,
+    pub branch: Option<String>,
+    pub base_commit: String,
+    pub commit: String,
+    pub local_changes: bool,
+    pub changed_paths: Vec<String>,
 }
 
 impl Manifest {

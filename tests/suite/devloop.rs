@@ -1,0 +1,129 @@
+//! The developer's loop for real: a Linux worktree with uncommitted edits is built as it is
+//! (a snapshot through a temporary index), the guest shows the edit, the worktree is left
+//! as it was, and reverting the edit answers the earlier identity from the store.
+
+use std::path::Path;
+
+use crate::support::git::git;
+use crate::support::{Manifest, TestContext, fs};
+
+/// What `git status` and the index say of a worktree: unchanged by a build.
+fn worktree_state(dir: &Path) -> (String, String, Vec<u8>) {
+    let index = git(dir, &["rev-parse", "--git-path", "index"]);
+    let index = if Path::new(&index).is_absolute() {
+        index.into()
+    } else {
+        dir.join(index)
+    };
+    (
+        git(dir, &["status", "--porcelain", "--untracked-files=all"]),
+        git(dir, &["rev-parse", "HEAD"]),
+        fs::read(index),
+    )
+}
+
+#[test]
+#[ignore = "builds kernels: scripts/test.sh"]
+fn a_worktree_builds_as_it_is_and_the_guest_runs_the_edit() {
+    let ctx = TestContext::with_private_mirror("devloop");
+    let dev = ctx.path().join("dev");
+    let dev_s = dev.to_str().unwrap();
+    git(
+        &ctx.mirror(),
+        &[
+            "worktree",
+            "add",
+            "--quiet",
+            "-b",
+            "dev-loop",
+            dev_s,
+            "v6.12.118",
+        ],
+    );
+    let base = git(&dev, &["rev-parse", "HEAD"]);
+    let build = || {
+        ctx.kforge(["build", "--preset", "tiny_guest_defconfig"])
+            .cwd(&dev)
+            .run()
+    };
+    // Inside the worktree, without a ref: its files are built, labelled by its branch.
+    let clean: Manifest = build().success().stderr_has("building the worktree").json();
+    assert_eq!(clean.ref_kind, "worktree");
+    assert_eq!(clean.label, "dev-loop");
+    let w = clean
+        .worktree
+        .clone()
+        .expect("the manifest names the worktree");
+    assert_eq!(w.path, dev_s);
+    assert_eq!(w.branch.as_deref(), Some("dev-loop"));
+    assert_eq!(w.base_commit, base);
+    assert!(!w.local_changes && w.changed_paths.is_empty(), "{w:?}");
+    assert_eq!(clean.commit, w.commit);
+
+    // Edit a file the guest shows, add a new source file, leave an ignored one.
+    let version_c = dev.join("init/version.c");
+    let original = fs::read_string(&version_c);
+    fs::write(
+        &version_c,
+        original.replacen("\"%s version %s\"", "\"%s version %s kforge-edit\"", 1),
+    );
+    fs::write(dev.join("init/kforge_note.txt"), "new and untracked\n");
+    fs::write(dev.join("init/ignored.o"), "ignored by .gitignore\n");
+    let before = worktree_state(&dev);
+    let dirty: Manifest = build().success().json();
+    assert_eq!(
+        worktree_state(&dev),
+        before,
+        "the build left the worktree's status, HEAD and index as they were"
+    );
+    assert_eq!(dirty.label, "dev-loop-dirty");
+    assert_ne!(dirty.digest, clean.digest);
+    assert!(dirty.reused.is_none(), "the edit was compiled");
+    let w = dirty.worktree.clone().unwrap();
+    assert!(w.local_changes);
+    assert_eq!(w.base_commit, base);
+    assert_eq!(
+        w.changed_paths,
+        vec![
+            "init/kforge_note.txt".to_owned(),
+            "init/version.c".to_owned()
+        ]
+    );
+    // The guest runs the edited kernel (the slot's last build).
+    let r = ctx
+        .kforge(["run", "--accel", "tcg", "--", "cat", "/proc/version"])
+        .cwd(&dev)
+        .run()
+        .success();
+    assert!(
+        r.stdout.starts_with(&format!(
+            "Linux version {} kforge-edit (",
+            dirty.uts_release
+        )),
+        "{}",
+        r.stdout
+    );
+    // The same files again: the same identity, not compiled again.
+    let again: Manifest = build().success().json();
+    assert_eq!(again.uts_release, dirty.uts_release);
+    assert!(again.reused.is_some(), "{again:?}");
+
+    // Revert the edits: the earlier identity, answered without compiling.
+    fs::write(&version_c, &original);
+    std::fs::remove_file(dev.join("init/kforge_note.txt")).unwrap();
+    let reverted: Manifest = build().success().json();
+    assert_eq!(reverted.uts_release, clean.uts_release);
+    assert!(reverted.reused.is_some(), "{reverted:?}");
+
+    // What cannot be built as a worktree is refused before anything is touched.
+    let plain = ctx.path().join("not-git");
+    std::fs::create_dir_all(&plain).unwrap();
+    ctx.kforge(["build", "--worktree"])
+        .arg(&plain)
+        .run()
+        .refused("cannot be built as a worktree");
+    ctx.kforge(["build", "--worktree", dev_s, "--git-ref", "v6.12.118"])
+        .run()
+        .code(2)
+        .stderr_has("cannot be used with");
+}
