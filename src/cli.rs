@@ -141,6 +141,18 @@ Examples:
   kforge run --host-root -- ./tools/testing/selftests/x/test.sh"#
     )]
     Run(RunArgs),
+    /// An interactive shell in a built kernel on this terminal, in this directory (shared at
+    /// the same path), with the same sharing options as `run`.
+    #[command(
+        after_help = r#"Leave with `exit` (its status is kforge's) or Ctrl-A x (QEMU's console escape); Ctrl-C
+goes to the guest. The terminal is restored on every way out.
+
+Examples:
+  kforge shell
+  kforge shell --host-root --rw
+  kforge shell kernel-6.12.118-tiny-0123456789ab --rootfs ./debian-root"#
+    )]
+    Shell(ShellArgs),
     /// Named guests run by systemd as qemu-system@<vm>.service (or in the foreground).
     Vm(VmArgs),
     /// Print the JSON Schema (2020-12) of a build request, or of any document kforge prints.
@@ -485,6 +497,31 @@ pub struct RunArgs {
     /// The command and its arguments, after `--` (run as argv, never joined into a string).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
+    /// Stop the guest after this many seconds (exit 124).
+    #[arg(
+        long,
+        default_value_t = 600,
+        value_name = "SECS",
+        help_heading = "Guest"
+    )]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub guest: SharedGuestArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// A manifest file, or an identity in the store (kernel-<release> or <release>)
+    /// [default: the slot's last build].
+    #[arg(value_name = "MANIFEST_OR_IDENTITY")]
+    pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub guest: SharedGuestArgs,
+}
+
+/// What `run` and `shell` share: this directory, the root, the machine.
+#[derive(Debug, Args)]
+pub struct SharedGuestArgs {
     /// Share this directory writable (default: read-only).
     #[arg(long)]
     pub rw: bool,
@@ -500,14 +537,6 @@ pub struct RunArgs {
     /// kvm, tcg, or auto: KVM only when /dev/kvm opens and the CPU has vmx/svm.
     #[arg(long, value_enum, default_value = "auto", help_heading = "Guest")]
     pub accel: kforge::guest::Accel,
-    /// Stop the guest after this many seconds (exit 124).
-    #[arg(
-        long,
-        default_value_t = 600,
-        value_name = "SECS",
-        help_heading = "Guest"
-    )]
-    pub timeout: u64,
     /// Guest memory in MiB.
     #[arg(
         long,

@@ -534,6 +534,7 @@ fn main() -> ExitCode {
     // Ctrl-C or SIGTERM: stop make, git and the rest with us.
     let _ = ctrlc::set_handler(|| {
         kforge::process::kill_all_children();
+        kforge::guest::run::restore_terminal();
         eprintln!("\nkforge: interrupted; the slot stays usable for the next build");
         std::process::exit(130);
     });
@@ -554,6 +555,7 @@ fn main() -> ExitCode {
         .map_err(Error::from)
         .and_then(|dirs| match &cli.command {
             Command::Run(a) => run_command(a, &dirs, &ui),
+            Command::Shell(a) => shell_command(a, &dirs, &ui),
             command => dispatch(command, &dirs, &ui).map(|()| 0),
         });
     match result {
@@ -568,7 +570,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every command but `run` (whose exit status is its command's).
+/// Every command but `run` and `shell` (whose exit status is their command's).
 fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
     match command {
         Command::Build(a) => build(a, dirs, Until::Collect, ui),
@@ -598,53 +600,91 @@ fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
         Command::Qemu(c) => qemu_command(c, dirs, ui),
         Command::Store(c) => store_command(c, dirs),
         Command::Peers(c) => peers_command(c, dirs),
-        Command::Run(_) => unreachable!("run is dispatched with its exit status"),
+        Command::Run(_) | Command::Shell(_) => {
+            unreachable!("run and shell are dispatched with their exit status")
+        }
     }
 }
 
-/// `kforge run`: the command's exit status, its output on ours.
-fn run_command(args: &cli::RunArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+/// The guest options of `run` and `shell`, and the manifest's store entry held meanwhile.
+fn guest_run(
+    manifest: Option<&std::path::Path>,
+    g: &cli::SharedGuestArgs,
+    timeout: u64,
+    command: &[String],
+    dirs: &Dirs,
+) -> Result<
+    (
+        kforge::kernel::manifest::Manifest,
+        kforge::guest::run::RunOptions,
+        Option<kforge::fsutil::FileLock>,
+    ),
+    Error,
+> {
     use kforge::guest::run;
-    let (manifest, _) = manifest_or_identity(args.manifest.as_deref(), dirs)?;
-    let _hold = if manifest.store_entry.is_some() {
+    let (manifest, _) = manifest_or_identity(manifest, dirs)?;
+    let hold = if manifest.store_entry.is_some() {
         let release = manifest.uts_release.parse()?;
         Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
     } else {
         None
     };
-    let workdir = dirs
-        .system_dir
-        .join("guests")
-        .join(format!("run-{}", std::process::id()));
-    let qemu = match &args.qemu {
+    let qemu = match &g.qemu {
         Some(q) => Some(kforge::qemu::binary_for(q, &dirs.store)?),
         None => None,
     };
     let opts = run::RunOptions {
-        accel: args.accel,
-        timeout: std::time::Duration::from_secs(args.timeout),
-        memory_mib: args.memory,
-        cpus: args.cpus,
+        accel: g.accel,
+        timeout: std::time::Duration::from_secs(timeout),
+        memory_mib: g.memory,
+        cpus: g.cpus,
         qemu,
-        workdir: workdir.clone(),
+        workdir: dirs
+            .system_dir
+            .join("guests")
+            .join(format!("run-{}", std::process::id())),
         cwd: std::env::current_dir()?,
-        writable: args.rw,
-        root: match (&args.rootfs, args.host_root) {
+        writable: g.rw,
+        root: match (&g.rootfs, g.host_root) {
             (Some(d), _) => run::Root::Dir(kforge::dirs::absolute(d)),
             (None, true) => run::Root::Host,
             (None, false) => run::Root::Initramfs,
         },
-        append: args.append.clone(),
-        command: args.command.clone(),
+        append: g.append.clone(),
+        command: command.to_vec(),
     };
-    let result = run::run(
+    Ok((manifest, opts, hold))
+}
+
+/// A status outside 0..=255 (a shell cannot make one) is reported as a failure.
+fn status_byte(status: i32) -> u8 {
+    u8::try_from(status).unwrap_or(1)
+}
+
+/// `kforge run`: the command's exit status, its output on ours.
+fn run_command(args: &cli::RunArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    let (manifest, opts, _hold) = guest_run(
+        args.manifest.as_deref(),
+        &args.guest,
+        args.timeout,
+        &args.command,
+        dirs,
+    )?;
+    let result = kforge::guest::run::run(
         &manifest,
         &opts,
         &mut std::io::stdout(),
         &mut std::io::stderr(),
         ui,
     );
-    let _ = fs_err::remove_dir_all(&workdir);
-    // A status outside 0..=255 (a shell cannot make one) is reported as a failure.
-    Ok(u8::try_from(result?.status).unwrap_or(1))
+    let _ = fs_err::remove_dir_all(&opts.workdir);
+    Ok(status_byte(result?.status))
+}
+
+/// `kforge shell`: the shell's exit status.
+fn shell_command(args: &cli::ShellArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    let (manifest, opts, _hold) = guest_run(args.manifest.as_deref(), &args.guest, 0, &[], dirs)?;
+    let result = kforge::guest::run::shell(&manifest, &opts, ui);
+    let _ = fs_err::remove_dir_all(&opts.workdir);
+    Ok(status_byte(result?))
 }

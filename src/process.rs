@@ -34,8 +34,20 @@ const PASS_ENV: &[&str] = &[
 /// Process groups of running children, killed on Ctrl-C or termination.
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
+/// Children that share kforge's process group to use the terminal (`kforge shell`'s QEMU):
+/// killed by pid, never by group.
+static ON_TERMINAL: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
 /// Kills every registered child process group (used by the signal handler).
 pub fn kill_all_children() {
+    if let Ok(pids) = ON_TERMINAL.lock() {
+        for &pid in pids.iter() {
+            // SAFETY: kill(2) of our own child; no memory involved.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
     if let Ok(groups) = CHILDREN.lock() {
         for &pgid in groups.iter() {
             // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
@@ -293,6 +305,31 @@ impl Cmd {
             }
             Err(self.status_error(out.status, tail_of(&text)))
         }
+    }
+
+    /// Runs with the terminal: stdin, stdout and stderr inherited, in kforge's own process
+    /// group (a child in a group of its own could not read the terminal).
+    pub fn run_on_terminal(&self) -> Result<ExitStatus, RunError> {
+        let spawn_error = |source| RunError::Spawn {
+            command: self.display(),
+            source,
+        };
+        let mut c = self.command()?;
+        c.stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        // SAFETY: getpgrp(2) cannot fail and touches no memory.
+        c.process_group(unsafe { libc::getpgrp() });
+        let mut child = c.spawn().map_err(spawn_error)?;
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        if let Ok(mut pids) = ON_TERMINAL.lock() {
+            pids.push(pid);
+        }
+        let status = child.wait().map_err(spawn_error);
+        if let Ok(mut pids) = ON_TERMINAL.lock() {
+            pids.retain(|&p| p != pid);
+        }
+        status
     }
 
     /// Runs to completion and reports only whether it exited 0 (for probes like

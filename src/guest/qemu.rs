@@ -103,6 +103,31 @@ pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
     v
 }
 
+/// The same guest with its serial console on this terminal for a person: QEMU's stdio mux
+/// (Ctrl-A x quits, Ctrl-A c the monitor) without signals, so Ctrl-C reaches the guest.
+pub fn on_terminal(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len() + 4);
+    let mut it = args.into_iter().peekable();
+    while let Some(a) = it.next() {
+        if a == "-serial" && it.peek().is_some_and(|n| n == "stdio") {
+            it.next();
+            for x in [
+                "-chardev",
+                "stdio,id=con,mux=on,signal=off",
+                "-serial",
+                "chardev:con",
+                "-mon",
+                "chardev=con,mode=readline",
+            ] {
+                out.push(x.into());
+            }
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
 /// The socket and directory arguments every virtiofsd here starts with (no sandbox: kforge
 /// may run unprivileged or inside a container without namespaces).
 fn virtiofsd_base(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
@@ -189,6 +214,17 @@ mod tests {
         );
         assert!(a.contains(&"-no-reboot".to_owned()));
         assert!(!a.contains(&"host".to_owned()));
+    }
+
+    #[test]
+    fn a_person_gets_the_console_without_signals() {
+        let a: Vec<String> = on_terminal(qemu_args(&spec(Accel::Tcg)))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        let joined = a.join(" ");
+        assert!(joined.contains("-chardev stdio,id=con,mux=on,signal=off -serial chardev:con -mon chardev=con,mode=readline"), "{joined}");
+        assert!(!joined.contains("-serial stdio"));
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub struct RunOptions {
     pub root: Root,
     /// More kernel command line parameters.
     pub append: Vec<String>,
-    /// The command and its arguments (argv: never joined into one shell string).
+    /// The command and its arguments (argv: never joined into one shell string); empty
+    /// for `kforge shell`, whose guest runs an interactive shell on the terminal instead.
     pub command: Vec<String>,
 }
 
@@ -74,9 +75,9 @@ pub struct RunOutcome {
 }
 
 /// Checks the options before anything starts.
-pub fn check(opts: &RunOptions) -> Result<(), GuestError> {
+pub fn check(opts: &RunOptions, shell: bool) -> Result<(), GuestError> {
     let refuse = |why: String| Err(GuestError::Refused(why));
-    if opts.command.is_empty() {
+    if opts.command.is_empty() && !shell {
         return refuse("say what to run: kforge run -- CMD [ARGS...]".into());
     }
     if !opts.cwd.is_absolute() || opts.cwd.to_str().is_none() || !opts.cwd.is_dir() {
@@ -113,13 +114,33 @@ pub fn check(opts: &RunOptions) -> Result<(), GuestError> {
 }
 
 /// The run's /init: mount the shares, run the command in the working directory with its
-/// output on the results share, report the status, reboot (which ends QEMU).
-pub fn init_script(command: &[String], cwd: &Path, root: &Root) -> String {
-    let argv: Vec<String> = command
-        .iter()
-        .map(|a| shell_quote(std::ffi::OsStr::new(a)))
-        .collect();
-    let argv = argv.join(" ");
+/// output on the results share (or, without a command, an interactive shell on the
+/// console), report the status, reboot (which ends QEMU).
+pub fn init_script(command: Option<&[String]>, cwd: &Path, root: &Root) -> String {
+    let run = match command {
+        Some(command) => {
+            let argv: Vec<String> = command
+                .iter()
+                .map(|a| shell_quote(std::ffi::OsStr::new(a)))
+                .collect();
+            let argv = argv.join(" ");
+            format!(
+                r#"if [ -n "$root" ]; then
+  chroot "$root" /bin/sh -c 'cd "$1" || exit 126; shift; exec "$@"' kforge-run "$cwd" {argv} </dev/null >/kforge/results/stdout 2>/kforge/results/stderr
+else
+  (cd "$cwd" && exec {argv}) </dev/null >/kforge/results/stdout 2>/kforge/results/stderr
+fi"#
+            )
+        }
+        // cttyhack makes the console the shell's controlling terminal (job control, ^C).
+        None => r#"echo "kforge shell: $release in $cwd; leave with exit (or Ctrl-A x)"
+if [ -n "$root" ]; then
+  setsid cttyhack chroot "$root" /bin/sh -c 'cd "$1"; exec /bin/sh -i' kforge-shell "$cwd"
+else
+  (cd "$cwd" && exec setsid cttyhack /bin/sh -i)
+fi"#
+        .to_owned(),
+    };
     let cwd = shell_quote(cwd.as_os_str());
     let mount_root = |ro: &str, tmpfs: &str| {
         format!(
@@ -165,11 +186,7 @@ mkdir -p /sbin && ln -sf /bin/modprobe /sbin/modprobe
 mkdir -p "$root$cwd" 2>/dev/null
 mount -t virtiofs {CWD_TAG} "$root$cwd" || fail "the working directory share did not mount"
 echo "{MARK_START}"
-if [ -n "$root" ]; then
-  chroot "$root" /bin/sh -c 'cd "$1" || exit 126; shift; exec "$@"' kforge-run "$cwd" {argv} </dev/null >/kforge/results/stdout 2>/kforge/results/stderr
-else
-  (cd "$cwd" && exec {argv}) </dev/null >/kforge/results/stdout 2>/kforge/results/stderr
-fi
+{run}
 status=$?
 echo "$status" >/kforge/results/status
 sync
@@ -284,16 +301,34 @@ impl Follow<'_> {
     }
 }
 
-/// Boots the manifest's kernel, runs the command, streams its output to `out` and `err`.
-pub fn run(
+/// A guest ready to start: its virtiofsd daemons serving, its QEMU command line made.
+struct Prepared {
+    daemons: Vec<crate::process::Background>,
+    qemu: crate::process::Cmd,
+    results: PathBuf,
+    accel: Accel,
+    start: Instant,
+}
+
+impl Prepared {
+    /// Stops the daemons; the command's status from the results share.
+    fn finish(&mut self) -> Option<i32> {
+        for d in &mut self.daemons {
+            d.kill();
+        }
+        fs_err::read_to_string(self.results.join("status"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+fn prepare(
     m: &Manifest,
     opts: &RunOptions,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
+    shell: bool,
     reporter: &dyn Reporter,
-) -> Result<RunOutcome, Error> {
-    const STEP: &str = "run";
-    check(opts)?;
+) -> Result<Prepared, Error> {
+    check(opts, shell)?;
     let (image, modules) = super::precheck(m)?;
     let qemu_bin = match &opts.qemu {
         Some(q) => q.clone(),
@@ -307,7 +342,11 @@ pub fn run(
     initramfs::write_with(
         &initrd,
         &busybox,
-        &init_script(&opts.command, &opts.cwd, &opts.root),
+        &init_script(
+            (!shell).then_some(opts.command.as_slice()),
+            &opts.cwd,
+            &opts.root,
+        ),
     )?;
 
     let start = Instant::now();
@@ -350,12 +389,34 @@ pub fn run(
         accel,
         append,
     };
-    let cmd = crate::process::Cmd::new(qemu_bin.as_os_str()).args(qemu::qemu_args(&spec));
+    let args = qemu::qemu_args(&spec);
+    let args = if shell { qemu::on_terminal(args) } else { args };
+    let qemu = crate::process::Cmd::new(qemu_bin.as_os_str()).args(args);
     reporter.event(&Event::Command {
-        step: STEP,
-        command: &cmd.display(),
+        step: if shell { "shell" } else { "run" },
+        command: &qemu.display(),
     });
-    let mut vm = cmd.spawn_background()?;
+    Ok(Prepared {
+        daemons,
+        qemu,
+        results,
+        accel,
+        start,
+    })
+}
+
+/// Boots the manifest's kernel, runs the command, streams its output to `out` and `err`.
+pub fn run(
+    m: &Manifest,
+    opts: &RunOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    reporter: &dyn Reporter,
+) -> Result<RunOutcome, Error> {
+    const STEP: &str = "run";
+    let mut guest = prepare(m, opts, false, reporter)?;
+    let (results, accel, start) = (guest.results.clone(), guest.accel, guest.start);
+    let mut vm = guest.qemu.spawn_background()?;
     let mut console = RunConsole::default();
     let mut follow = [
         Follow {
@@ -408,17 +469,11 @@ pub fn run(
         }
     }
     vm.kill();
-    for d in &mut daemons {
-        d.kill();
-    }
+    // The status file is the command's own word; the console line only its echo.
+    let status = guest.finish().or(status);
     for f in &mut follow {
         f.drain()?;
     }
-    // The status file is the command's own word; the console line only its echo.
-    let status = fs_err::read_to_string(results.join("status"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .or(status);
     reporter.event(&Event::Info {
         step: STEP,
         message: &format!(
@@ -449,6 +504,70 @@ pub fn run(
         }
         None => Err(console.failure(timed_out).into()),
     }
+}
+
+/// The terminal's settings before `kforge shell` started QEMU (which makes it raw), for
+/// every way out: the end of the shell, an error, or the signal handler.
+static SAVED_TERMINAL: std::sync::Mutex<Option<libc::termios>> = std::sync::Mutex::new(None);
+
+/// Puts the terminal back as `kforge shell` found it (a no-op when it changed nothing).
+pub fn restore_terminal() {
+    if let Ok(saved) = SAVED_TERMINAL.lock()
+        && let Some(t) = saved.as_ref()
+    {
+        // SAFETY: tcsetattr(2) on stdin with a termios tcgetattr filled in.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t);
+        }
+    }
+}
+
+/// Restores the terminal when dropped.
+struct TerminalGuard;
+
+impl TerminalGuard {
+    fn save() -> Self {
+        // SAFETY: an all-zero termios is a valid value for tcgetattr(2) to fill.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: isatty/tcgetattr on stdin, writing only into `t`.
+        let ok = unsafe {
+            libc::isatty(libc::STDIN_FILENO) == 1
+                && libc::tcgetattr(libc::STDIN_FILENO, &raw mut t) == 0
+        };
+        if ok && let Ok(mut saved) = SAVED_TERMINAL.lock() {
+            *saved = Some(t);
+        }
+        Self
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+        if let Ok(mut saved) = SAVED_TERMINAL.lock() {
+            *saved = None;
+        }
+    }
+}
+
+/// `kforge shell`: boots the kernel with an interactive shell on this terminal; the shell's
+/// exit status. Ctrl-A x leaves at once (QEMU's console escape); the terminal is restored on
+/// every way out.
+pub fn shell(m: &Manifest, opts: &RunOptions, reporter: &dyn Reporter) -> Result<i32, Error> {
+    let mut guest = prepare(m, opts, true, reporter)?;
+    let ended = {
+        let _terminal = TerminalGuard::save();
+        guest.qemu.run_on_terminal()
+    };
+    let status = guest.finish();
+    ended?;
+    status.ok_or_else(|| {
+        GuestError::Died {
+            why: "the guest stopped before the shell ended (Ctrl-A x, a panic or a reboot)".into(),
+            console_tail: Vec::new(),
+        }
+        .into()
+    })
 }
 
 #[cfg(test)]
@@ -519,7 +638,11 @@ mod tests {
             "-c".to_owned(),
             "echo 'a b'; exit 7".to_owned(),
         ];
-        let s = init_script(&cmd, Path::new("/home/dev/linux tree"), &Root::Initramfs);
+        let s = init_script(
+            Some(&cmd),
+            Path::new("/home/dev/linux tree"),
+            &Root::Initramfs,
+        );
         assert!(
             s.contains(r#"(cd "$cwd" && exec sh -c 'echo '\''a b'\''; exit 7')"#),
             "{s}"
@@ -530,14 +653,21 @@ mod tests {
             s.contains("root=\n"),
             "no root share: the command runs in the initramfs"
         );
-        let host = init_script(&cmd, Path::new("/src"), &Root::Host);
+        let host = init_script(Some(&cmd), Path::new("/src"), &Root::Host);
         assert!(
             host.contains("mount -t virtiofs -o ro rootfs /newroot"),
             "{host}"
         );
         assert!(host.contains("mount -t tmpfs kforge \"/newroot$d\""));
-        let dir = init_script(&cmd, Path::new("/src"), &Root::Dir("/srv/root".into()));
+        let dir = init_script(
+            Some(&cmd),
+            Path::new("/src"),
+            &Root::Dir("/srv/root".into()),
+        );
         assert!(dir.contains("mount -t virtiofs rootfs /newroot"));
         assert!(!dir.contains("/var/tmp"));
+        let shell = init_script(None, Path::new("/src"), &Root::Initramfs);
+        assert!(shell.contains("exec setsid cttyhack /bin/sh -i"), "{shell}");
+        assert!(!shell.contains("/kforge/results/stdout"));
     }
 }

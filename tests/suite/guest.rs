@@ -235,6 +235,57 @@ fn run_hands_back_the_command_output_and_status() {
     run(&["--timeout", "5"], &["sleep", "60"])
         .code(124)
         .stderr_has("did not finish within 5 s (the command was running)");
+    // kforge shell on a pseudo-terminal (util-linux's script): a command runs in this
+    // directory, `exit 3` leaves, and its status is kforge's.
+    let kforge = ctx
+        .kforge(["shell", entry.as_str(), "--accel", "tcg"])
+        .command();
+    let line = std::iter::once(kforge.get_program())
+        .chain(kforge.get_args())
+        .map(|a| a.to_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(&work)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in ctx.kforge_env() {
+        script.env(k, v);
+    }
+    let mut child = script.spawn().expect("script (bsdutils) runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let chunk = rx.recv_timeout(left).unwrap_or_else(|e| {
+                panic!("{needle:?} did not appear on the terminal ({e}):\n{seen}")
+            });
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    wait_for("leave with exit");
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"echo shell-$((6*7)) in $(pwd)\n").unwrap();
+    wait_for(&format!("shell-42 in {}", work.display()));
+    std::io::Write::write_all(&mut stdin, b"exit 3\n").unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(3), "the shell's status is kforge's");
+
     // Bad input: refused before anything starts.
     run(&["--rootfs", "/nonexistent"], &["true"]).refused("does not exist");
     run(&["--rootfs", work.to_str().unwrap()], &["true"]).refused("has no /bin/sh");
