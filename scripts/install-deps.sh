@@ -18,6 +18,8 @@ PKGS=(
   # the guest layer: QEMU, a static busybox for the initramfs, virtiofsd's build deps,
   # systemd (guests run as qemu-system@<vm>.service; the tests run one in a namespace)
   qemu-system-x86 busybox-static libcap-ng-dev libseccomp-dev systemd util-linux
+  # kforge run/shell --gdb: gdb attaches to QEMU's gdbstub (a test attaches one)
+  gdb
   # the kernel source the fixture mirror is made from
   linux-source-6.12
   # building QEMU (kforge qemu build): meson, ninja and the libraries of the minimal

@@ -534,6 +534,16 @@ pub struct SharedGuestArgs {
     /// A kernel command line parameter to add (repeatable).
     #[arg(long, value_name = "PARAM")]
     pub append: Vec<String>,
+    /// Start QEMU's gdbstub on 127.0.0.1:PORT [1234] and hold the kernel until gdb attaches
+    /// (KASLR off, no --timeout); prints the gdb command line with the build's vmlinux.
+    #[arg(
+        long,
+        value_name = "PORT",
+        num_args = 0..=1,
+        default_missing_value = "1234",
+        require_equals = true
+    )]
+    pub gdb: Option<u16>,
     /// kvm, tcg, or auto: KVM only when /dev/kvm opens and the CPU has vmx/svm.
     #[arg(long, value_enum, default_value = "auto", help_heading = "Guest")]
     pub accel: kforge::guest::Accel,

@@ -651,6 +651,7 @@ fn guest_run(
             (None, false) => run::Root::Initramfs,
         },
         append: g.append.clone(),
+        gdb: g.gdb,
         command: command.to_vec(),
     };
     Ok((manifest, opts, hold))

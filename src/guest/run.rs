@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub root: Root,
     /// More kernel command line parameters.
     pub append: Vec<String>,
+    /// QEMU's gdbstub on this port of 127.0.0.1, the kernel held until gdb attaches.
+    pub gdb: Option<u16>,
     /// The command and its arguments (argv: never joined into one shell string); empty
     /// for `kforge shell`, whose guest runs an interactive shell on the terminal instead.
     pub command: Vec<String>,
@@ -301,6 +303,28 @@ impl Follow<'_> {
     }
 }
 
+/// How to attach: the gdb command line, with the build's vmlinux (the devel layer's, else
+/// the slot's build directory's) when there is one.
+fn gdb_hint(m: &Manifest, port: u16) -> String {
+    let vmlinux = m
+        .store_devel
+        .iter()
+        .chain(std::iter::once(&m.build_dir))
+        .map(|d| Path::new(d).join("vmlinux"))
+        .find(|p| p.is_file());
+    let target = format!("-ex 'target remote 127.0.0.1:{port}'");
+    match vmlinux {
+        Some(v) => format!(
+            "the kernel waits for gdb: gdb {} {target}",
+            shell_quote(v.as_os_str())
+        ),
+        None => format!(
+            "the kernel waits for gdb: gdb {target} (no vmlinux kept for {}: build with the devel layer for symbols)",
+            m.uts_release
+        ),
+    }
+}
+
 /// A guest ready to start: its virtiofsd daemons serving, its QEMU command line made.
 struct Prepared {
     daemons: Vec<crate::process::Background>,
@@ -379,6 +403,10 @@ fn prepare(
     }
     let accel = qemu::probe_accel(opts.accel);
     let mut append = vec!["quiet".to_owned()];
+    if opts.gdb.is_some() {
+        // Symbols at the addresses vmlinux says.
+        append.push("nokaslr".to_owned());
+    }
     append.extend(opts.append.iter().cloned());
     let spec = qemu::GuestSpec {
         kernel: image,
@@ -389,7 +417,18 @@ fn prepare(
         accel,
         append,
     };
-    let args = qemu::qemu_args(&spec);
+    let mut args = qemu::qemu_args(&spec);
+    if let Some(port) = opts.gdb {
+        args.extend([
+            "-gdb".into(),
+            format!("tcp:127.0.0.1:{port}").into(),
+            "-S".into(),
+        ]);
+        reporter.event(&Event::Info {
+            step: if shell { "shell" } else { "run" },
+            message: &gdb_hint(m, port),
+        });
+    }
     let args = if shell { qemu::on_terminal(args) } else { args };
     let qemu = crate::process::Cmd::new(qemu_bin.as_os_str()).args(args);
     reporter.event(&Event::Command {
@@ -430,7 +469,13 @@ pub fn run(
             to: err,
         },
     ];
-    let deadline = start + opts.timeout;
+    // Waiting for gdb (and a person stepping) is no hang.
+    let deadline = start
+        + if opts.gdb.is_some() {
+            Duration::from_secs(u64::from(u32::MAX))
+        } else {
+            opts.timeout
+        };
     let mut timed_out = None;
     let mut status = None;
     loop {

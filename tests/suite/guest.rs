@@ -286,6 +286,43 @@ fn run_hands_back_the_command_output_and_status() {
     reader.join().unwrap();
     assert_eq!(status.code(), Some(3), "the shell's status is kforge's");
 
+    // --gdb: the kernel is held at the reset vector until gdb attaches, then runs on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut held = ctx
+        .kforge(["run", entry.as_str(), "--accel", "tcg"])
+        .arg(format!("--gdb={port}"))
+        .args(["--", "echo", "gdb-ran"])
+        .cwd(&work)
+        .spawn();
+    let mut stderr = std::io::BufReader::new(held.stderr.take().unwrap());
+    let mut hint = String::new();
+    while !hint.contains("target remote") {
+        hint.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut hint).unwrap() > 0,
+            "kforge run --gdb printed no gdb command line"
+        );
+    }
+    assert!(
+        hint.contains(&format!("/vmlinux -ex 'target remote 127.0.0.1:{port}'")),
+        "{hint}"
+    );
+    let gdb = std::process::Command::new("gdb")
+        .args(["-batch", "-nx", "-ex"])
+        .arg(format!("target remote 127.0.0.1:{port}"))
+        .args(["-ex", "info registers rip", "-ex", "continue"])
+        .output()
+        .expect("gdb (scripts/install-deps.sh installs it)");
+    let said = String::from_utf8_lossy(&gdb.stdout);
+    assert!(said.contains("0xfff0"), "held at the reset vector:\n{said}");
+    std::io::Read::read_to_string(&mut stderr, &mut String::new()).unwrap();
+    let r = crate::support::Outcome::wait(held).success();
+    assert_eq!(r.stdout, "gdb-ran\n");
+
     // Bad input: refused before anything starts.
     run(&["--rootfs", "/nonexistent"], &["true"]).refused("does not exist");
     run(&["--rootfs", work.to_str().unwrap()], &["true"]).refused("has no /bin/sh");
