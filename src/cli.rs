@@ -505,6 +505,10 @@ pub struct RunArgs {
         help_heading = "Guest"
     )]
     pub timeout: u64,
+    /// For an engine: print one JSON result (status, stdout, stderr, failure, oopses,
+    /// seconds; `kforge schema --output run-result`) and exit 0 whenever the guest ran.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub guest: SharedGuestArgs,
 }

@@ -671,15 +671,44 @@ fn run_command(args: &cli::RunArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8
         &args.command,
         dirs,
     )?;
-    let result = kforge::guest::run::run(
-        &manifest,
-        &opts,
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-        ui,
-    );
+    if !args.json {
+        let result = kforge::guest::run::run(
+            &manifest,
+            &opts,
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+            ui,
+        );
+        let _ = fs_err::remove_dir_all(&opts.workdir);
+        return Ok(status_byte(result?.status));
+    }
+    let start = std::time::Instant::now();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let result = kforge::guest::run::run(&manifest, &opts, &mut out, &mut err, ui);
     let _ = fs_err::remove_dir_all(&opts.workdir);
-    Ok(status_byte(result?.status))
+    let (status, failure, oopses) = match result {
+        Ok(r) => (Some(r.status), None, r.oopses),
+        // The guest ran and ended badly: that is the result, not kforge's failure.
+        Err(
+            e @ Error::Guest(
+                kforge::error::GuestError::Panicked { .. }
+                | kforge::error::GuestError::Died { .. }
+                | kforge::error::GuestError::TimedOut { .. },
+            ),
+        ) => (None, Some(e.to_string()), Vec::new()),
+        Err(e) => return Err(e),
+    };
+    print_json(&kforge::guest::run::RunResult {
+        release: manifest.uts_release.clone(),
+        command: opts.command.clone(),
+        status,
+        failure,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+        oopses,
+        seconds: (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    });
+    Ok(0)
 }
 
 /// `kforge shell`: the shell's exit status.

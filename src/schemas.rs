@@ -31,6 +31,8 @@ pub enum Output {
     BootReport,
     /// `kforge vm status`.
     VmStatus,
+    /// `kforge run --json`.
+    RunResult,
     /// `kforge mirror show` and `kforge mirror init`.
     MirrorShow,
     /// `kforge mirror import-tarball`.
@@ -60,6 +62,7 @@ impl Output {
             Output::StoreKeys => schema_for!(ops::Keys),
             Output::BootReport => schema_for!(crate::guest::BootReport),
             Output::VmStatus => schema_for!(crate::guest::vm::VmStatus),
+            Output::RunResult => schema_for!(crate::guest::run::RunResult),
             Output::MirrorShow => schema_for!(crate::slot::mirror::Shown),
             Output::MirrorImport => schema_for!(crate::slot::mirror::Imported),
             Output::Library => schema_for!(crate::library::Listing),

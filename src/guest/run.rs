@@ -76,6 +76,26 @@ pub struct RunOutcome {
     pub oopses: Vec<String>,
 }
 
+/// `kforge run --json`: one run as an engine's step reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunResult {
+    /// The kernel that ran the command (its `uname -r`).
+    pub release: String,
+    pub command: Vec<String>,
+    /// The command's exit status; `null` when the guest ended first (see `failure`).
+    pub status: Option<i32>,
+    /// Why there is no status: the panic, the guest's end, or the timeout, with the
+    /// console's last lines.
+    pub failure: Option<String>,
+    /// What the command printed (invalid UTF-8 replaced).
+    pub stdout: String,
+    pub stderr: String,
+    /// Oops, BUG and WARNING lines the kernel printed meanwhile.
+    pub oopses: Vec<String>,
+    pub seconds: f64,
+}
+
 /// Checks the options before anything starts.
 pub fn check(opts: &RunOptions, shell: bool) -> Result<(), GuestError> {
     let refuse = |why: String| Err(GuestError::Refused(why));

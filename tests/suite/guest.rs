@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::procs::assert_no_guests;
-use crate::support::{BootReport, Outcome, TestContext, fixtures, fs};
+use crate::support::{BootReport, Outcome, RunResult, TestContext, fixtures, fs};
 
 /// `kforge boot --check` of a manifest file or a store identity, under TCG.
 fn boot(ctx: &TestContext, manifest: &Path, extra: &[&str]) -> Outcome {
@@ -227,6 +227,28 @@ fn run_hands_back_the_command_output_and_status() {
         .code(1)
         .stderr_has("Read-only file system");
     assert!(!Path::new("/kforge-must-not-exist").exists());
+
+    // For an engine: one JSON result, the status and both streams in it, exit 0.
+    let r: RunResult = run(&["--json"], &["sh", "-c", "echo o; echo e >&2; exit 5"])
+        .success()
+        .json();
+    assert_eq!(
+        (r.status, r.stdout.as_str(), r.stderr.as_str()),
+        (Some(5), "o\n", "e\n")
+    );
+    assert_eq!(r.release, gcc.uts_release);
+    assert_eq!(r.command, ["sh", "-c", "echo o; echo e >&2; exit 5"]);
+    assert!(r.failure.is_none() && r.seconds > 0.0, "{r:?}");
+    let r: RunResult = run(&["--json", "--append", "rdinit=/nope"], &["true"])
+        .success()
+        .json();
+    assert_eq!(r.status, None);
+    assert!(
+        r.failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with("the guest kernel panicked")),
+        "{r:?}"
+    );
 
     // A kernel that panics, a command that hangs: reported, never a hung terminal.
     run(&["--append", "rdinit=/nope"], &["true"])

@@ -378,3 +378,17 @@ pub struct StepResult {
     #[serde(default)]
     pub state: BTreeMap<String, serde_json::Value>,
 }
+
+/// `kforge run --json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunResult {
+    pub release: String,
+    pub command: Vec<String>,
+    pub status: Option<i32>,
+    pub failure: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub oopses: Vec<String>,
+    pub seconds: f64,
+}
