@@ -142,15 +142,20 @@ Examples:
     )]
     Run(RunArgs),
     /// An interactive shell in a built kernel on this terminal, in this directory (shared at
-    /// the same path), with the same sharing options as `run`.
+    /// the same path), with the same sharing options as `run`; with stdin not a terminal,
+    /// the shell runs the script read from it (as `run -- /bin/sh -c SCRIPT`).
     #[command(
         after_help = r#"Leave with `exit` (its status is kforge's) or Ctrl-A x (QEMU's console escape); Ctrl-C
 goes to the guest. The terminal is restored on every way out.
 
+Not on a terminal (an engine, a pipe), the shell reads a script from stdin and runs it: its
+stdout, stderr and exit status come back as `kforge run` gives them (--json, --timeout).
+
 Examples:
   kforge shell
   kforge shell --host-root --rw
-  kforge shell kernel-6.12.118-tiny-0123456789ab --rootfs ./debian-root"#
+  kforge shell kernel-6.12.118-tiny-0123456789ab --rootfs ./debian-root
+  printf 'cd /sys/kernel\nls\n' | kforge shell --json"#
     )]
     Shell(ShellArgs),
     /// Named guests run by systemd as qemu-system@<vm>.service (or in the foreground).
@@ -490,14 +495,29 @@ pub struct BootArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub run: GuestRunArgs,
+    /// The command and its arguments, after `--` (run as argv, never joined into a string).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    #[command(flatten)]
+    pub run: GuestRunArgs,
+}
+
+/// What `run` and `shell` take besides the command: which kernel, how long, how to report,
+/// and what the guest shares.
+#[derive(Debug, Args)]
+pub struct GuestRunArgs {
     /// A manifest file, or an identity in the store (kernel-<release> or <release>)
     /// [default: the slot's last build].
     #[arg(value_name = "MANIFEST_OR_IDENTITY")]
     pub manifest: Option<PathBuf>,
-    /// The command and its arguments, after `--` (run as argv, never joined into a string).
-    #[arg(last = true, required = true, value_name = "CMD")]
-    pub command: Vec<String>,
-    /// Stop the guest after this many seconds (exit 124).
+    /// Stop the guest after this many seconds (exit 124); `shell` only when it reads a
+    /// script from stdin.
     #[arg(
         long,
         default_value_t = 600,
@@ -509,16 +529,6 @@ pub struct RunArgs {
     /// seconds; `kforge schema --output run-result`) and exit 0 whenever the guest ran.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub guest: SharedGuestArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct ShellArgs {
-    /// A manifest file, or an identity in the store (kernel-<release> or <release>)
-    /// [default: the slot's last build].
-    #[arg(value_name = "MANIFEST_OR_IDENTITY")]
-    pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub guest: SharedGuestArgs,
 }

@@ -554,7 +554,7 @@ fn main() -> ExitCode {
     let result = Dirs::resolve(&flags)
         .map_err(Error::from)
         .and_then(|dirs| match &cli.command {
-            Command::Run(a) => run_command(a, &dirs, &ui),
+            Command::Run(a) => run_command(&a.run, a.command.clone(), &dirs, &ui),
             Command::Shell(a) => shell_command(a, &dirs, &ui),
             command => dispatch(command, &dirs, &ui).map(|()| 0),
         });
@@ -608,10 +608,8 @@ fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
 
 /// The guest options of `run` and `shell`, and the manifest's store entry held meanwhile.
 fn guest_run(
-    manifest: Option<&std::path::Path>,
-    g: &cli::SharedGuestArgs,
-    timeout: u64,
-    command: &[String],
+    a: &cli::GuestRunArgs,
+    command: Vec<String>,
     dirs: &Dirs,
 ) -> Result<
     (
@@ -622,7 +620,8 @@ fn guest_run(
     Error,
 > {
     use kforge::guest::run;
-    let (manifest, _) = manifest_or_identity(manifest, dirs)?;
+    let g = &a.guest;
+    let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
     let hold = if manifest.store_entry.is_some() {
         let release = manifest.uts_release.parse()?;
         Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
@@ -635,7 +634,7 @@ fn guest_run(
     };
     let opts = run::RunOptions {
         accel: g.accel,
-        timeout: std::time::Duration::from_secs(timeout),
+        timeout: std::time::Duration::from_secs(a.timeout),
         memory_mib: g.memory,
         cpus: g.cpus,
         qemu,
@@ -652,7 +651,7 @@ fn guest_run(
         },
         append: g.append.clone(),
         gdb: g.gdb,
-        command: command.to_vec(),
+        command,
     };
     Ok((manifest, opts, hold))
 }
@@ -662,16 +661,16 @@ fn status_byte(status: i32) -> u8 {
     u8::try_from(status).unwrap_or(1)
 }
 
-/// `kforge run`: the command's exit status, its output on ours.
-fn run_command(args: &cli::RunArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
-    let (manifest, opts, _hold) = guest_run(
-        args.manifest.as_deref(),
-        &args.guest,
-        args.timeout,
-        &args.command,
-        dirs,
-    )?;
-    if !args.json {
+/// `kforge run`, and `kforge shell` reading a script: the command's exit status and its
+/// output on ours, or (`--json`) one result for an engine.
+fn run_command(
+    a: &cli::GuestRunArgs,
+    command: Vec<String>,
+    dirs: &Dirs,
+    ui: &dyn Reporter,
+) -> Result<u8, Error> {
+    let (manifest, opts, _hold) = guest_run(a, command, dirs)?;
+    if !a.json {
         let result = kforge::guest::run::run(
             &manifest,
             &opts,
@@ -711,9 +710,27 @@ fn run_command(args: &cli::RunArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8
     Ok(0)
 }
 
-/// `kforge shell`: the shell's exit status.
+/// `kforge shell`: on a terminal, an interactive shell and its exit status; else the
+/// script read from stdin, run as `kforge run -- /bin/sh -c SCRIPT` runs it.
 fn shell_command(args: &cli::ShellArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
-    let (manifest, opts, _hold) = guest_run(args.manifest.as_deref(), &args.guest, 0, &[], dirs)?;
+    use std::io::IsTerminal as _;
+    let a = &args.run;
+    if !std::io::stdin().is_terminal() {
+        let script = kforge::guest::run::read_script(&mut std::io::stdin().lock())?;
+        return run_command(
+            a,
+            kforge::guest::run::shell_script_command(script),
+            dirs,
+            ui,
+        );
+    }
+    if a.json {
+        return Err(kforge::error::GuestError::Refused(
+            "--json is for a script on stdin (an engine's step); on a terminal the shell is interactive".into(),
+        )
+        .into());
+    }
+    let (manifest, opts, _hold) = guest_run(a, Vec::new(), dirs)?;
     let result = kforge::guest::run::shell(&manifest, &opts, ui);
     let _ = fs_err::remove_dir_all(&opts.workdir);
     Ok(status_byte(result?))

@@ -96,6 +96,37 @@ pub struct RunResult {
     pub seconds: f64,
 }
 
+/// The most a script on `kforge shell`'s stdin may hold: it becomes one argument of the
+/// guest's shell, and Linux caps one argument at 128 KiB (MAX_ARG_STRLEN).
+pub const MAX_SCRIPT: usize = 64 * 1024;
+
+/// Reads the script `kforge shell` runs when its stdin is not a terminal.
+pub fn read_script(from: &mut dyn std::io::Read) -> Result<String, Error> {
+    let mut bytes = Vec::new();
+    from.take(MAX_SCRIPT as u64 + 1).read_to_end(&mut bytes)?;
+    let refuse = |why: &str| Err(GuestError::Refused(format!("the script on stdin {why}")).into());
+    if bytes.len() > MAX_SCRIPT {
+        return refuse(&format!(
+            "is over {} KiB: put it in a file in this directory (shared into the guest) and run that",
+            MAX_SCRIPT / 1024
+        ));
+    }
+    if bytes.contains(&0) {
+        return refuse("holds a NUL byte");
+    }
+    String::from_utf8(bytes).or_else(|_| refuse("is not UTF-8"))
+}
+
+/// The command that runs a script the way an interactive shell would run what was typed.
+pub fn shell_script_command(script: String) -> Vec<String> {
+    vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        script,
+        "kforge-shell".to_owned(),
+    ]
+}
+
 /// Checks the options before anything starts.
 pub fn check(opts: &RunOptions, shell: bool) -> Result<(), GuestError> {
     let refuse = |why: String| Err(GuestError::Refused(why));
@@ -694,6 +725,27 @@ mod tests {
             matches!(e, GuestError::TimedOut { started: false, .. }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_script_on_stdin_is_read_whole_or_refused() {
+        let script = read_script(&mut "echo a\nexit 4\n".as_bytes()).unwrap();
+        assert_eq!(
+            shell_script_command(script),
+            ["/bin/sh", "-c", "echo a\nexit 4\n", "kforge-shell"]
+        );
+        let big = vec![b'#'; MAX_SCRIPT + 1];
+        let e = read_script(&mut big.as_slice()).unwrap_err().to_string();
+        assert!(e.contains("is over 64 KiB"), "{e}");
+        assert!(read_script(&mut vec![b'#'; MAX_SCRIPT].as_slice()).is_ok());
+        let e = read_script(&mut b"echo \0".as_slice())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NUL byte"), "{e}");
+        let e = read_script(&mut b"echo \xff".as_slice())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
     }
 
     #[test]

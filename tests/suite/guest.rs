@@ -307,6 +307,32 @@ fn run_hands_back_the_command_output_and_status() {
     drop(stdin);
     reader.join().unwrap();
     assert_eq!(status.code(), Some(3), "the shell's status is kforge's");
+    // Not on a terminal (an engine's step): the shell runs the script on its stdin, with
+    // run's streams, status and JSON result.
+    let shell = || {
+        ctx.kforge(["shell", entry.as_str(), "--accel", "tcg"])
+            .cwd(&work)
+    };
+    let r = shell()
+        .run_with_stdin(
+            b"cd /proc/sys/kernel\necho in $(pwd) $(cat osrelease)\necho e >&2\nexit 4\n",
+        )
+        .code(4);
+    assert_eq!(
+        r.stdout,
+        format!("in /proc/sys/kernel {}\n", gcc.uts_release)
+    );
+    assert!(r.stderr.starts_with("e\n"), "{}", r.stderr);
+    let r: RunResult = shell()
+        .arg("--json")
+        .run_with_stdin(b"cat data.txt; exit 2")
+        .success()
+        .json();
+    assert_eq!((r.status, r.stdout.as_str()), (Some(2), "from the host\n"));
+    assert_eq!(r.command[..2], ["/bin/sh", "-c"]);
+    shell()
+        .run_with_stdin(&vec![b'#'; 70 * 1024])
+        .refused("is over 64 KiB");
 
     // --gdb: the kernel is held at the reset vector until gdb attaches, then runs on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -383,6 +383,24 @@ impl Execs {
             .spawn()
             .expect("start kforge")
     }
+    /// Runs it to the end with `input` on its stdin.
+    pub fn run_with_stdin(mut self, input: &[u8]) -> Outcome {
+        let line = describe(&self.cmd);
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kforge");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+        let out = child.wait_with_output().expect("run kforge");
+        // kforge may refuse before reading its stdin: a broken pipe is no failure here.
+        let _ = writer.join().unwrap();
+        Outcome::new(line, out)
+    }
     /// Runs it to the end.
     pub fn run(mut self) -> Outcome {
         let line = describe(&self.cmd);
