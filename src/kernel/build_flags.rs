@@ -9,7 +9,6 @@ use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
 use crate::identity::normalize_flag_for_identity;
 use crate::kernel::request::KernelRequest;
-use crate::slot::git::git;
 use crate::toolchain::{Compiler, ccache};
 
 /// The reproducible timestamp when none comes from the commit.
@@ -90,6 +89,26 @@ pub fn compute(
     }
 }
 
+/// The pinned build timestamp: the commit's date with `timestamp_from_commit`, else `None`
+/// (the epoch), read from the mirror, so that it is known before the slot is touched.
+pub fn timestamp(
+    req: &KernelRequest,
+    mirror: &crate::slot::Mirror,
+    commit: &str,
+) -> Result<Option<String>, Error> {
+    Ok(if req.reproducible && req.timestamp_from_commit {
+        Some(mirror.commit_date_utc(commit)?)
+    } else {
+        None
+    })
+}
+
+/// The flags as they enter the digest: the same whatever the slot, the job count and the
+/// ccache wrapper (which [`normalize_flag_for_identity`] and the job filter take out).
+pub fn identity_flags(req: &KernelRequest, timestamp: Option<&str>) -> Vec<String> {
+    compute(req, Path::new("/"), 1, timestamp, None).identity_flags
+}
+
 /// The job count: the CPUs this process may use (cgroup quota and affinity included).
 pub fn jobs() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
@@ -105,21 +124,7 @@ impl Step<KernelRun> for BuildFlagsStep {
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
         let plan = &ctx.plan;
         let req = &plan.request;
-        let timestamp = if req.reproducible && req.timestamp_from_commit {
-            let out = git(&plan.slot.src)
-                .env("TZ", "UTC")
-                .args([
-                    "show",
-                    "--no-patch",
-                    "--date=format-local:%a %b %e %H:%M:%S UTC %Y",
-                    "--format=%cd",
-                    "HEAD",
-                ])
-                .output()?;
-            Some(out.trim().to_owned())
-        } else {
-            None
-        };
+        let timestamp = timestamp(req, &plan.mirror, ctx.head_commit())?;
         let conf = if req.ccache {
             crate::process::find_program("ccache")?;
             Some(ccache::write_ccache_conf(&ccache::CcacheSettings {
@@ -206,6 +211,13 @@ mod tests {
         assert_eq!(a.identity_flags, b.identity_flags);
         assert_eq!(a.identity_flags, c.identity_flags);
         assert_ne!(a.make.argv, b.make.argv);
+        // What the fast path computes without a slot is what the step computes in one.
+        assert_eq!(identity_flags(&req, None), a.identity_flags);
+        let ts = Some("Tue Nov 14 22:13:20 UTC 2023");
+        assert_eq!(
+            identity_flags(&req, ts),
+            compute(&req, Path::new("/w/3/main/linux"), 8, ts, None).identity_flags
+        );
     }
 
     #[test]

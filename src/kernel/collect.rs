@@ -93,7 +93,7 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
         uts_release: c.uts_release.clone(),
         bz_image,
         build_dir: slot.build.display().to_string(),
-        config: slot.build.join(".config").display().to_string(),
+        config: ctx.config_path().display().to_string(),
         config_method: request.config_method,
         destdir: slot.destdir.display().to_string(),
         linux_compiler: p.linux_compiler,
@@ -133,12 +133,21 @@ impl Step<KernelRun> for Collect {
         if ctx.state.reused.is_none() {
             record_destdir(ctx, &manifest)?;
         }
-        let mut text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-        text.push('\n');
-        write_atomic(&manifest_path(&ctx.plan.slot), text.as_bytes())?;
-        ctx.state.manifest = Some(manifest);
+        keep(ctx, manifest)?;
         Ok(Outcome::Ran)
     }
+}
+
+/// Writes the manifest beside the slot (`kforge run` and `boot` take the slot's last one)
+/// and keeps it as the run's result.
+pub fn keep(ctx: &mut KernelRun, manifest: Manifest) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+    text.push('\n');
+    let path = manifest_path(&ctx.plan.slot);
+    fs_err::create_dir_all(path.parent().expect("beside the slot"))?;
+    write_atomic(&path, text.as_bytes())?;
+    ctx.state.manifest = Some(manifest);
+    Ok(())
 }
 
 /// Records what this build installed into destdir/ (hashes of the boot image and modules),

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest as _, Sha256};
 
+use super::memory::{self, Memory};
 use super::{KernelRun, kbuild, run_make};
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
@@ -119,28 +120,61 @@ impl Step<KernelRun> for Configure {
 
     fn run(&self, ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
         let step = self.name();
-        let key = memo_key(ctx);
-        let memo = Memo::load(&ctx.plan.slot.state);
-        if let Some(found) = memo.recall(&ctx.plan.slot, &key)? {
-            for w in &found.warnings {
+        let key = memory::key(
+            &ctx.plan,
+            ctx.state.tree.as_deref().expect("prepare_worktree ran"),
+            &ctx.flags().identity_flags,
+            ctx.state.series.as_ref(),
+        );
+        let memory = Memory::of(&ctx.plan.dirs);
+        let config = ctx.plan.slot.build.join(".config");
+        if let Some(found) = memory.recall(&key) {
+            found.restore(&config)?;
+            for w in &found.entry.warnings {
                 reporter.event(&Event::Warn { step, message: w });
             }
             reporter.event(&Event::Info {
                 step,
                 message: &format!(
                     "identity {} (remembered: the same inputs and tree made this .config before; Kconfig not re-run)",
-                    found.configured.uts_release
+                    found.entry.configured.uts_release
                 ),
             });
-            ctx.state.configured = Some(found.configured);
+            ctx.state.configured = Some(found.entry.configured);
+            ctx.state.config = Some(config);
             return Ok(Outcome::Ran);
         }
         let mut warnings = Vec::new();
         let configured = configure(ctx, reporter, &mut warnings)?;
-        let text = fs_err::read(ctx.plan.slot.build.join(".config"))?;
-        memo.remember(&ctx.plan.slot, key, &configured, &text, warnings)?;
+        memory.remember(key, &configured, &fs_err::read(&config)?, warnings)?;
         ctx.state.configured = Some(configured);
+        ctx.state.config = Some(config);
         Ok(Outcome::Ran)
+    }
+}
+
+/// Where the label comes from, in the spec's order: the user's, the series', the developer
+/// worktree's branch, `vanilla` for a tag, else the ref's name.
+pub(crate) fn label_source<'a>(
+    plan: &'a super::Plan,
+    series: Option<&'a crate::series::Applied>,
+) -> LabelSource<'a> {
+    let req = &plan.request;
+    if req.custom_label {
+        LabelSource::Custom(req.label.as_deref().unwrap_or_default())
+    } else if let Some(s) = series {
+        LabelSource::Series {
+            subject: &s.subject,
+        }
+    } else if let Some(s) = &plan.snapshot {
+        LabelSource::Worktree {
+            branch: s.branch.as_deref(),
+            dirty: s.local_changes,
+        }
+    } else if plan.resolved.kind == RefKind::Tag {
+        LabelSource::Tag
+    } else {
+        LabelSource::Ref(&plan.resolved.name)
     }
 }
 
@@ -269,22 +303,7 @@ fn configure(
                 problem: "no kernel version in it".into(),
             }
         })?;
-        let source = if req.custom_label {
-            LabelSource::Custom(req.label.as_deref().unwrap_or_default())
-        } else if let Some(s) = &ctx.state.series {
-            LabelSource::Series {
-                subject: &s.subject,
-            }
-        } else if let Some(s) = &ctx.plan.snapshot {
-            LabelSource::Worktree {
-                branch: s.branch.as_deref(),
-                dirty: s.local_changes,
-            }
-        } else if ctx.plan.resolved.kind == RefKind::Tag {
-            LabelSource::Tag
-        } else {
-            LabelSource::Ref(&ctx.plan.resolved.name)
-        };
+        let source = label_source(&ctx.plan, ctx.state.series.as_ref());
         let (base, suffix) = infer_label(&source);
         let uts_release = compose_release(&version, &base, &suffix, &digest)?;
         let label = uts_release[version.len() + 1..uts_release.len() - digest.len() - 1].to_owned();
@@ -306,130 +325,6 @@ fn configure(
             digest,
             inputs,
         })
-    }
-}
-
-/// Everything that decides what configure produces: the method and its inputs (library
-/// texts, goals, base), the tree, the toolchain (Kconfig probes the compiler), the make
-/// flags, and what the label is inferred from. Equal keys give the same `.config` and
-/// identity, so a repeated request need not run Kconfig again.
-fn memo_key(ctx: &KernelRun) -> String {
-    let req = &ctx.plan.request;
-    let label_source = if req.custom_label {
-        format!("custom:{}", req.label.as_deref().unwrap_or_default())
-    } else if let Some(s) = &ctx.state.series {
-        format!("series:{}", s.subject)
-    } else {
-        format!("{:?}:{}", ctx.plan.resolved.kind, ctx.plan.resolved.name)
-    };
-    let canonical = serde_json::json!({
-        "scheme": "kforge-configure-memo/1",
-        "method": req.config_method.as_str(),
-        "inputs": ctx.plan.config_inputs,
-        "goals": if req.config_method == ConfigMethod::Make { req.config_goals() } else { Vec::new() },
-        "allnoconfig_base": req.config_method == ConfigMethod::Fragments && req.allnoconfig_base,
-        "tree": ctx.state.tree,
-        "toolchain": ctx.plan.toolchain,
-        "make_flags": ctx.flags().identity_flags,
-        "label_source": label_source,
-    });
-    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
-}
-
-/// A remembered configure result.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct MemoEntry {
-    key: String,
-    configured: Configured,
-    /// sha256 of the whole `.config` configure left (identity baked in).
-    config_sha256: String,
-    warnings: Vec<String>,
-}
-
-/// The slot's remembered configure results, newest last, with a copy of each `.config`
-/// (by content) under `state/configs/`.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-struct Memo {
-    entries: Vec<MemoEntry>,
-}
-
-impl Memo {
-    const KEEP: usize = 32;
-
-    fn path(state: &std::path::Path) -> std::path::PathBuf {
-        state.join("configure-memo.json")
-    }
-
-    fn load(state: &std::path::Path) -> Self {
-        fs_err::read(Self::path(state))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    /// The remembered result for `key`, with its `.config` put back in build/ when another
-    /// build replaced it. A remembered config whose copy is missing or altered is a miss.
-    fn recall(&self, slot: &crate::slot::Slot, key: &str) -> Result<Option<MemoEntry>, Error> {
-        let Some(e) = self.entries.iter().rev().find(|e| e.key == key) else {
-            return Ok(None);
-        };
-        let current = slot.build.join(".config");
-        let sha_of = |p: &std::path::Path| {
-            fs_err::read(p)
-                .ok()
-                .map(|b| hex::encode(Sha256::digest(&b)))
-        };
-        if sha_of(&current).as_deref() == Some(e.config_sha256.as_str()) {
-            return Ok(Some(e.clone()));
-        }
-        let saved = slot
-            .state
-            .join("configs")
-            .join(format!("{}.config", e.config_sha256));
-        if sha_of(&saved).as_deref() != Some(e.config_sha256.as_str()) {
-            return Ok(None);
-        }
-        fs_err::create_dir_all(&slot.build)?;
-        crate::fsutil::write_atomic(&current, &fs_err::read(&saved)?)?;
-        Ok(Some(e.clone()))
-    }
-
-    fn remember(
-        mut self,
-        slot: &crate::slot::Slot,
-        key: String,
-        configured: &Configured,
-        config: &[u8],
-        warnings: Vec<String>,
-    ) -> Result<(), Error> {
-        let config_sha256 = hex::encode(Sha256::digest(config));
-        let dir = slot.state.join("configs");
-        fs_err::create_dir_all(&dir)?;
-        crate::fsutil::write_atomic(&dir.join(format!("{config_sha256}.config")), config)?;
-        self.entries.retain(|e| e.key != key);
-        self.entries.push(MemoEntry {
-            key,
-            configured: configured.clone(),
-            config_sha256,
-            warnings,
-        });
-        if self.entries.len() > Self::KEEP {
-            let drop = self.entries.len() - Self::KEEP;
-            self.entries.drain(..drop);
-        }
-        let keep: std::collections::BTreeSet<String> = self
-            .entries
-            .iter()
-            .map(|e| format!("{}.config", e.config_sha256))
-            .collect();
-        for f in fs_err::read_dir(&dir)?.flatten() {
-            if !keep.contains(&*f.file_name().to_string_lossy()) {
-                let _ = fs_err::remove_file(f.path());
-            }
-        }
-        let bytes = serde_json::to_vec_pretty(&self).expect("memo serializes");
-        crate::fsutil::write_atomic(&Memo::path(&slot.state), &bytes)?;
-        Ok(())
     }
 }
 

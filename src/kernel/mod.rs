@@ -18,6 +18,8 @@ mod fetch_devel;
 mod fetch_identity;
 mod install;
 mod install_modules;
+mod known;
+mod memory;
 mod prepare_worktree;
 mod publish;
 mod reuse_check;
@@ -86,6 +88,9 @@ pub struct KernelState {
     pub series: Option<crate::series::Applied>,
     pub flags: Option<BuildFlags>,
     pub configured: Option<Configured>,
+    /// Where this identity's `.config` is: the slot's build/.config, or the configure
+    /// memory's copy when the run was answered without the slot.
+    pub config: Option<PathBuf>,
     pub bz_image: Option<PathBuf>,
     pub modules_dir: Option<PathBuf>,
     /// The existing copy reuse_check (or fetch_identity) found.
@@ -145,6 +150,13 @@ impl KernelRun {
                 h.how.as_str()
             )
         })
+    }
+    /// Where this identity's `.config` is (see [`KernelState::config`]).
+    pub fn config_path(&self) -> PathBuf {
+        self.state
+            .config
+            .clone()
+            .unwrap_or_else(|| self.plan.slot.build.join(".config"))
     }
     fn flags(&self) -> &BuildFlags {
         self.state.flags.as_ref().expect("build_flags ran")
@@ -302,6 +314,13 @@ impl flow::lifecycle::Flow for KernelFlow {
     fn manifest(run: &KernelRun) -> Option<&Manifest> {
         run.state.manifest.as_ref()
     }
+    fn known(
+        run: &mut KernelRun,
+        until: Option<&str>,
+        reporter: &dyn Reporter,
+    ) -> Result<bool, Error> {
+        known::answer(run, until, reporter)
+    }
     /// `configure_<method>` is configure, for a request whose config_method is `<method>`.
     fn alias(name: &str, request: &KernelRequest) -> Result<Option<&'static str>, Error> {
         let Some(method) = name.strip_prefix("configure_") else {
@@ -402,7 +421,7 @@ impl IdentityReport {
             digest: c.digest.clone(),
             commit: run.head_commit().to_owned(),
             git_ref: run.plan.resolved.name.clone(),
-            config: run.plan.slot.build.join(".config").display().to_string(),
+            config: run.config_path().display().to_string(),
             inputs: c.inputs.clone(),
         }
     }

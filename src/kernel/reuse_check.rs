@@ -73,7 +73,7 @@ impl Step<KernelRun> for ReuseCheck {
         }
         match store.record::<Manifest>(Layer::Run, &release) {
             Ok(Some(record)) => {
-                let problems = store.verify(Layer::Run, &release)?;
+                let problems = store.verify_cached(Layer::Run, &release)?;
                 if problems.is_empty() {
                     store.touch(&release);
                     let hit = store_hit(&store, &record, Reused::Store);

@@ -18,28 +18,10 @@ impl Step<QemuRun> for BuildFlags {
     fn run(&self, ctx: &mut QemuRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
         let plan = &ctx.plan;
         let req = &plan.request;
-        let slot = &plan.slot;
-        let version_file = slot.src.join("VERSION");
-        let version = fs_err::read_to_string(&version_file)?.trim().to_owned();
-        if version.is_empty()
-            || version.len() > 24
-            || !version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._+".contains(c))
-        {
-            return Err(crate::error::ProductError::Unusable {
-                what: version_file.display().to_string(),
-                problem: format!("`{}` is not a QEMU version", version.escape_debug()),
-            }
-            .into());
-        }
-        let (cc, cxx) = match req.compiler {
-            Compiler::Gcc => ("gcc", "g++"),
-            Compiler::Clang => ("clang", "clang++"),
-        };
-        crate::process::find_program(cxx)?;
+        let version_file = plan.slot.src.join("VERSION");
+        let version = checked_version(&fs_err::read_to_string(&version_file)?, &version_file)?;
         let mut env = Vec::new();
-        let wrap = if req.ccache {
+        if req.ccache {
             let conf = ccache::write_ccache_conf(&ccache::CcacheSettings {
                 cache_dir: plan.dirs.ccache_dir.clone(),
                 max_size: req.ccache_max_size.clone(),
@@ -47,64 +29,109 @@ impl Step<QemuRun> for BuildFlags {
                 remote: plan.dirs.ccache_remote.clone(),
             })?;
             env.extend(ccache::env_for(&conf));
-            "ccache "
-        } else {
-            ""
-        };
-        // (the argument configure gets, the form it takes in the identity)
-        let mut options: Vec<(String, String)> = Vec::new();
-        let same = |a: String| (a.clone(), a);
-        options.push(same(format!("--prefix={PREFIX}")));
-        options.push(same(format!("--target-list={}", req.target_list.join(","))));
-        options.push((format!("--cc={wrap}{cc}"), format!("--cc={cc}")));
-        options.push((format!("--cxx={wrap}{cxx}"), format!("--cxx={cxx}")));
-        options.push(same(format!("--host-cc={cc}")));
-        options.extend(req.features.options().iter().map(|o| same((*o).to_owned())));
-        options.extend(req.configure_options.iter().cloned().map(same));
-        if !req.has_firmware_path() {
-            options.push(same(format!(
-                "--firmwarepath={}",
-                super::request::DEFAULT_FIRMWARE_PATH
-            )));
         }
         if req.reproducible {
-            // Debug info names the build directory; map the slot out so slots agree.
-            options.push((
-                format!("--extra-cflags=-ffile-prefix-map={}=.", slot.src.display()),
-                "--extra-cflags=-ffile-prefix-map=<slot>=.".to_owned(),
-            ));
-            let epoch = git(&slot.src)
-                .args(["show", "--no-patch", "--format=%ct", "HEAD"])
+            let epoch = git(&plan.mirror.path)
+                .args(["show", "--no-patch", "--format=%ct", "--end-of-options"])
+                .arg(ctx.head_commit())
                 .output()?;
             env.push(("SOURCE_DATE_EPOCH".to_owned(), epoch.trim().to_owned()));
         }
-        let inputs = QemuIdentityInputs {
-            recipe: RECIPE.to_owned(),
-            tree: ctx.state.tree.clone().expect("prepare_worktree ran"),
-            version: version.clone(),
-            target_list: req.target_list.clone(),
-            configure_options: options.iter().map(|(_, id)| id.clone()).collect(),
-            toolchain: plan.toolchain.clone(),
-            meson: first_line_of("meson"),
-            ninja: first_line_of("ninja"),
-        };
-        let digest = inputs.digest();
-        let release: crate::store::Release = format!("{version}-{digest}").parse()?;
-        let mut argv: Vec<String> = options.into_iter().map(|(a, _)| a).collect();
-        // `qemu-system-x86_64 --version` then names the identity, as `uname -r` does a kernel's.
-        argv.push(format!("--with-pkgversion=kforge-qemu-{release}"));
+        let tree = ctx.state.tree.clone().expect("prepare_worktree ran");
+        let configured = configured(plan, tree, &version, env)?;
         info(
             reporter,
             self.name(),
-            &format!("identity qemu-{release} ({})", req.features.as_str()),
+            &format!(
+                "identity qemu-{} ({})",
+                configured.release,
+                req.features.as_str()
+            ),
         );
-        ctx.state.configured = Some(Configured {
-            release,
-            digest,
-            inputs,
-            args: argv,
-            env,
-        });
+        ctx.state.configured = Some(configured);
         Ok(Outcome::Ran)
     }
+}
+
+/// The tree's VERSION file's text, checked to be a QEMU version.
+pub(super) fn checked_version(text: &str, file: &std::path::Path) -> Result<String, Error> {
+    let version = text.trim().to_owned();
+    if version.is_empty()
+        || version.len() > 24
+        || !version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+".contains(c))
+    {
+        return Err(crate::error::ProductError::Unusable {
+            what: file.display().to_string(),
+            problem: format!("`{}` is not a QEMU version", version.escape_debug()),
+        }
+        .into());
+    }
+    Ok(version)
+}
+
+/// configure's argv and the identity it makes, for `tree` at `version`: a function of the
+/// plan alone (the slot's path appears only in a prefix map the identity leaves out), so
+/// the fast path computes what this step does without a checkout. `env` is configure's
+/// environment (the ccache config, SOURCE_DATE_EPOCH).
+pub(super) fn configured(
+    plan: &super::Plan,
+    tree: String,
+    version: &str,
+    env: Vec<(String, String)>,
+) -> Result<Configured, Error> {
+    let req = &plan.request;
+    let slot = &plan.slot;
+    let (cc, cxx) = match req.compiler {
+        Compiler::Gcc => ("gcc", "g++"),
+        Compiler::Clang => ("clang", "clang++"),
+    };
+    crate::process::find_program(cxx)?;
+    let wrap = if req.ccache { "ccache " } else { "" };
+    // (the argument configure gets, the form it takes in the identity)
+    let mut options: Vec<(String, String)> = Vec::new();
+    let same = |a: String| (a.clone(), a);
+    options.push(same(format!("--prefix={PREFIX}")));
+    options.push(same(format!("--target-list={}", req.target_list.join(","))));
+    options.push((format!("--cc={wrap}{cc}"), format!("--cc={cc}")));
+    options.push((format!("--cxx={wrap}{cxx}"), format!("--cxx={cxx}")));
+    options.push(same(format!("--host-cc={cc}")));
+    options.extend(req.features.options().iter().map(|o| same((*o).to_owned())));
+    options.extend(req.configure_options.iter().cloned().map(same));
+    if !req.has_firmware_path() {
+        options.push(same(format!(
+            "--firmwarepath={}",
+            super::request::DEFAULT_FIRMWARE_PATH
+        )));
+    }
+    if req.reproducible {
+        // Debug info names the build directory; map the slot out so slots agree.
+        options.push((
+            format!("--extra-cflags=-ffile-prefix-map={}=.", slot.src.display()),
+            "--extra-cflags=-ffile-prefix-map=<slot>=.".to_owned(),
+        ));
+    }
+    let inputs = QemuIdentityInputs {
+        recipe: RECIPE.to_owned(),
+        tree,
+        version: version.to_owned(),
+        target_list: req.target_list.clone(),
+        configure_options: options.iter().map(|(_, id)| id.clone()).collect(),
+        toolchain: plan.toolchain.clone(),
+        meson: first_line_of("meson"),
+        ninja: first_line_of("ninja"),
+    };
+    let digest = inputs.digest();
+    let release: crate::store::Release = format!("{version}-{digest}").parse()?;
+    let mut args: Vec<String> = options.into_iter().map(|(a, _)| a).collect();
+    // `qemu-system-x86_64 --version` then names the identity, as `uname -r` does a kernel's.
+    args.push(format!("--with-pkgversion=kforge-qemu-{release}"));
+    Ok(Configured {
+        release,
+        digest,
+        inputs,
+        args,
+        env,
+    })
 }

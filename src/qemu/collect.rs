@@ -76,10 +76,18 @@ impl Step<QemuRun> for Collect {
             }
             .into());
         }
-        let mut text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-        text.push('\n');
-        write_atomic(&super::manifest_path(&ctx.plan.slot), text.as_bytes())?;
-        ctx.state.manifest = Some(manifest);
+        keep(ctx, manifest)?;
         Ok(Outcome::Ran)
     }
+}
+
+/// Writes the manifest beside the slot and keeps it as the run's result.
+pub(super) fn keep(ctx: &mut QemuRun, manifest: QemuManifest) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+    text.push('\n');
+    let path = super::manifest_path(&ctx.plan.slot);
+    fs_err::create_dir_all(path.parent().expect("beside the slot"))?;
+    write_atomic(&path, text.as_bytes())?;
+    ctx.state.manifest = Some(manifest);
+    Ok(())
 }

@@ -14,6 +14,7 @@ mod compile;
 mod configure;
 mod fetch_identity;
 mod install;
+mod known;
 mod prepare_worktree;
 mod publish;
 pub mod request;
@@ -333,6 +334,13 @@ impl flow::lifecycle::Flow for QemuFlow {
     }
     fn manifest(run: &QemuRun) -> Option<&QemuManifest> {
         run.state.manifest.as_ref()
+    }
+    fn known(
+        run: &mut QemuRun,
+        until: Option<&str>,
+        reporter: &dyn Reporter,
+    ) -> Result<bool, Error> {
+        known::answer(run, until, reporter)
     }
 }
 

@@ -40,7 +40,7 @@ impl Step<QemuRun> for ReuseCheck {
                 return Ok(Outcome::Ran);
             }
         };
-        let problems = store.verify(Layer::Run, &release)?;
+        let problems = store.verify_cached(Layer::Run, &release)?;
         if !problems.is_empty() {
             reporter.event(&Event::Warn {
                 step: self.name(),

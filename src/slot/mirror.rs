@@ -210,6 +210,34 @@ impl Mirror {
         }
     }
 
+    /// The tree object of `commit` (what an identity keys on), without a checkout.
+    pub fn tree_of(&self, commit: &str) -> Result<String, MirrorError> {
+        Ok(git(&self.path)
+            .args(["rev-parse", "--verify", "--end-of-options"])
+            .arg(format!("{commit}^{{tree}}"))
+            .output()?
+            .trim()
+            .to_owned())
+    }
+
+    /// `commit`'s committer date, in UTC, as `date` prints it (Kbuild's timestamp format):
+    /// `Thu Jan  1 00:00:00 UTC 1970`.
+    pub fn commit_date_utc(&self, commit: &str) -> Result<String, MirrorError> {
+        Ok(git(&self.path)
+            .env("TZ", "UTC")
+            .args([
+                "show",
+                "--no-patch",
+                "--date=format-local:%a %b %e %H:%M:%S UTC %Y",
+                "--format=%cd",
+                "--end-of-options",
+                commit,
+            ])
+            .output()?
+            .trim()
+            .to_owned())
+    }
+
     /// Reads one file of `commit`'s tree.
     pub fn read_file(&self, commit: &str, path: &str) -> Result<String, MirrorError> {
         Ok(git(&self.path)

@@ -12,6 +12,7 @@
 //! tmp/                      layers being written, named <what>.<writer pid>.<nanos>
 //! pins/<kind>-<release>     gc never removes a pinned identity
 //! locks/<kind>-<release>    shared while a build or command uses the identity
+//! verified/<layer>-<kind>-<release>.json   what the files looked like when last re-hashed
 //! ```
 //!
 //! A layer is immutable once visible. It is written under `tmp/`, every file and directory
@@ -348,7 +349,7 @@ fn process_alive(pid: i32) -> bool {
 impl Store {
     /// Opens (creating) the store at `root`, for its entries of `kind`.
     pub fn open(root: &Path, kind: Kind) -> Result<Self, StoreError> {
-        for sub in ["run", "devel", "tmp", "pins", "locks"] {
+        for sub in ["run", "devel", "tmp", "pins", "locks", "verified"] {
             fs_err::create_dir_all(root.join(sub))?;
         }
         Ok(Self {
@@ -412,6 +413,71 @@ impl Store {
             Err(e) => return Err(e),
         };
         Ok(verify_dir(&dir, &record, true))
+    }
+
+    /// [`Store::verify`], answered from the layer's verified marker when nothing about its
+    /// entries changed since the last full re-hash (the record's bytes, and every entry's
+    /// inode, size, mode, mtime and ctime, as git's index keeps them: rewriting a file moves
+    /// its ctime even when its size and mtime are put back); else a full re-hash, which
+    /// renews the marker when the layer is intact.
+    pub fn verify_cached(
+        &self,
+        layer: Layer,
+        release: &Release,
+    ) -> Result<Vec<String>, StoreError> {
+        // A change within the file system's timestamp granularity of the hashing would not
+        // move the ctime: entries changed in the last seconds are re-hashed next time instead
+        // of being trusted from the marker (git's "racily clean" rule).
+        self.verify_cached_settled(layer, release, now_unix().saturating_sub(2))
+    }
+
+    /// [`Store::verify_cached`], trusting in the marker only entries whose ctime is before
+    /// `settled` (seconds since the epoch).
+    fn verify_cached_settled(
+        &self,
+        layer: Layer,
+        release: &Release,
+        settled: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let dir = self.layer_dir(layer, release);
+        let marker = self.marker_path(layer, release);
+        let record = match fs_err::read(dir.join(RECORD)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing(self.entry(release), layer.as_str()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = Marker {
+            record_sha256: hex::encode(Sha256::digest(&record)),
+            stamps: stamps(&dir)?,
+        };
+        if fs_err::read(&marker)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Marker>(&b).ok())
+            .is_some_and(|m| m == now)
+        {
+            return Ok(Vec::new());
+        }
+        let problems = self.verify(layer, release)?;
+        let racy = now
+            .stamps
+            .iter()
+            .any(|s| u64::try_from(s.ctime.0).unwrap_or(u64::MAX) >= settled);
+        if problems.is_empty() && !racy {
+            let bytes = serde_json::to_vec(&now).expect("marker serializes");
+            // Only a cache: failing to write it costs a re-hash next time.
+            let _ = write_atomic(&marker, &bytes);
+        }
+        Ok(problems)
+    }
+
+    fn marker_path(&self, layer: Layer, release: &Release) -> PathBuf {
+        self.root.join("verified").join(format!(
+            "{}-{}.json",
+            layer.as_str(),
+            self.entry_name(release)
+        ))
     }
 
     /// Removes what killed writers left in `tmp/`: entries are named
@@ -743,10 +809,65 @@ impl Store {
                 fs_err::rename(&dir, &trash.dir)?;
                 drop(trash);
             }
+            let _ = fs_err::remove_file(self.marker_path(layer, release));
         }
         let _ = fs_err::remove_file(self.root.join("pins").join(self.entry_name(release)));
         Ok(())
     }
+}
+
+/// What [`Store::verify_cached`] compares: a layer's record and the state of its entries.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Marker {
+    record_sha256: String,
+    stamps: Vec<Stamp>,
+}
+
+/// One entry of a layer as the file system describes it (not its bytes).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    path: String,
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    size: u64,
+    /// Seconds and nanoseconds.
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// The stamps of `dir` and everything under it, in path order.
+fn stamps(dir: &Path) -> std::io::Result<Vec<Stamp>> {
+    use std::os::unix::fs::MetadataExt as _;
+    // A directory's times move when gc's clock (`Store::touch`) marks the entry used; what
+    // it holds is told by the entries' own paths and stamps, so its times are left out.
+    let stamp = |path: String, m: &std::fs::Metadata| {
+        let times = |t: (i64, i64)| if m.is_dir() { (0, 0) } else { t };
+        Stamp {
+            path,
+            dev: m.dev(),
+            ino: m.ino(),
+            mode: m.mode(),
+            size: if m.is_dir() { 0 } else { m.size() },
+            mtime: times((m.mtime(), m.mtime_nsec())),
+            ctime: times((m.ctime(), m.ctime_nsec())),
+        }
+    };
+    let mut out = vec![stamp(String::new(), &fs_err::symlink_metadata(dir)?)];
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        for e in fs_err::read_dir(&d)? {
+            let e = e?;
+            let path = format!("{prefix}/{}", e.file_name().to_string_lossy());
+            let m = fs_err::symlink_metadata(e.path())?;
+            if m.is_dir() {
+                stack.push((e.path(), path.clone()));
+            }
+            out.push(stamp(path, &m));
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }
 
 /// Compares a directory with a record: every recorded file present with its bytes, and with
@@ -910,6 +1031,79 @@ mod tests {
         assert!(!kernels.is_pinned(&r));
         qemu.remove(&r).unwrap();
         assert!(qemu.releases().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_verified_marker_stands_until_a_file_changes_even_with_its_mtime_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vmlinuz");
+        std::fs::write(&file, b"kernel bytes").unwrap();
+        let store = Store::open(&dir.path().join("store"), Kind::Kernel).unwrap();
+        let r: Release = "6.12.118-t-0123456789ab".parse().unwrap();
+        let sources = [Source {
+            dest: "boot/vmlinuz".into(),
+            from: file,
+        }];
+        store
+            .publish(Layer::Run, &r, "0123456789ab", &0, &sources, "local")
+            .unwrap();
+        let marker = store.marker_path(Layer::Run, &r);
+        // Entries changed in the last seconds are not trusted to a marker.
+        assert!(
+            store
+                .verify_cached_settled(Layer::Run, &r, 0)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!marker.exists());
+        assert!(
+            store
+                .verify_cached_settled(Layer::Run, &r, u64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(marker.exists());
+        assert!(
+            store
+                .verify_cached_settled(Layer::Run, &r, u64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        // gc's use mark moves the entry directory's times, not what the marker vouches for.
+        store.touch(&r);
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let stamped = ino(&marker);
+        assert!(
+            store
+                .verify_cached_settled(Layer::Run, &r, u64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            ino(&marker),
+            stamped,
+            "trusted, not re-hashed and re-written"
+        );
+        // Same size, mtime restored: the ctime moved, so the layer is re-hashed.
+        let image = store.layer_dir(Layer::Run, &r).join("boot/vmlinuz");
+        let mtime = std::fs::metadata(&image).unwrap().modified().unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&image, b"kernel BYTES").unwrap();
+        std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::File::open(&image)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let problems = store
+            .verify_cached_settled(Layer::Run, &r, u64::MAX)
+            .unwrap();
+        assert_eq!(
+            problems,
+            ["boot/vmlinuz: sha256 differs from the record"],
+            "{problems:?}"
+        );
+        store.remove(&r).unwrap();
+        assert!(!marker.exists());
     }
 
     #[test]

@@ -150,8 +150,14 @@ fn each_identity_input_moves_the_digest_and_nothing_else_does() {
     assert_eq!(test_tag.label, "vanilla");
     assert_eq!(test_tag.digest, branch.digest);
 
-    // Things that do not change the bytes leave the digest alone. (In a fresh slot, so
-    // that Kconfig really runs without ccache rather than the slot remembering.)
+    // Things that do not change the bytes leave the digest alone. (In a fresh slot and with
+    // the configure memory forgotten, so that Kconfig really runs without ccache rather
+    // than kforge remembering what these inputs made.)
+    let forget = || {
+        std::fs::remove_dir_all(ctx.system().join("configure-memory"))
+            .expect("the configure memory is under the system dir");
+    };
+    forget();
     assert_eq!(
         run(&[tag(), "--ccache=false", "--worker-index", "1"]).digest,
         base.digest
@@ -163,11 +169,26 @@ fn each_identity_input_moves_the_digest_and_nothing_else_does() {
         custom.uts_release,
         format!("{}-my-experiment-{}", version(), base.digest)
     );
-    // Another slot (another worker path, another prefix-map value; with ccache, so Kconfig
-    // runs there again): same digest.
+    // Another slot (another worker path, another prefix-map value; with ccache, and the
+    // memory forgotten, so Kconfig runs there again): same digest.
+    forget();
     let other = run(&["--worker-index", "1", tag()]);
     assert_eq!(other.digest, base.digest);
     assert!(other.config.contains("/1/main/linux/"));
-    // And the same request again in the warm slot: same digest.
-    assert_eq!(run(&[tag()]), base);
+    // And the same request again: the same identity, answered from the configure memory
+    // without a slot, its .config the memory's copy.
+    let again = run(&[tag()]);
+    assert!(
+        again
+            .config
+            .starts_with(&*ctx.system().join("configure-memory").to_string_lossy()),
+        "{again:?}"
+    );
+    assert_eq!(
+        Identity {
+            config: base.config.clone(),
+            ..again
+        },
+        base
+    );
 }

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use crate::support::fixtures::{self, QEMU_BUILD};
 use crate::support::git::git;
+use crate::support::procs::LockHolder;
 use crate::support::systemd::assert_units_verify;
 use crate::support::tools::ToolLog;
 use crate::support::{
@@ -135,15 +136,29 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
     // In the home and warm slot that built it (held for this test alone meanwhile):
     // the second request is answered from the store, and a damaged store copy is repaired.
     f.exclusive(|f| {
-        // Second request: the store answers; meson and ninja are asked their versions only.
+        // Second request, while another process holds the slot: the store answers without
+        // the slot; meson and ninja are asked their versions only. A request that needs the
+        // slot is refused meanwhile (busy).
+        let lock = f
+            .home
+            .qemu_slot(f.slot)
+            .parent()
+            .unwrap()
+            .join(".kforge/qemu/lock");
+        let holder = LockHolder::hold(&lock, "-x");
         let tools = ToolLog::new(ctx.path(), &["meson", "ninja"]);
         let r = f
             .kforge(QEMU_BUILD)
             .path_prepend(tools.bin())
             .run()
             .success()
-            .stderr_has("is in the store")
-            .stderr_has("compile skipped");
+            .stderr_has("is in the store: answered without the slot");
+        f.kforge(QEMU_BUILD)
+            .arg("--wipe-build")
+            .run()
+            .code(4)
+            .stderr_has("busy");
+        drop(holder);
         let second: QemuManifest = r.json();
         for tool in ["meson", "ninja"] {
             let calls = tools.calls(tool);

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::support::procs::LockHolder;
 use crate::support::synthetic::{self, spawn_writer};
 use crate::support::tools::ToolLog;
 use crate::support::{
@@ -73,8 +74,9 @@ fn a_repeated_request_is_answered_from_the_store_without_make() {
     assert_eq!(b.reused, None);
     assert!(fs::read(&b.config) != a_config);
 
-    // A again: from the store, no make at all (not even Kconfig), the same manifest but
-    // for the reuse marker, and A's .config back in build/.
+    // A again: answered from the store without the slot (the configure memory knows these
+    // inputs), no make at all (not even Kconfig), the same manifest but for the reuse
+    // marker and the .config, which is the memory's copy of A's (the slot keeps B's).
     make.reset();
     let start = Instant::now();
     let (a2, stderr) = build("tiny_guest_defconfig");
@@ -86,12 +88,67 @@ fn a_repeated_request_is_answered_from_the_store_without_make() {
         calls.iter().all(|l| l == "--version"),
         "make ran: {calls:?}"
     );
-    assert!(stderr.contains("remembered"), "{stderr}");
-    assert!(stderr.contains("compile skipped"), "{stderr}");
+    assert!(stderr.contains("answered without the slot"), "{stderr}");
+    assert!(!stderr.contains("==> prepare_worktree"), "{stderr}");
     let mut same = a2.clone();
     same.reused = None;
+    same.config.clone_from(&a.config);
     assert_eq!(same, a);
+    assert_ne!(a2.config, a.config);
     assert!(fs::read(&a2.config) == a_config);
+    assert!(fs::read(ctx.slot(0).join("build/.config")) == fs::read(&b.config));
+    let kept: Manifest = serde_json::from_slice(&fs::read(ctx.slot_manifest(0))).unwrap();
+    assert_eq!(kept, a2, "the slot's last manifest is the answer's");
+    // `kforge identity` is answered the same way.
+    let r = kf(&["identity", "--preset", "tiny_guest_defconfig"]).success();
+    assert!(r.stderr.contains("the slot was not used"), "{}", r.stderr);
+    let id: Identity = r.json();
+    assert_eq!(
+        (id.uts_release.as_str(), id.config.as_str()),
+        (a.uts_release.as_str(), a2.config.as_str())
+    );
+
+    // While a build of B holds slot 0 (a clean rebuild: it compiles), a request for A on
+    // slot 0 is answered at once, and B's build goes on undisturbed.
+    let mut b_build = ctx
+        .kforge([
+            "build",
+            "--preset",
+            "tiny_b_defconfig",
+            "--reuse=false",
+            "--wipe-build",
+        ])
+        .env("KFORGE_LIBRARY", &lib)
+        .spawn();
+    let mut b_err = std::io::BufReader::new(b_build.stderr.take().unwrap());
+    let mut b_said = String::new();
+    while !b_said.contains("==> compile") {
+        assert!(
+            std::io::BufRead::read_line(&mut b_err, &mut b_said).unwrap() > 0,
+            "B never reached compile:\n{b_said}"
+        );
+    }
+    let start = Instant::now();
+    let (a3, stderr) = build("tiny_guest_defconfig");
+    let took = start.elapsed();
+    assert!(stderr.contains("answered without the slot"), "{stderr}");
+    assert_eq!(a3, a2);
+    assert!(
+        b_build.try_wait().unwrap().is_none(),
+        "B's build ended before A was answered ({took:?}): nothing was held"
+    );
+    // The slot is B's: a request that needs it is refused meanwhile (busy, exit 4).
+    kf(&["build", "--preset", "tiny_guest_defconfig", "--wipe-build"])
+        .code(4)
+        .stderr_has("busy");
+    std::io::Read::read_to_string(&mut b_err, &mut b_said).unwrap();
+    let b_rebuilt = crate::support::Outcome::wait(b_build).success();
+    let b2: Manifest = b_rebuilt.json();
+    assert_eq!(
+        (b2.uts_release.as_str(), b2.reused.as_deref()),
+        (b.uts_release.as_str(), None)
+    );
+    assert!(b_said.contains("ok  compile"), "{b_said}");
 
     // A changed library text is a change: Kconfig runs again (and finds the same config).
     let b_preset = lib.join("defconfigs/tiny_b_defconfig");
@@ -109,7 +166,9 @@ fn a_repeated_request_is_answered_from_the_store_without_make() {
     let id: Identity = r.json();
     assert_eq!(id.digest, b.digest);
 
-    // A flipped byte: verify names the file; the next request rebuilds and replaces it.
+    // A flipped byte (size, mode and mtime as they were): verify names the file; the fast
+    // path's cheap check sees the file changed and declines, and the next request rebuilds
+    // and replaces it.
     let image = entry.join(format!("boot/vmlinuz-{}", a.uts_release));
     fs::flip_byte(&image, 1000, 0xff);
     let r = ctx
@@ -126,9 +185,10 @@ fn a_repeated_request_is_answered_from_the_store_without_make() {
         "{verified:?}"
     );
     make.reset();
-    let (a3, stderr) = build("tiny_guest_defconfig");
+    let (a4, stderr) = build("tiny_guest_defconfig");
     assert!(stderr.contains("is damaged"), "{stderr}");
-    assert_eq!(a3.reused, None);
+    assert!(!stderr.contains("answered without the slot"), "{stderr}");
+    assert_eq!(a4.reused, None);
     let calls = make.calls("make");
     assert!(
         calls
@@ -158,14 +218,7 @@ fn a_repeated_request_is_answered_from_the_store_without_make() {
     assert_eq!(gc.kept_pinned, [a.uts_release.as_str()], "{gc:?}");
     assert!(!ctx.store().join("run").join(b.entry()).exists());
     ctx.kforge(["store", "unpin", &a_id]).run().success();
-    // (-o: the lock stays with flock itself, not with the sleep it starts.)
-    let mut holder = std::process::Command::new("flock")
-        .args(["-s", "-o"])
-        .arg(ctx.store().join("locks").join(&a_id))
-        .args(["sleep", "120"])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let holder = LockHolder::hold(&ctx.store().join("locks").join(&a_id), "-s");
     let gc: GcReport = ctx
         .kforge(["store", "gc", "--max-size", "0"])
         .run()
@@ -173,8 +226,7 @@ fn a_repeated_request_is_answered_from_the_store_without_make() {
         .json();
     assert_eq!(gc.kept_in_use, [a.uts_release.as_str()], "{gc:?}");
     assert!(entry.exists());
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(holder);
     let gc: GcReport = ctx
         .kforge(["store", "gc", "--older-than", "0s"])
         .run()
@@ -186,12 +238,12 @@ fn a_repeated_request_is_answered_from_the_store_without_make() {
     // A store without the identity receives it from the slot's destdir when a request is
     // answered from there, and it then boots by identity.
     make.reset();
-    let (a4, stderr) = build("tiny_guest_defconfig");
-    assert_eq!(a4.reused.as_deref(), Some("destdir"), "{stderr}");
+    let (a5, stderr) = build("tiny_guest_defconfig");
+    assert_eq!(a5.reused.as_deref(), Some("destdir"), "{stderr}");
     assert!(stderr.contains("from this slot's destdir"), "{stderr}");
     assert!(make.calls("make").iter().all(|l| l == "--version"));
     assert_eq!(
-        a4.store_entry.as_deref(),
+        a5.store_entry.as_deref(),
         Some(&*entry.display().to_string())
     );
     assert!(

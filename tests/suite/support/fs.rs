@@ -78,14 +78,21 @@ pub fn sha256(p: &Path) -> String {
         .0
 }
 
-/// Flips the bits of `mask` in the byte at `at` (in place: the file's inode is kept, as
-/// damage on a disk would be).
+/// Flips the bits of `mask` in the byte at `at` (in place: the file's inode, size, mode and
+/// mtime are kept, as damage on a disk would keep them; only its ctime moves).
 #[track_caller]
 pub fn flip_byte(p: &Path, at: usize, mask: u8) {
     let mut bytes = read(p);
     bytes[at] ^= mask;
+    // In place, and then as it was but for its bytes: same size, mode and mtime.
+    let meta = std::fs::metadata(p).unwrap();
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(p, &bytes).unwrap();
+    std::fs::File::open(p)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    std::fs::set_permissions(p, meta.permissions()).unwrap();
 }
 
 /// `chmod -R u+w DIR`: the store seals its layers read-only; a test that damages one on
