@@ -11,6 +11,7 @@
 #   branch test/comment      + a comment in init/version.c (a different tree that builds)
 #   branch test/broken       + a syntax error in init/version.c (a build that fails)
 #   tag    kf-test-1         annotated, on test/comment
+#   branch test/kunit-broken + one KUnit case of lib/list-test.c made to fail
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,17 +38,18 @@ v=$(cat "$key")
 mirror="$cache/linux-$v.git"
 stamp="$mirror/kforge-fixture-complete"
 
-if [[ -f $stamp ]]; then
+if [[ ! -f $stamp ]]; then
+  rm -rf "$mirror"
+  mkdir -p "$cache"
+  echo "fixture: importing $tarball as v$v into $mirror (about 2 minutes)" >&2
+  "$kforge" --mirror "$mirror" mirror import-tarball "$tarball" --tag "v$v" --branch master >&2
+  touch "$stamp"
+else
   echo "fixture: reusing $mirror" >&2
-  echo "$mirror"
-  exit 0
 fi
 
-rm -rf "$mirror"
-mkdir -p "$cache"
-echo "fixture: importing $tarball as v$v into $mirror (about 2 minutes)" >&2
-"$kforge" --mirror "$mirror" mirror import-tarball "$tarball" --tag "v$v" --branch master >&2
-
+# The test branches, made with git plumbing (seconds); a cached mirror gains the ones a
+# newer version of this script adds.
 export GIT_DIR=$mirror
 export GIT_AUTHOR_NAME="kforge fixture" GIT_AUTHOR_EMAIL=fixture@kforge.invalid
 export GIT_COMMITTER_NAME="kforge fixture" GIT_COMMITTER_EMAIL=fixture@kforge.invalid
@@ -65,14 +67,22 @@ commit_with() {
   tree=$(GIT_INDEX_FILE=$idx git write-tree)
   git commit-tree "$tree" -p "$base" -m "$message"
 }
+# branch NAME FILE CONTENT_CMD MESSAGE: the branch, unless it is there
+branch() {
+  git rev-parse --verify --quiet "refs/heads/$1" >/dev/null && return 0
+  git update-ref "refs/heads/$1" "$(commit_with "$2" "$3" "$4")"
+}
 
-comment=$(commit_with init/version.c "cat; echo '/* kforge test branch: a comment only */'" "test: add a comment")
-git update-ref refs/heads/test/comment "$comment"
-git tag -a -m "kforge test tag" kf-test-1 "$comment"
+branch test/comment init/version.c "cat; echo '/* kforge test branch: a comment only */'" "test: add a comment"
+git rev-parse --verify --quiet refs/tags/kf-test-1 >/dev/null ||
+  git tag -a -m "kforge test tag" kf-test-1 refs/heads/test/comment
+branch test/broken init/version.c "cat; echo 'this is not C;'" "test: break the build"
+# One KUnit case made to fail: list_test_list_init expects list3 not to be empty.
+branch test/kunit-broken lib/list-test.c \
+  "sed 's/KUNIT_EXPECT_TRUE(test, list_empty_careful(&list3));/KUNIT_EXPECT_FALSE(test, list_empty_careful(\&list3));/'" \
+  "test: break list_test_list_init"
+[[ $(git rev-parse "test/kunit-broken:lib/list-test.c") != $(git rev-parse "$base:lib/list-test.c") ]] ||
+  { echo "fixture: the KUnit case to break was not found in lib/list-test.c" >&2; exit 1; }
 
-broken=$(commit_with init/version.c "cat; echo 'this is not C;'" "test: break the build")
-git update-ref refs/heads/test/broken "$broken"
-
-touch "$stamp"
 echo "fixture: ready: $(git tag | tr '\n' ' ')/ $(git for-each-ref --format='%(refname:short)' refs/heads | tr '\n' ' ')" >&2
 echo "$mirror"

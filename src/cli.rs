@@ -158,6 +158,14 @@ Examples:
   printf 'cd /sys/kernel\nls\n' | kforge shell --json"#
     )]
     Shell(ShellArgs),
+    /// Test a built kernel in a guest and record every case in the results database, by
+    /// identity (`kforge test kunit`).
+    #[command(subcommand)]
+    Test(TestCommand),
+    /// The results database: test runs by identity, their cases, and what changed between
+    /// two of them.
+    #[command(subcommand)]
+    Results(ResultsCommand),
     /// Named guests run by systemd as qemu-system@<vm>.service (or in the foreground).
     Vm(VmArgs),
     /// Print the JSON Schema (2020-12) of a build request, or of any document kforge prints.
@@ -193,6 +201,82 @@ Examples:
     /// Other hosts' stores that --use-peers fetches identities from.
     #[command(subcommand)]
     Peers(PeersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TestCommand {
+    /// Run the build's KUnit suites in a guest: the test modules load from the modules
+    /// share (suites built in run at boot); KTAP is read from the serial console; every
+    /// case (pass, fail, skip, crash, timeout, not run) goes to the results database with
+    /// the raw console. Prints the run with its results; exits 1 when a case failed,
+    /// crashed or timed out.
+    #[command(
+        after_help = r#"The kernel needs KUnit and some suites, as modules or built in: the library's
+tiny_guest_defconfig has them (KUnit's own tests, the example suite, list, bitfield,
+cmdline), or add the debug/kunit fragment to a fragments build.
+
+Examples:
+  kforge test kunit                                # the slot's last build, every suite
+  kforge test kunit kernel-6.12.118-vanilla-0123456789ab --suite 'list*'
+  kforge test kunit --suite 'list-kernel-test.list_test_list_add'
+  kforge results diff kernel-A kernel-B            # what changed between two builds"#
+    )]
+    Kunit(KunitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KunitArgs {
+    /// A manifest file, or an identity in the store (kernel-<release> or <release>)
+    /// [default: the slot's last build].
+    #[arg(value_name = "MANIFEST_OR_IDENTITY")]
+    pub manifest: Option<PathBuf>,
+    /// The suites to run: a glob over suite names, or `suite.case` (KUnit's filter_glob).
+    #[arg(long, value_name = "GLOB", default_value = "*")]
+    pub suite: String,
+    /// Stop a suite that prints no result for this many seconds (recorded as timed out).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub suite_timeout: u64,
+    /// Stop the whole run after this many seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 900,
+        help_heading = "Guest"
+    )]
+    pub timeout: u64,
+    /// A kernel command line parameter to add (repeatable), e.g. oops=panic.
+    #[arg(long, value_name = "PARAM", help_heading = "Guest")]
+    pub append: Vec<String>,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResultsCommand {
+    /// The recorded test runs (of one identity), oldest first (JSON).
+    Ls {
+        /// kernel-<release> or <release>.
+        identity: Option<String>,
+    },
+    /// One run with every result: by its number, or an identity's latest run.
+    Show {
+        #[arg(value_name = "RUN_OR_IDENTITY")]
+        run: String,
+    },
+    /// What changed from A to B (runs, or identities' latest runs): regressions, fixes, new,
+    /// gone. JSON, or a table on a terminal.
+    #[command(after_help = "Examples:
+  kforge results diff kernel-6.12.118-vanilla-0123456789ab kernel-6.12.118-fix-abcdef012345
+  kforge results diff 3 7 --exit-code      # exit 1 when B has regressions")]
+    Diff {
+        #[arg(value_name = "A")]
+        a: String,
+        #[arg(value_name = "B")]
+        b: String,
+        /// Exit 1 when B has regressions against A.
+        #[arg(long)]
+        exit_code: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -558,6 +642,13 @@ pub struct SharedGuestArgs {
         require_equals = true
     )]
     pub gdb: Option<u16>,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+/// The guest machine, for every command that boots one.
+#[derive(Debug, Args, Clone)]
+pub struct MachineArgs {
     /// kvm, tcg, or auto: KVM only when /dev/kvm opens and the CPU has vmx/svm.
     #[arg(long, value_enum, default_value = "auto", help_heading = "Guest")]
     pub accel: kforge::guest::Accel,
@@ -580,9 +671,8 @@ pub struct SharedGuestArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct GuestArgs {
-    /// kvm, tcg, or auto: KVM only when /dev/kvm opens and the CPU has vmx/svm.
-    #[arg(long, value_enum, default_value = "auto", help_heading = "Guest")]
-    pub accel: kforge::guest::Accel,
+    #[command(flatten)]
+    pub machine: MachineArgs,
     /// Give up after this many seconds.
     #[arg(
         long,
@@ -591,27 +681,12 @@ pub struct GuestArgs {
         help_heading = "Guest"
     )]
     pub timeout: u64,
-    /// Guest memory in MiB.
-    #[arg(
-        long,
-        default_value_t = 512,
-        value_name = "MIB",
-        help_heading = "Guest"
-    )]
-    pub memory: u32,
-    /// Guest CPUs.
-    #[arg(long, default_value_t = 1, help_heading = "Guest")]
-    pub cpus: u32,
     /// The module that must load from the modules share.
     #[arg(long, default_value = "vsock_loopback", help_heading = "Guest")]
     pub module: String,
     /// A command the guest runs (busybox sh) before it powers off.
     #[arg(long, value_name = "CMD", help_heading = "Guest")]
     pub command: Option<String>,
-    /// The QEMU to boot with: a binary, a manifest of `kforge qemu build`, or a QEMU
-    /// identity in the store (qemu-<release>) [default: qemu-system-x86_64 on PATH].
-    #[arg(long, value_name = "PATH_OR_IDENTITY", help_heading = "Guest")]
-    pub qemu: Option<PathBuf>,
     /// Boot into this directory (e.g. made with debootstrap) shared over virtiofs: kforge's
     /// initramfs checks the modules, then switch_root's into it with the modules share at
     /// /lib/modules/$(uname -r).

@@ -111,6 +111,30 @@ pub enum GuestError {
     },
 }
 
+/// What the results database (`verdict::db`) runs into. Here rather than in `verdict` for
+/// the reason [`FlowError`] is.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("the results database {path}: {source}")]
+    Sql {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("no test run {0} in the results database (see `kforge results ls`)")]
+    NoRun(String),
+    #[error(
+        "the results database {path} is at schema version {found}, newer than this kforge's {known}: use a newer kforge"
+    )]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        known: usize,
+    },
+}
+
 /// What planning refuses: the request does not fit the mirror, the tree or the store.
 /// Nothing has been touched when one is returned (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +255,8 @@ pub enum Error {
     #[error("step {step} failed: {source}")]
     Step { step: String, source: Box<Error> },
     #[error(transparent)]
+    Results(#[from] DbError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -303,6 +329,8 @@ impl Error {
                 StoreError::Damaged { .. } | StoreError::Refused(_) => exit::BUILD_FAILED,
             },
             Error::Step { source, .. } => source.exit_code(),
+            Error::Results(DbError::NoRun(_)) => exit::BAD_INPUT,
+            Error::Results(_) => exit::INFRASTRUCTURE,
             Error::Guest(GuestError::Panicked { .. } | GuestError::Died { .. }) => {
                 exit::GUEST_CRASHED
             }

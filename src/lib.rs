@@ -18,6 +18,7 @@ pub mod series;
 pub mod slot;
 pub mod store;
 pub mod toolchain;
+pub mod verdict;
 pub mod windmill;
 
 pub use error::Error;

@@ -47,7 +47,7 @@ fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Resu
     }
     if args.boot && until == Until::Collect {
         // Fail before building when the guest cannot be booted here at all.
-        if guest_qemu(&args.guest, dirs)?.is_none() {
+        if guest_qemu(&args.guest.machine, dirs)?.is_none() {
             kforge::process::find_program("qemu-system-x86_64")?;
         }
         kforge::guest::find_virtiofsd()?;
@@ -166,14 +166,14 @@ fn run_guest(
         .join("guests")
         .join(format!("check-{}", std::process::id()));
     let opts = kforge::guest::BootOptions {
-        accel: g.accel,
+        accel: g.machine.accel,
         timeout: std::time::Duration::from_secs(g.timeout),
-        memory_mib: g.memory,
-        cpus: g.cpus,
+        memory_mib: g.machine.memory,
+        cpus: g.machine.cpus,
         module: g.module.clone(),
         command: g.command.clone(),
         workdir: workdir.clone(),
-        qemu: guest_qemu(g, dirs)?,
+        qemu: guest_qemu(&g.machine, dirs)?,
         rootfs: g.rootfs(),
     };
     let result = kforge::guest::boot_check(manifest, &opts, ui);
@@ -203,13 +203,13 @@ fn vm_command(args: &cli::VmArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), 
                 &m,
                 &path,
                 &vm::DefineOptions {
-                    memory_mib: guest.memory,
-                    cpus: guest.cpus,
-                    accel: guest.accel,
+                    memory_mib: guest.machine.memory,
+                    cpus: guest.machine.cpus,
+                    accel: guest.machine.accel,
                     module: guest.module.clone(),
                     command: guest.command.clone(),
                     oneshot: *oneshot,
-                    qemu: guest_qemu(guest, dirs)?,
+                    qemu: guest_qemu(&guest.machine, dirs)?,
                     rootfs: guest.rootfs(),
                 },
             )?;
@@ -335,7 +335,7 @@ fn qemu_command(cmd: &cli::QemuCommand, dirs: &Dirs, ui: &dyn Reporter) -> Resul
 }
 
 /// What `--qemu` names, as a binary (a manifest's or a store identity's).
-fn guest_qemu(g: &cli::GuestArgs, dirs: &Dirs) -> Result<Option<std::path::PathBuf>, Error> {
+fn guest_qemu(g: &cli::MachineArgs, dirs: &Dirs) -> Result<Option<std::path::PathBuf>, Error> {
     g.qemu
         .as_deref()
         .map(|q| kforge::qemu::binary_for(q, &dirs.store))
@@ -556,6 +556,8 @@ fn main() -> ExitCode {
         .and_then(|dirs| match &cli.command {
             Command::Run(a) => run_command(&a.run, a.command.clone(), &dirs, &ui),
             Command::Shell(a) => shell_command(a, &dirs, &ui),
+            Command::Test(cli::TestCommand::Kunit(a)) => kunit_command(a, &dirs, &ui),
+            Command::Results(c) => results_command(c, &dirs),
             command => dispatch(command, &dirs, &ui).map(|()| 0),
         });
     match result {
@@ -570,7 +572,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every command but `run` and `shell` (whose exit status is their command's).
+/// Every command but `run`, `shell`, `test` and `results` (whose exit status says what
+/// their command or tests did).
 fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
     match command {
         Command::Build(a) => build(a, dirs, Until::Collect, ui),
@@ -600,8 +603,8 @@ fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
         Command::Qemu(c) => qemu_command(c, dirs, ui),
         Command::Store(c) => store_command(c, dirs),
         Command::Peers(c) => peers_command(c, dirs),
-        Command::Run(_) | Command::Shell(_) => {
-            unreachable!("run and shell are dispatched with their exit status")
+        Command::Run(_) | Command::Shell(_) | Command::Test(_) | Command::Results(_) => {
+            unreachable!("run, shell, test and results are dispatched with their exit status")
         }
     }
 }
@@ -628,15 +631,12 @@ fn guest_run(
     } else {
         None
     };
-    let qemu = match &g.qemu {
-        Some(q) => Some(kforge::qemu::binary_for(q, &dirs.store)?),
-        None => None,
-    };
+    let qemu = guest_qemu(&g.machine, dirs)?;
     let opts = run::RunOptions {
-        accel: g.accel,
+        accel: g.machine.accel,
         timeout: std::time::Duration::from_secs(a.timeout),
-        memory_mib: g.memory,
-        cpus: g.cpus,
+        memory_mib: g.machine.memory,
+        cpus: g.machine.cpus,
         qemu,
         workdir: dirs
             .system_dir
@@ -734,4 +734,132 @@ fn shell_command(args: &cli::ShellArgs, dirs: &Dirs, ui: &dyn Reporter) -> Resul
     let result = kforge::guest::run::shell(&manifest, &opts, ui);
     let _ = fs_err::remove_dir_all(&opts.workdir);
     Ok(status_byte(result?))
+}
+
+/// `kforge test kunit`: the run with its results; exit 1 when a case failed, crashed or
+/// timed out.
+fn kunit_command(a: &cli::KunitArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    use kforge::verdict::{db::Db, kunit};
+    let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
+    let _hold = if manifest.store_entry.is_some() {
+        let release = manifest.uts_release.parse()?;
+        Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
+    } else {
+        None
+    };
+    let workdir = dirs
+        .system_dir
+        .join("guests")
+        .join(format!("kunit-{}", std::process::id()));
+    fs_err::create_dir_all(&workdir)?;
+    let opts = kunit::KunitOptions {
+        suite: a.suite.clone(),
+        suite_timeout: std::time::Duration::from_secs(a.suite_timeout),
+        guest: kforge::guest::run::RunOptions {
+            accel: a.machine.accel,
+            timeout: std::time::Duration::from_secs(a.timeout),
+            memory_mib: a.machine.memory,
+            cpus: a.machine.cpus,
+            qemu: guest_qemu(&a.machine, dirs)?,
+            cwd: workdir.clone(),
+            workdir,
+            writable: false,
+            root: kforge::guest::run::Root::Initramfs,
+            append: a.append.clone(),
+            gdb: None,
+            command: Vec::new(),
+        },
+    };
+    let mut db = Db::open(&dirs.system_dir)?;
+    let shown = kunit::run(&manifest, &opts, &mut db, dirs.worker_index, ui)?;
+    let c = &shown.run.counts;
+    ui.event(&Event::Info {
+        step: "kunit",
+        message: &format!(
+            "run {}: {} ({}): {} passed, {} failed, {} skipped, {} crashed, {} timed out, {} not run; console log {}",
+            shown.run.id,
+            shown.run.identity,
+            shown.run.outcome.as_str(),
+            c.pass,
+            c.fail,
+            c.skip,
+            c.crash,
+            c.timeout,
+            c.not_run,
+            shown.run.console_log
+        ),
+    });
+    for r in shown.results.iter().filter(|r| r.status.is_bad()) {
+        ui.event(&Event::Warn {
+            step: "kunit",
+            message: &format!("{}: {}", r.status.as_str(), r.path.join(" / ")),
+        });
+    }
+    print_json(&shown);
+    Ok(u8::from(c.bad() > 0))
+}
+
+/// `kforge results`: JSON, or for `diff` on a terminal a table.
+fn results_command(cmd: &cli::ResultsCommand, dirs: &Dirs) -> Result<u8, Error> {
+    use cli::ResultsCommand as R;
+    use kforge::verdict::db::{self, Db};
+    let db = Db::open(&dirs.system_dir)?;
+    match cmd {
+        R::Ls { identity } => {
+            let identity = identity
+                .as_deref()
+                .map(|i| i.strip_prefix("kernel-").unwrap_or(i));
+            print_json(&db::Listing {
+                runs: db.runs(identity)?,
+            });
+        }
+        R::Show { run } => print_json(&db.find(run, None)?),
+        R::Diff { a, b, exit_code } => {
+            let a = db.find(a, None)?;
+            let kind = a.run.kind.clone();
+            let d = db::diff(a, db.find(b, Some(&kind))?);
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                print!("{}", diff_table(&d));
+            } else {
+                print_json(&d);
+            }
+            return Ok(u8::from(*exit_code && !d.regressions.is_empty()));
+        }
+    }
+    Ok(0)
+}
+
+/// `kforge results diff` for a person: one line per change, grouped.
+fn diff_table(d: &kforge::verdict::db::Diff) -> String {
+    use std::fmt::Write as _;
+    let status = |s: Option<kforge::verdict::Status>| s.map_or("-", |s| s.as_str());
+    let mut out = format!(
+        "A: run {} {} ({})\nB: run {} {} ({})\n",
+        d.a.id,
+        d.a.identity,
+        d.a.outcome.as_str(),
+        d.b.id,
+        d.b.identity,
+        d.b.outcome.as_str()
+    );
+    for (title, changes) in [
+        ("regressions", &d.regressions),
+        ("fixes", &d.fixes),
+        ("new", &d.new),
+        ("gone", &d.gone),
+        ("changed", &d.changed),
+    ] {
+        let _ = writeln!(out, "\n{title} ({})", changes.len());
+        for c in changes {
+            let _ = writeln!(
+                out,
+                "  {:<8} -> {:<8} {}",
+                status(c.a),
+                status(c.b),
+                c.path.join(" / ")
+            );
+        }
+    }
+    let _ = writeln!(out, "\nunchanged: {}", d.unchanged);
+    out
 }

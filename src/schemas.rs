@@ -43,6 +43,12 @@ pub enum Output {
     StepResult,
     /// What `kforge qemu step NAME` prints, and each result in a QEMU run record.
     QemuStepResult,
+    /// `kforge test kunit` and `kforge results show`: a test run with its results.
+    TestRun,
+    /// `kforge results ls`.
+    ResultsLs,
+    /// `kforge results diff`.
+    ResultsDiff,
 }
 
 impl Output {
@@ -72,6 +78,9 @@ impl Output {
             Output::QemuStepResult => {
                 schema_for!(crate::flow::StepResultOf<crate::qemu::QemuState>)
             }
+            Output::TestRun => schema_for!(crate::verdict::db::Shown),
+            Output::ResultsLs => schema_for!(crate::verdict::db::Listing),
+            Output::ResultsDiff => schema_for!(crate::verdict::db::Diff),
         };
         serde_json::to_value(schema).expect("a schema serializes")
     }

@@ -495,12 +495,43 @@ fn prepare(
     })
 }
 
+/// What else reads a run's console: a test runner's KTAP reader, with deadlines of its own.
+pub trait Watch {
+    /// A console line, `at` after the guest started.
+    fn line(&mut self, line: &str, at: Duration);
+    /// Asked between lines: a reason to stop the guest now (the run then ends as timed
+    /// out), or `None`.
+    fn stop(&mut self, at: Duration) -> Option<String> {
+        let _ = at;
+        None
+    }
+}
+
+/// Nobody else reads the console.
+struct Unwatched;
+
+impl Watch for Unwatched {
+    fn line(&mut self, _line: &str, _at: Duration) {}
+}
+
 /// Boots the manifest's kernel, runs the command, streams its output to `out` and `err`.
 pub fn run(
     m: &Manifest,
     opts: &RunOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
+    reporter: &dyn Reporter,
+) -> Result<RunOutcome, Error> {
+    run_watched(m, opts, out, err, &mut Unwatched, reporter)
+}
+
+/// [`run`], with every console line also given to `watch`, which may stop the guest.
+pub fn run_watched(
+    m: &Manifest,
+    opts: &RunOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    watch: &mut dyn Watch,
     reporter: &dyn Reporter,
 ) -> Result<RunOutcome, Error> {
     const STEP: &str = "run";
@@ -538,12 +569,17 @@ pub fn run(
             timed_out = Some(opts.timeout);
             break;
         }
+        if watch.stop(start.elapsed()).is_some() {
+            timed_out = Some(start.elapsed());
+            break;
+        }
         match vm.next_line(left.min(Duration::from_millis(50))) {
             Ok(line) => {
                 reporter.event(&Event::Output {
                     step: STEP,
                     line: &line,
                 });
+                watch.line(&line, start.elapsed());
                 match console.feed(&line) {
                     Feed::More => {}
                     Feed::Exited(s) => {

@@ -22,5 +22,6 @@ mod qemu;
 mod remote_cache;
 mod series;
 mod store;
+mod verdict;
 mod vm;
 mod windmill;

@@ -392,3 +392,91 @@ pub struct RunResult {
     pub oopses: Vec<String>,
     pub seconds: f64,
 }
+
+/// `kforge test kunit` and `kforge results show`: a test run with its results.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestRun {
+    pub run: ResultsRun,
+    pub results: Vec<Case>,
+}
+
+/// `kforge results ls`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsLs {
+    pub runs: Vec<ResultsRun>,
+}
+
+/// One run in the results database (`kforge results ls` lists them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsRun {
+    pub id: i64,
+    pub kind: String,
+    pub identity: String,
+    pub filter: String,
+    pub outcome: String,
+    pub outcome_detail: Option<String>,
+    pub started_unix: i64,
+    pub seconds: f64,
+    pub host: String,
+    pub worker: u32,
+    pub kforge_version: String,
+    pub console_log: String,
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counts {
+    pub pass: u32,
+    pub fail: u32,
+    pub skip: u32,
+    pub crash: u32,
+    pub timeout: u32,
+    pub not_run: u32,
+}
+
+/// One test's result.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub path: Vec<String>,
+    pub status: String,
+    pub duration_ms: Option<u64>,
+    pub diagnostics: Vec<String>,
+}
+
+impl TestRun {
+    /// The result at `path` (`suite / case`), which must be there.
+    #[track_caller]
+    pub fn case(&self, path: &[&str]) -> &Case {
+        self.results
+            .iter()
+            .find(|c| c.path == path)
+            .unwrap_or_else(|| panic!("no result {path:?} in run {}", self.run.id))
+    }
+}
+
+/// `kforge results diff A B`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsDiff {
+    pub a: ResultsRun,
+    pub b: ResultsRun,
+    pub regressions: Vec<Change>,
+    pub fixes: Vec<Change>,
+    pub new: Vec<Change>,
+    pub gone: Vec<Change>,
+    pub changed: Vec<Change>,
+    pub unchanged: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    pub path: Vec<String>,
+    pub a: Option<String>,
+    pub b: Option<String>,
+}
