@@ -182,9 +182,13 @@ Examples:
     /// windmill/f/kernel/build.flow/flow.yaml and windmill/f/qemu/build.flow/flow.yaml): every
     /// step a bash module calling `kforge step` (`kforge qemu step`).
     WindmillFlow {
-        /// Which flow: the kernel's or QEMU's.
+        /// Which project: the kernel's or QEMU's.
         #[arg(long, value_enum, default_value = "linux")]
         project: Project,
+        /// Which flow: the build, or the kernel's tests (windmill/f/kernel/test.flow: a
+        /// manifest in, `kforge test kunit`'s run out).
+        #[arg(long, value_enum, default_value = "build")]
+        flow: WindmillKind,
     },
     /// List the kconfig library's presets and fragments.
     Library,
@@ -224,6 +228,27 @@ Examples:
     Kunit(KunitArgs),
 }
 
+/// `--test kunit[:GLOB]`.
+#[derive(Debug, Clone)]
+pub struct TestSpec {
+    pub suite: String,
+}
+
+impl std::str::FromStr for TestSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "kunit" => Ok(Self { suite: "*".into() }),
+            Some(("kunit", glob)) if !glob.is_empty() => Ok(Self {
+                suite: glob.to_owned(),
+            }),
+            _ => Err(format!(
+                "`{s}`: say kunit (every suite) or kunit:GLOB (e.g. kunit:'list*')"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct KunitArgs {
     /// A manifest file, or an identity in the store (kernel-<release> or <release>)
@@ -247,6 +272,10 @@ pub struct KunitArgs {
     /// A kernel command line parameter to add (repeatable), e.g. oops=panic.
     #[arg(long, value_name = "PARAM", help_heading = "Guest")]
     pub append: Vec<String>,
+    /// Exit 0 whenever the tests ran, whatever they said (for an engine: the verdict is in
+    /// the JSON).
+    #[arg(long)]
+    pub exit_zero: bool,
     #[command(flatten)]
     pub machine: MachineArgs,
 }
@@ -373,6 +402,15 @@ pub enum PeersCommand {
     Ls,
     /// Forget a peer.
     Rm { name: String },
+}
+
+/// Which Windmill flow `kforge windmill-flow` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WindmillKind {
+    /// f/<project>/build: the build, a module per step.
+    Build,
+    /// f/kernel/test: a build's KUnit suites.
+    Test,
 }
 
 /// Whose mirror a `kforge mirror` command works on.
@@ -787,6 +825,14 @@ pub struct BuildArgs {
     /// After the build, boot the kernel and check it (as `kforge boot --check`).
     #[arg(long)]
     pub boot: bool,
+    /// After the build (and --boot), run its tests: `kunit` (every suite) or `kunit:GLOB`;
+    /// exits 1 when a case fails (with --baseline: when one regresses).
+    #[arg(long, value_name = "kunit[:GLOB]")]
+    pub test: Option<TestSpec>,
+    /// With --test: compare against this identity's latest run of the same suites (run now
+    /// when it has none) and fail only on regressions.
+    #[arg(long, value_name = "IDENTITY", requires = "test")]
+    pub baseline: Option<String>,
     #[command(flatten)]
     pub guest: GuestArgs,
 

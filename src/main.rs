@@ -27,7 +27,9 @@ fn print_json<T: serde::Serialize>(value: &T) {
     );
 }
 
-fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Result<(), Error> {
+/// `kforge build` and `kforge identity`; with `--test`, 1 when the build's tests failed (or
+/// regressed against `--baseline`).
+fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Result<u8, Error> {
     let mut request = args.to_request()?;
     if request.git_ref.is_none() && request.worktree.is_none() && request.b4_series.is_none() {
         // Run inside a Linux worktree (not a kforge slot's) without a ref: build its files.
@@ -45,7 +47,7 @@ fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Resu
             request.worktree = Some(top);
         }
     }
-    if args.boot && until == Until::Collect {
+    if (args.boot || args.test.is_some()) && until == Until::Collect {
         // Fail before building when the guest cannot be booted here at all.
         if guest_qemu(&args.guest.machine, dirs)?.is_none() {
             kforge::process::find_program("qemu-system-x86_64")?;
@@ -72,9 +74,14 @@ fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Resu
                     ),
                 });
             }
+            if let Some(t) = &args.test
+                && !test_after_build(manifest, args, &t.suite, dirs, ui)?
+            {
+                return Ok(1);
+            }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// What `kforge step` and `kforge qemu step` read.
@@ -557,6 +564,7 @@ fn main() -> ExitCode {
             Command::Run(a) => run_command(&a.run, a.command.clone(), &dirs, &ui),
             Command::Shell(a) => shell_command(a, &dirs, &ui),
             Command::Test(cli::TestCommand::Kunit(a)) => kunit_command(a, &dirs, &ui),
+            Command::Build(a) => build(a, &dirs, Until::Collect, &ui),
             Command::Results(c) => results_command(c, &dirs),
             command => dispatch(command, &dirs, &ui).map(|()| 0),
         });
@@ -572,12 +580,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Every command but `run`, `shell`, `test` and `results` (whose exit status says what
-/// their command or tests did).
+/// Every command but `build`, `run`, `shell`, `test` and `results` (whose exit status says
+/// what their command or tests did).
 fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
     match command {
-        Command::Build(a) => build(a, dirs, Until::Collect, ui),
-        Command::Identity(a) => build(a, dirs, Until::Identity, ui),
+        Command::Identity(a) => build(a, dirs, Until::Identity, ui).map(drop),
         Command::Step(a) => step_command::<KernelFlow>(a, dirs, ui),
         Command::Resume { wait } => resume_command::<KernelFlow>(dirs, *wait, ui),
         Command::Boot(a) => boot_command(a, dirs, ui),
@@ -586,10 +593,21 @@ fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
             print_json(&output.schema());
             Ok(())
         }
-        Command::WindmillFlow { project } => {
-            let flow = match project {
-                cli::Project::Linux => kforge::windmill::flow::<KernelFlow>(),
-                cli::Project::Qemu => kforge::windmill::flow::<QemuFlow>(),
+        Command::WindmillFlow { project, flow } => {
+            let flow = match (project, flow) {
+                (cli::Project::Linux, cli::WindmillKind::Build) => {
+                    kforge::windmill::flow::<KernelFlow>()
+                }
+                (cli::Project::Qemu, cli::WindmillKind::Build) => {
+                    kforge::windmill::flow::<QemuFlow>()
+                }
+                (cli::Project::Linux, cli::WindmillKind::Test) => kforge::windmill::test_flow(),
+                (cli::Project::Qemu, cli::WindmillKind::Test) => {
+                    return Err(InvalidRequest::one(
+                        "QEMU has no test flow; --flow test is the kernel's",
+                    )
+                    .into());
+                }
             };
             print!("{}", kforge::windmill::to_yaml(&flow));
             Ok(())
@@ -603,8 +621,14 @@ fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
         Command::Qemu(c) => qemu_command(c, dirs, ui),
         Command::Store(c) => store_command(c, dirs),
         Command::Peers(c) => peers_command(c, dirs),
-        Command::Run(_) | Command::Shell(_) | Command::Test(_) | Command::Results(_) => {
-            unreachable!("run, shell, test and results are dispatched with their exit status")
+        Command::Build(_)
+        | Command::Run(_)
+        | Command::Shell(_)
+        | Command::Test(_)
+        | Command::Results(_) => {
+            unreachable!(
+                "build, run, shell, test and results are dispatched with their exit status"
+            )
         }
     }
 }
@@ -736,11 +760,24 @@ fn shell_command(args: &cli::ShellArgs, dirs: &Dirs, ui: &dyn Reporter) -> Resul
     Ok(status_byte(result?))
 }
 
-/// `kforge test kunit`: the run with its results; exit 1 when a case failed, crashed or
-/// timed out.
-fn kunit_command(a: &cli::KunitArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+/// What a KUnit run needs besides the kernel.
+struct KunitRun<'a> {
+    suite: &'a str,
+    suite_timeout: u64,
+    timeout: u64,
+    append: &'a [String],
+    machine: &'a cli::MachineArgs,
+}
+
+/// Runs a kernel's KUnit suites (holding its store entry meanwhile), records them, and says
+/// what came of it on stderr.
+fn run_kunit(
+    manifest: &kforge::kernel::manifest::Manifest,
+    k: &KunitRun<'_>,
+    dirs: &Dirs,
+    ui: &dyn Reporter,
+) -> Result<kforge::verdict::db::Shown, Error> {
     use kforge::verdict::{db::Db, kunit};
-    let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
     let _hold = if manifest.store_entry.is_some() {
         let release = manifest.uts_release.parse()?;
         Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
@@ -753,25 +790,25 @@ fn kunit_command(a: &cli::KunitArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u
         .join(format!("kunit-{}", std::process::id()));
     fs_err::create_dir_all(&workdir)?;
     let opts = kunit::KunitOptions {
-        suite: a.suite.clone(),
-        suite_timeout: std::time::Duration::from_secs(a.suite_timeout),
+        suite: k.suite.to_owned(),
+        suite_timeout: std::time::Duration::from_secs(k.suite_timeout),
         guest: kforge::guest::run::RunOptions {
-            accel: a.machine.accel,
-            timeout: std::time::Duration::from_secs(a.timeout),
-            memory_mib: a.machine.memory,
-            cpus: a.machine.cpus,
-            qemu: guest_qemu(&a.machine, dirs)?,
+            accel: k.machine.accel,
+            timeout: std::time::Duration::from_secs(k.timeout),
+            memory_mib: k.machine.memory,
+            cpus: k.machine.cpus,
+            qemu: guest_qemu(k.machine, dirs)?,
             cwd: workdir.clone(),
             workdir,
             writable: false,
             root: kforge::guest::run::Root::Initramfs,
-            append: a.append.clone(),
+            append: k.append.to_vec(),
             gdb: None,
             command: Vec::new(),
         },
     };
     let mut db = Db::open(&dirs.system_dir)?;
-    let shown = kunit::run(&manifest, &opts, &mut db, dirs.worker_index, ui)?;
+    let shown = kunit::run(manifest, &opts, &mut db, dirs.worker_index, ui)?;
     let c = &shown.run.counts;
     ui.event(&Event::Info {
         step: "kunit",
@@ -795,8 +832,95 @@ fn kunit_command(a: &cli::KunitArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u
             message: &format!("{}: {}", r.status.as_str(), r.path.join(" / ")),
         });
     }
+    Ok(shown)
+}
+
+/// `kforge test kunit`: the run with its results; exit 1 when a case failed, crashed or
+/// timed out (0 with --exit-zero).
+fn kunit_command(a: &cli::KunitArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
+    let shown = run_kunit(
+        &manifest,
+        &KunitRun {
+            suite: &a.suite,
+            suite_timeout: a.suite_timeout,
+            timeout: a.timeout,
+            append: &a.append,
+            machine: &a.machine,
+        },
+        dirs,
+        ui,
+    )?;
     print_json(&shown);
-    Ok(u8::from(c.bad() > 0))
+    Ok(u8::from(shown.run.counts.bad() > 0 && !a.exit_zero))
+}
+
+/// `kforge build --test kunit[:GLOB]`: the built kernel's suites; with `--baseline`, its
+/// regressions against the baseline's latest run of the same suites (run now when it has
+/// none). Whether the build is good.
+fn test_after_build(
+    manifest: &kforge::kernel::manifest::Manifest,
+    args: &BuildArgs,
+    suite: &str,
+    dirs: &Dirs,
+    ui: &dyn Reporter,
+) -> Result<bool, Error> {
+    use kforge::verdict::db::{self, Db};
+    let k = KunitRun {
+        suite,
+        suite_timeout: 120,
+        timeout: 900,
+        append: &[],
+        machine: &args.guest.machine,
+    };
+    let shown = run_kunit(manifest, &k, dirs, ui)?;
+    let Some(baseline) = &args.baseline else {
+        return Ok(shown.run.counts.bad() == 0);
+    };
+    let (base_manifest, _) = manifest_or_identity(Some(std::path::Path::new(baseline)), dirs)?;
+    let db = Db::open(&dirs.system_dir)?;
+    let recorded = db
+        .runs(Some(&base_manifest.uts_release))?
+        .into_iter()
+        .rfind(|r| r.kind == "kunit" && r.filter == suite);
+    let base = if let Some(r) = recorded {
+        db.find(&r.id.to_string(), None)?
+    } else {
+        ui.event(&Event::Info {
+            step: "kunit",
+            message: &format!(
+                "the baseline {} has no run of `{suite}` yet: running it",
+                base_manifest.uts_release
+            ),
+        });
+        run_kunit(&base_manifest, &k, dirs, ui)?
+    };
+    let d = db::diff(base, shown);
+    for c in &d.regressions {
+        ui.event(&Event::Warn {
+            step: "kunit",
+            message: &format!(
+                "regression against {}: {} ({} -> {})",
+                d.a.identity,
+                c.path.join(" / "),
+                c.a.map_or("absent", kforge::verdict::Status::as_str),
+                c.b.map_or("absent", kforge::verdict::Status::as_str)
+            ),
+        });
+    }
+    ui.event(&Event::Info {
+        step: "kunit",
+        message: &format!(
+            "against {} (run {}): {} regressions, {} fixes, {} new, {} gone",
+            d.a.identity,
+            d.a.id,
+            d.regressions.len(),
+            d.fixes.len(),
+            d.new.len(),
+            d.gone.len()
+        ),
+    });
+    Ok(d.regressions.is_empty())
 }
 
 /// `kforge results`: JSON, or for `diff` on a terminal a table.

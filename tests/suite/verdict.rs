@@ -4,7 +4,9 @@
 //! the cases before the crash; a suite that says nothing is stopped; a build of the fixture
 //! branch that breaks one KUnit case shows as exactly that regression.
 
-use crate::support::{Manifest, ResultsDiff, ResultsLs, TINY, TestContext, TestRun, fixtures, fs};
+use crate::support::{
+    Manifest, ResultsDiff, ResultsLs, TINY, TestContext, TestRun, fixtures, fs, run_windmill_flow,
+};
 
 #[test]
 #[ignore = "builds a kernel and boots guests: scripts/test.sh"]
@@ -170,6 +172,26 @@ fn kunit_runs_in_a_guest_every_case_is_recorded_and_a_broken_case_is_a_regressio
         .json();
     assert_eq!(shown, list);
 
+    // The committed Windmill test flow, module by module: a manifest in, the run out (with
+    // its verdict inside: it exits 0 whatever the tests say).
+    let manifest = fs::read_string(ctx.manifest_file(&entry));
+    let flowed: TestRun = run_windmill_flow(
+        ctx.kforge_env(),
+        "windmill/f/kernel/test.flow/flow.yaml",
+        &format!(r#"{{"manifest": {manifest}, "suite": "list*"}}"#),
+    )
+    .success()
+    .stderr_has("[run-local] kunit done")
+    .json();
+    assert_eq!(flowed.run.filter, "list*");
+    let verdicts = |r: &TestRun| {
+        r.results
+            .iter()
+            .map(|c| (c.path.clone(), c.status.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(verdicts(&flowed), verdicts(&list));
+
     // The branch that breaks one KUnit case: its build fails exactly that case, and the diff
     // against the base says so (by identities: their latest runs).
     let broken: Manifest = ctx
@@ -227,6 +249,38 @@ fn kunit_runs_in_a_guest_every_case_is_recorded_and_a_broken_case_is_a_regressio
     ])
     .run()
     .code(1);
+
+    // Built, booted and tested in one command, against a baseline: the broken branch fails
+    // on its regression (the manifest still on stdout), the base passes against itself.
+    let r = ctx
+        .kforge(["build", "test/kunit-broken"])
+        .args(TINY)
+        .args([
+            "--boot",
+            "--accel",
+            "tcg",
+            "--test",
+            "kunit:list*",
+            "--baseline",
+            &entry,
+        ])
+        .run()
+        .code(1)
+        .stderr_has(&format!(
+            "regression against {}: list-kunit-test / list_test_list_init (pass -> fail)",
+            gcc.uts_release
+        ));
+    let chained: Manifest = r.json();
+    assert_eq!(chained.uts_release, broken.uts_release);
+    ctx.kforge(["build", crate::support::tag()])
+        .args(TINY)
+        .args(["--test", "kunit:list*", "--baseline", &entry])
+        .run()
+        .success()
+        .stderr_has("0 regressions");
+    ctx.kforge(["build", "--test", "kselftest"])
+        .run()
+        .refused("say kunit (every suite) or kunit:GLOB");
 
     // Bad input: a run that is not there; a kernel without KUnit.
     ctx.kforge(["results", "show", "999"])

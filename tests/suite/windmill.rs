@@ -1,22 +1,24 @@
-//! The Windmill flows in the repository (the kernel's and QEMU's) are what
-//! `kforge windmill-flow` generates now, and they validate offline against Windmill's
+//! The Windmill flows in the repository (the kernel's build and test flows, QEMU's build) are
+//! what `kforge windmill-flow` generates now, and they validate offline against Windmill's
 //! published flow schema (the npm package windmill-yaml-validator, installed into
 //! windmill/node_modules by scripts/test.sh). That they also run their pipelines module by
-//! module is tested in `devel` (the kernel's) and `qemu` (QEMU's).
+//! module is tested in `devel` (the kernel's build), `qemu` (QEMU's) and `verdict` (the
+//! kernel's tests).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::support::{BIN, fs, repo_root};
 
-/// Each committed flow, with the `--project` that generates it.
-const FLOWS: [(&str, &str); 2] = [
-    ("linux", "windmill/f/kernel/build.flow/flow.yaml"),
-    ("qemu", "windmill/f/qemu/build.flow/flow.yaml"),
+/// Each committed flow, with the `--project` and `--flow` that generate it.
+const FLOWS: [(&str, &str, &str); 3] = [
+    ("linux", "build", "windmill/f/kernel/build.flow/flow.yaml"),
+    ("qemu", "build", "windmill/f/qemu/build.flow/flow.yaml"),
+    ("linux", "test", "windmill/f/kernel/test.flow/flow.yaml"),
 ];
 
 fn flow_path() -> PathBuf {
-    repo_root().join(FLOWS[0].1)
+    repo_root().join(FLOWS[0].2)
 }
 
 /// Runs the validator on `file`: (passed, what it printed).
@@ -41,16 +43,16 @@ fn validate(file: &Path) -> (bool, String) {
 
 #[test]
 fn the_committed_flows_are_current() {
-    for (project, path) in FLOWS {
+    for (project, flow, path) in FLOWS {
         let out = Command::new(BIN)
-            .args(["windmill-flow", "--project", project])
+            .args(["windmill-flow", "--project", project, "--flow", flow])
             .output()
             .unwrap();
         assert!(out.status.success());
         let committed = fs::read_string(repo_root().join(path));
         assert!(
             String::from_utf8(out.stdout).unwrap() == committed,
-            "{path} is stale: run `kforge windmill-flow --project {project} > {path}`"
+            "{path} is stale: run `kforge windmill-flow --project {project} --flow {flow} > {path}`"
         );
     }
 }
@@ -58,7 +60,7 @@ fn the_committed_flows_are_current() {
 #[test]
 #[ignore = "needs windmill/node_modules (npm ci --prefix windmill); scripts/test.sh runs it"]
 fn the_flow_validates_against_windmills_schema_and_a_broken_one_does_not() {
-    for (_, path) in FLOWS {
+    for (_, _, path) in FLOWS {
         let (ok, text) = validate(&repo_root().join(path));
         assert!(ok, "{path}: {text}");
         assert!(text.contains("valid"), "{text}");
@@ -127,7 +129,7 @@ fn every_module_calls_its_step_on_the_worker_index_from_the_environment() {
 
 #[test]
 fn every_qemu_module_calls_its_step_in_order() {
-    let committed = fs::read_string(repo_root().join(FLOWS[1].1));
+    let committed = fs::read_string(repo_root().join(FLOWS[1].2));
     let list = Command::new(BIN)
         .args(["qemu", "step", "--list"])
         .output()
