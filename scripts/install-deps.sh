@@ -4,9 +4,10 @@
 set -euo pipefail
 
 PKGS=(
-  # git and the kernel build (see the README's "What kforge drives")
+  # git and the kernel build (see the README's "What kforge drives"); rsync for the
+  # kernel's headers_install and kselftest's install (kforge test kselftest)
   git make gcc libc6-dev build-essential flex bison bc libelf-dev libssl-dev
-  cpio kmod xz-utils python3
+  cpio kmod xz-utils python3 rsync
   # the benchmark (scripts/bench.sh): JSON on the command line, a venv for tuxmake and virtme-ng
   jq python3-venv
   # clang/LLVM toolchain (compiler=clang)

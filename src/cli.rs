@@ -159,7 +159,7 @@ Examples:
     )]
     Shell(ShellArgs),
     /// Test a built kernel in a guest and record every case in the results database, by
-    /// identity (`kforge test kunit`).
+    /// identity (`kforge test kunit`, `kforge test kselftest`).
     #[command(subcommand)]
     Test(TestCommand),
     /// The results database: test runs by identity, their cases, and what changed between
@@ -226,6 +226,58 @@ Examples:
   kforge results diff kernel-A kernel-B            # what changed between two builds"#
     )]
     Kunit(KunitArgs),
+    /// Build the kernel's selftests against the identity's tree and headers (kept in the
+    /// store as its kselftest layer, reused when there), run them in a guest with the
+    /// kernel's runner (run_kselftest.sh) and record every result, as `test kunit` does.
+    #[command(
+        after_help = r#"Selftests are host programs, linked against the host's libraries, many of them scripts
+for the host's shell or Python; they run on a fuller userspace than kforge's initramfs:
+  (default)      this host's own root, read-only (its libraries, shells and tools),
+                 with fresh tmpfs on /tmp, /run and /var/tmp;
+  --rootfs DIR   a root directory that has what the targets need (e.g. a debootstrap).
+A copy of the built targets is the guest's working directory, writable. Building needs the
+kernel's slot (WORKERS_DIR/<index>/main/linux, synced to the identity's commit; --wait
+queues behind a busy one) and rsync; a kselftest layer that holds the targets is not built
+again.
+
+Examples:
+  kforge test kselftest --target size
+  kforge test kselftest kernel-6.12.118-vanilla-0123456789ab --target size --target timers"#
+    )]
+    Kselftest(KselftestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KselftestArgs {
+    /// A manifest file, or an identity in the store (kernel-<release> or <release>)
+    /// [default: the slot's last build].
+    #[arg(value_name = "MANIFEST_OR_IDENTITY")]
+    pub manifest: Option<PathBuf>,
+    /// A directory of tools/testing/selftests to build and run (repeat).
+    #[arg(long = "target", value_name = "TARGET", required = true)]
+    pub targets: Vec<String>,
+    /// Run on this root directory instead of the host's own root.
+    #[arg(long, value_name = "DIR", help_heading = "Guest")]
+    pub rootfs: Option<PathBuf>,
+    /// Stop the run after this many seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1800,
+        help_heading = "Guest"
+    )]
+    pub timeout: u64,
+    /// A kernel command line parameter to add (repeatable).
+    #[arg(long, value_name = "PARAM", help_heading = "Guest")]
+    pub append: Vec<String>,
+    /// Exit 0 whenever the tests ran, whatever they said.
+    #[arg(long)]
+    pub exit_zero: bool,
+    /// Wait for a busy slot when the selftests must be built.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub machine: MachineArgs,
 }
 
 /// `--test kunit[:GLOB]`.

@@ -564,6 +564,7 @@ fn main() -> ExitCode {
             Command::Run(a) => run_command(&a.run, a.command.clone(), &dirs, &ui),
             Command::Shell(a) => shell_command(a, &dirs, &ui),
             Command::Test(cli::TestCommand::Kunit(a)) => kunit_command(a, &dirs, &ui),
+            Command::Test(cli::TestCommand::Kselftest(a)) => kselftest_command(a, &dirs, &ui),
             Command::Build(a) => build(a, &dirs, Until::Collect, &ui),
             Command::Results(c) => results_command(c, &dirs),
             command => dispatch(command, &dirs, &ui).map(|()| 0),
@@ -809,29 +810,7 @@ fn run_kunit(
     };
     let mut db = Db::open(&dirs.system_dir)?;
     let shown = kunit::run(manifest, &opts, &mut db, dirs.worker_index, ui)?;
-    let c = &shown.run.counts;
-    ui.event(&Event::Info {
-        step: "kunit",
-        message: &format!(
-            "run {}: {} ({}): {} passed, {} failed, {} skipped, {} crashed, {} timed out, {} not run; console log {}",
-            shown.run.id,
-            shown.run.identity,
-            shown.run.outcome.as_str(),
-            c.pass,
-            c.fail,
-            c.skip,
-            c.crash,
-            c.timeout,
-            c.not_run,
-            shown.run.console_log
-        ),
-    });
-    for r in shown.results.iter().filter(|r| r.status.is_bad()) {
-        ui.event(&Event::Warn {
-            step: "kunit",
-            message: &format!("{}: {}", r.status.as_str(), r.path.join(" / ")),
-        });
-    }
+    report_run("kunit", &shown, ui);
     Ok(shown)
 }
 
@@ -853,6 +832,74 @@ fn kunit_command(a: &cli::KunitArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u
     )?;
     print_json(&shown);
     Ok(u8::from(shown.run.counts.bad() > 0 && !a.exit_zero))
+}
+
+/// `kforge test kselftest`: the run with its results; exit 1 when a test failed, crashed or
+/// timed out (0 with --exit-zero).
+fn kselftest_command(a: &cli::KselftestArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    use kforge::guest::run::{Root, RunOptions};
+    use kforge::verdict::{db::Db, kselftest};
+    let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
+    let _hold = if manifest.store_entry.is_some() {
+        let release = manifest.uts_release.parse()?;
+        Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
+    } else {
+        None
+    };
+    let workdir = kselftest::workdir(dirs);
+    let opts = kselftest::KselftestOptions {
+        targets: a.targets.clone(),
+        wait: a.wait,
+        guest: RunOptions {
+            accel: a.machine.accel,
+            timeout: std::time::Duration::from_secs(a.timeout),
+            memory_mib: a.machine.memory,
+            cpus: a.machine.cpus,
+            qemu: guest_qemu(&a.machine, dirs)?,
+            cwd: workdir.clone(),
+            workdir,
+            writable: true,
+            root: match &a.rootfs {
+                Some(d) => Root::Dir(kforge::dirs::absolute(d)),
+                None => Root::Host,
+            },
+            append: a.append.clone(),
+            gdb: None,
+            command: Vec::new(),
+        },
+    };
+    let mut db = Db::open(&dirs.system_dir)?;
+    let shown = kselftest::run(&manifest, &opts, dirs, &mut db, ui)?;
+    report_run("kselftest", &shown, ui);
+    print_json(&shown);
+    Ok(u8::from(shown.run.counts.bad() > 0 && !a.exit_zero))
+}
+
+/// What came of a test run, on stderr.
+fn report_run(step: &'static str, shown: &kforge::verdict::db::Shown, ui: &dyn Reporter) {
+    let c = &shown.run.counts;
+    ui.event(&Event::Info {
+        step,
+        message: &format!(
+            "run {}: {} ({}): {} passed, {} failed, {} skipped, {} crashed, {} timed out, {} not run; console log {}",
+            shown.run.id,
+            shown.run.identity,
+            shown.run.outcome.as_str(),
+            c.pass,
+            c.fail,
+            c.skip,
+            c.crash,
+            c.timeout,
+            c.not_run,
+            shown.run.console_log
+        ),
+    });
+    for r in shown.results.iter().filter(|r| r.status.is_bad()) {
+        ui.event(&Event::Warn {
+            step,
+            message: &format!("{}: {}", r.status.as_str(), r.path.join(" / ")),
+        });
+    }
 }
 
 /// `kforge build --test kunit[:GLOB]`: the built kernel's suites; with `--baseline`, its

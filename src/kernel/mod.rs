@@ -37,7 +37,7 @@ use crate::slot::{Mirror, ResolvedRef, Slot};
 use crate::store::{Kind, Layer, LayerRecord, Release, Store, StoreError};
 use crate::toolchain::{self, ToolchainIdentity};
 
-pub use build_flags::BuildFlags;
+pub use build_flags::{BuildFlags, jobs};
 pub use collect::manifest_path as collect_manifest_path;
 pub use configure::Configured;
 pub use publish::devel_sources;

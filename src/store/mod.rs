@@ -1,7 +1,8 @@
 //! The build store: one entry per finished identity, `<kind>-<release>` (an [`EntryName`]),
 //! made of layers that can be fetched apart: `run` (what a guest needs: a kernel's boot image
-//! and `lib/modules/<release>`, a QEMU's installed tree) and `devel` (what an out-of-tree
-//! module build or an editor needs). The store knows entries, layers and files; what a flow
+//! and `lib/modules/<release>`, a QEMU's installed tree), `devel` (what an out-of-tree
+//! module build or an editor needs) and `kselftest` (a kernel's selftests, built against it,
+//! a directory per target). The store knows entries, layers and files; what a flow
 //! puts into them, and the manifest type on their records, are the flow's.
 //!
 //! Layout under the store root:
@@ -9,6 +10,7 @@
 //! ```text
 //! run/<kind>-<release>/     kforge-layer.json and the layer's files
 //! devel/<kind>-<release>/   kforge-layer.json and the layer's files
+//! kselftest/<kind>-<release>/   the same, a directory per selftest target
 //! tmp/                      layers being written, named <what>.<writer pid>.<nanos>
 //! pins/<kind>-<release>     gc never removes a pinned identity
 //! locks/<kind>-<release>    shared while a build or command uses the identity
@@ -72,14 +74,16 @@ pub enum StoreError {
 pub enum Layer {
     Run,
     Devel,
+    Kselftest,
 }
 
 impl Layer {
-    pub const ALL: [Layer; 2] = [Layer::Run, Layer::Devel];
+    pub const ALL: [Layer; 3] = [Layer::Run, Layer::Devel, Layer::Kselftest];
     pub fn as_str(self) -> &'static str {
         match self {
             Layer::Run => "run",
             Layer::Devel => "devel",
+            Layer::Kselftest => "kselftest",
         }
     }
 }
@@ -349,7 +353,15 @@ fn process_alive(pid: i32) -> bool {
 impl Store {
     /// Opens (creating) the store at `root`, for its entries of `kind`.
     pub fn open(root: &Path, kind: Kind) -> Result<Self, StoreError> {
-        for sub in ["run", "devel", "tmp", "pins", "locks", "verified"] {
+        for sub in [
+            "run",
+            "devel",
+            "kselftest",
+            "tmp",
+            "pins",
+            "locks",
+            "verified",
+        ] {
             fs_err::create_dir_all(root.join(sub))?;
         }
         Ok(Self {
@@ -540,11 +552,40 @@ impl Store {
         sources: &[Source],
         origin: &str,
     ) -> Result<(Published, PathBuf), StoreError> {
+        self.publish_as(layer, release, digest, manifest, sources, origin, false)
+    }
+
+    /// [`Store::publish`] of a layer that supersedes the one there, intact or not (a
+    /// kselftest layer with more targets): it is replaced at once, by a rename, as a
+    /// damaged one is.
+    pub fn supersede<M: Serialize + Clone>(
+        &self,
+        layer: Layer,
+        release: &Release,
+        digest: &str,
+        manifest: &M,
+        sources: &[Source],
+        origin: &str,
+    ) -> Result<(Published, PathBuf), StoreError> {
+        self.publish_as(layer, release, digest, manifest, sources, origin, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish_as<M: Serialize + Clone>(
+        &self,
+        layer: Layer,
+        release: &Release,
+        digest: &str,
+        manifest: &M,
+        sources: &[Source],
+        origin: &str,
+        supersede: bool,
+    ) -> Result<(Published, PathBuf), StoreError> {
         self.sweep()?;
         let target = self.layer_dir(layer, release);
         let mut damaged = false;
         if target.exists() {
-            if self.verify(layer, release)?.is_empty() {
+            if !supersede && self.verify(layer, release)?.is_empty() {
                 return Ok((Published::AlreadyPresent, target));
             }
             damaged = true;

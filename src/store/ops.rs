@@ -45,6 +45,9 @@ pub struct Shown {
     pub run: Option<LayerRecord<serde_json::Value>>,
     #[schemars(with = "Option<serde_json::Value>")]
     pub devel: Option<LayerRecord<serde_json::Value>>,
+    /// A kernel's selftests (`kforge test kselftest`), a directory per target.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub kselftest: Option<LayerRecord<serde_json::Value>>,
 }
 
 /// One line of `kforge store verify`.
@@ -180,6 +183,7 @@ impl Stores {
         Ok(Shown {
             run: store.record(Layer::Run, &name.release)?,
             devel: store.record(Layer::Devel, &name.release)?,
+            kselftest: store.record(Layer::Kselftest, &name.release)?,
         })
     }
 

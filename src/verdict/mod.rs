@@ -7,6 +7,7 @@
 //! guest layer boots, the store keeps kselftest layers.
 
 pub mod db;
+pub mod kselftest;
 pub mod ktap;
 pub mod kunit;
 

@@ -2,8 +2,10 @@
 //! KUnit suites in a guest under TCG, and every case lands in the results database (read
 //! here with SQLite itself, beside the raw console log); a guest that panics mid-suite keeps
 //! the cases before the crash; a suite that says nothing is stopped; a build of the fixture
-//! branch that breaks one KUnit case shows as exactly that regression.
+//! branch that breaks one KUnit case shows as exactly that regression. A kselftest target is
+//! built against the kernel, kept in its store entry, run on the host's root and reported.
 
+use crate::support::tools::ToolLog;
 use crate::support::{
     Manifest, ResultsDiff, ResultsLs, TINY, TestContext, TestRun, fixtures, fs, run_windmill_flow,
 };
@@ -299,4 +301,72 @@ fn kunit_runs_in_a_guest_every_case_is_recorded_and_a_broken_case_is_a_regressio
     let no_kunit = ctx.path().join("no-kunit.json");
     fs::write(&no_kunit, m.to_string());
     kunit(no_kunit.to_str().unwrap(), &[]).refused("has no KUnit test modules");
+}
+
+#[test]
+#[ignore = "builds selftests and boots guests: scripts/test.sh"]
+fn a_kselftest_target_is_built_once_kept_in_the_store_and_run() {
+    let ctx = TestContext::new("kselftest");
+    let gcc = ctx.adopt(fixtures::tiny_gcc());
+    let entry = gcc.entry();
+    let make = ToolLog::new(ctx.path(), &["make"]);
+    let ks = |extra: &[&str]| {
+        ctx.kforge(["test", "kselftest", entry.as_str(), "--accel", "tcg"])
+            .path_prepend(make.bin())
+            .args(extra)
+            .run()
+    };
+    // Built against the identity's tree and headers, stored, run by the kernel's runner on
+    // the host's root, every result recorded.
+    let first: TestRun = ks(&["--target", "size"]).success().json();
+    assert_eq!(
+        (
+            first.run.kind.as_str(),
+            first.run.filter.as_str(),
+            first.run.outcome.as_str()
+        ),
+        ("kselftest", "size", "completed")
+    );
+    assert_eq!(first.results.len(), 1, "{:?}", first.results);
+    assert_eq!(first.case(&["selftests: size: get_size"]).status, "pass");
+    let calls = make.calls("make");
+    assert!(calls.iter().any(|l| l.contains("headers")), "{calls:?}");
+    assert!(
+        calls
+            .iter()
+            .any(|l| l.contains("TARGETS=size") && l.contains("install")),
+        "{calls:?}"
+    );
+    let layer = ctx.store().join("kselftest").join(&entry);
+    let binary = layer.join("size/size/get_size");
+    assert!(binary.is_file() && layer.join("size/run_kselftest.sh").is_file());
+    let verified: Vec<crate::support::Verified> = ctx
+        .kforge(["store", "verify", &entry])
+        .run()
+        .success()
+        .json();
+    assert!(
+        verified.iter().any(|v| v.layer == "kselftest" && v.ok),
+        "{verified:?}"
+    );
+    // Again: from the store, make never runs.
+    make.reset();
+    let again: TestRun = ks(&["--target", "size"])
+        .success()
+        .stderr_has("are in the store: not building")
+        .json();
+    assert!(make.not_called("make"), "make ran for a stored target");
+    assert_eq!(again.case(&["selftests: size: get_size"]).status, "pass");
+    assert_ne!(again.run.id, first.run.id);
+    // A damaged layer is built again, and the run still reports.
+    fs::flip_byte(&binary, 100, 0x01);
+    let repaired: TestRun = ks(&["--target", "size"])
+        .success()
+        .stderr_has("is damaged: building it again")
+        .json();
+    assert_eq!(repaired.case(&["selftests: size: get_size"]).status, "pass");
+    ctx.kforge(["store", "verify", &entry]).run().success();
+    // Bad targets: refused before anything is built.
+    ks(&["--target", "../etc"]).refused("is not a kselftest target");
+    ks(&["--target", "no_such_target"]).refused("has no tools/testing/selftests/no_such_target");
 }

@@ -203,6 +203,7 @@ pub struct StoreShow {
     pub run: Option<LayerRecord<serde_json::Value>>,
     #[serde(default)]
     pub devel: Option<LayerRecord<serde_json::Value>>,
+    pub kselftest: Option<LayerRecord<serde_json::Value>>,
 }
 
 /// `kforge-layer.json` in a store layer.

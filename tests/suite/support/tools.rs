@@ -47,6 +47,11 @@ impl ToolLog {
         }
     }
 
+    /// Whether `tool` was not called at all since the last reset.
+    pub fn not_called(&self, tool: &str) -> bool {
+        !self.logs.join(format!("{tool}.log")).exists()
+    }
+
     /// The argument lines `tool` was called with since the last reset; fails when it was
     /// never called (the wrapper was not on PATH, or the tool did not run at all).
     #[track_caller]
