@@ -14,9 +14,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::db::{Db, NewRun, Outcome, Shown};
+use super::CaseResult;
+use super::db::{Db, NewRun, Shown};
 use super::ktap::Ktap;
-use super::{CaseResult, Status};
 use crate::dirs::Dirs;
 use crate::error::{Error, GuestError};
 use crate::flow::{Event, Reporter};
@@ -312,36 +312,11 @@ pub fn run(
         let rest = String::from_utf8_lossy(&out.partial).into_owned();
         out.ktap.feed(&rest, at);
     }
-    let (outcome, detail, end) = match ran {
-        Ok(r) if r.status == 0 => (Outcome::Completed, None, None),
-        Ok(r) => (
-            Outcome::Completed,
-            Some(format!("the runner exited {}", r.status)),
-            None,
-        ),
-        Err(Error::Guest(GuestError::Panicked { text, .. })) => {
-            let why = format!("the guest kernel panicked: {text}");
-            (
-                Outcome::Crashed,
-                Some(why.clone()),
-                Some((Status::Crash, why)),
-            )
-        }
-        Err(Error::Guest(GuestError::Died { why, .. })) => (
-            Outcome::Crashed,
-            Some(why.clone()),
-            Some((Status::Crash, why)),
-        ),
-        Err(Error::Guest(GuestError::TimedOut { after, .. })) => {
-            let why = format!("the run did not finish within {} s", after.as_secs());
-            (
-                Outcome::TimedOut,
-                Some(why.clone()),
-                Some((Status::Timeout, why)),
-            )
-        }
-        Err(e) => return Err(e),
-    };
+    let super::Ending {
+        outcome,
+        detail,
+        end,
+    } = super::ending(ran, None, "the runner", &err)?;
     let _ = fs_err::remove_dir_all(&guest.workdir);
     let results: Vec<CaseResult> = out
         .ktap
@@ -407,7 +382,7 @@ mod tests {
         let r = out.ktap.results();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].path, ["selftests: size: get_size"]);
-        assert_eq!(r[0].status, Status::Pass);
+        assert_eq!(r[0].status, crate::verdict::Status::Pass);
         assert!(
             r[0].diagnostics
                 .contains(&"# ok 1 get runtime memory use".to_owned())

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::db::{Db, NewRun, Outcome, Shown};
+use super::db::{Db, NewRun, Shown};
 use super::ktap::Ktap;
 use super::{CaseResult, Status};
 use crate::error::{Error, GuestError};
@@ -222,43 +222,11 @@ pub fn run(
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let ran = run::run_watched(m, &guest, &mut out, &mut err, &mut reader, reporter);
     let at = start.elapsed();
-    let (outcome, detail, end) = match ran {
-        Ok(r) if r.status == 0 => (Outcome::Completed, None, None),
-        Ok(r) => (
-            Outcome::Completed,
-            Some(format!(
-                "the guest's script exited {}: {}",
-                r.status,
-                String::from_utf8_lossy(&err).trim()
-            )),
-            None,
-        ),
-        Err(Error::Guest(GuestError::Panicked { text, .. })) => {
-            let why = format!("the guest kernel panicked: {text}");
-            (
-                Outcome::Crashed,
-                Some(why.clone()),
-                Some((Status::Crash, why)),
-            )
-        }
-        Err(Error::Guest(GuestError::Died { why, .. })) => (
-            Outcome::Crashed,
-            Some(why.clone()),
-            Some((Status::Crash, why)),
-        ),
-        Err(Error::Guest(GuestError::TimedOut { after, .. })) => {
-            let why = reader
-                .stopped
-                .clone()
-                .unwrap_or_else(|| format!("the run did not finish within {} s", after.as_secs()));
-            (
-                Outcome::TimedOut,
-                Some(why.clone()),
-                Some((Status::Timeout, why)),
-            )
-        }
-        Err(e) => return Err(e),
-    };
+    let super::Ending {
+        outcome,
+        detail,
+        end,
+    } = super::ending(ran, reader.stopped.clone(), "the guest's script", &err)?;
     let _ = fs_err::remove_dir_all(&guest.workdir);
     let mut results: Vec<CaseResult> = reader
         .ktap

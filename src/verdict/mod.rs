@@ -89,3 +89,64 @@ pub struct CaseResult {
     pub duration_ms: Option<u64>,
     pub diagnostics: Vec<String>,
 }
+
+/// How a test run's guest ended, as the run is recorded: its outcome, why it did not
+/// complete, and the status (with the reason) the test under way gets.
+pub(crate) struct Ending {
+    pub outcome: db::Outcome,
+    pub detail: Option<String>,
+    pub end: Option<(Status, String)>,
+}
+
+/// Reads a guest run's result for a test run: a command that ended (with its status) is a
+/// completed run; a panic, a dead guest or a timeout (`stopped`: the runner's own reason)
+/// are the run's outcome, not kforge's failure. Any other error is.
+pub(crate) fn ending(
+    ran: Result<crate::guest::run::RunOutcome, crate::error::Error>,
+    stopped: Option<String>,
+    what_exited: &str,
+    stderr: &[u8],
+) -> Result<Ending, crate::error::Error> {
+    use crate::error::{Error, GuestError};
+    use db::Outcome;
+    let ended = |outcome, why: String, status| Ending {
+        outcome,
+        detail: Some(why.clone()),
+        end: Some((status, why)),
+    };
+    Ok(match ran {
+        Ok(r) if r.status == 0 => Ending {
+            outcome: Outcome::Completed,
+            detail: None,
+            end: None,
+        },
+        Ok(r) => Ending {
+            outcome: Outcome::Completed,
+            detail: Some(
+                format!(
+                    "{what_exited} exited {}: {}",
+                    r.status,
+                    String::from_utf8_lossy(stderr).trim()
+                )
+                .trim_end_matches([' ', ':'])
+                .to_owned(),
+            ),
+            end: None,
+        },
+        Err(Error::Guest(GuestError::Panicked { text, .. })) => ended(
+            Outcome::Crashed,
+            format!("the guest kernel panicked: {text}"),
+            Status::Crash,
+        ),
+        Err(Error::Guest(GuestError::Died { why, .. })) => {
+            ended(Outcome::Crashed, why, Status::Crash)
+        }
+        Err(Error::Guest(GuestError::TimedOut { after, .. })) => ended(
+            Outcome::TimedOut,
+            stopped
+                .unwrap_or_else(|| format!("the run did not finish within {} s", after.as_secs())),
+            Status::Timeout,
+        ),
+        Err(e) => return Err(e),
+    })
+}
