@@ -70,6 +70,16 @@ if [[ $(/usr/local/bin/b4 --version 2>/dev/null) != "$B4_VERSION" ]]; then
   "${SUDO[@]}" ln -sf "$b4_venv/bin/b4" /usr/local/bin/b4
 fi
 
+# The system user guests' QEMU (and the modules' virtiofsd of a defined guest) run as, with
+# nothing but its own group: kforge hands it what a guest needs.
+if ! id kforge-guest >/dev/null 2>&1; then
+  echo "install-deps: adding the system user kforge-guest" >&2
+  SUDO=()
+  [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin --comment "kforge guests" kforge-guest
+fi
+
 # virtiofsd is not packaged in Debian 12: build it from crates.io (about a minute).
 if ! command -v virtiofsd >/dev/null && [[ ! -x ${HOME:-/root}/.cargo/bin/virtiofsd ]] \
   && [[ ! -x /usr/libexec/virtiofsd ]]; then

@@ -167,6 +167,17 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     hints: fn(&[String]) -> Option<String>,
+    user: Option<RunAs>,
+    keep_fds: Vec<i32>,
+}
+
+/// Who a program runs as when kforge is root and hands it to an unprivileged user (a
+/// guest's QEMU): the user, its group, and supplementary groups (`kvm`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
 }
 
 fn no_hint(_: &[String]) -> Option<String> {
@@ -181,7 +192,25 @@ impl Cmd {
             cwd: None,
             env: Vec::new(),
             hints: no_hint,
+            user: None,
+            keep_fds: Vec::new(),
         }
+    }
+
+    /// Runs the program as `user` (set in the child before it starts, groups first).
+    #[must_use]
+    pub fn run_as(mut self, user: Option<RunAs>) -> Self {
+        self.user = user;
+        self
+    }
+
+    /// Lets the program inherit these open files (kforge's are close-on-exec): what it
+    /// cannot open itself, handed over (`-chardev socket,fd=N`, `/proc/self/fd/N`). The
+    /// caller keeps them open until the program has started.
+    #[must_use]
+    pub fn keep_fds(mut self, fds: impl IntoIterator<Item = i32>) -> Self {
+        self.keep_fds.extend(fds);
+        self
     }
 
     #[must_use]
@@ -262,10 +291,26 @@ impl Cmd {
         }
         c.stdin(Stdio::null());
         c.process_group(0);
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours;
-        // it makes the child get SIGTERM (make then stops its jobs) if kforge dies.
+        let user = self.user.clone();
+        let keep = self.keep_fds.clone();
+        // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid, fcntl, prctl) on
+        // values moved in before the fork; no allocation.
         unsafe {
-            c.pre_exec(|| {
+            c.pre_exec(move || {
+                if let Some(u) = &user
+                    && (libc::setgroups(u.groups.len(), u.groups.as_ptr()) != 0
+                        || libc::setgid(u.gid) != 0
+                        || libc::setuid(u.uid) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for fd in &keep {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // After the change of user, which clears it: the child gets SIGTERM (make
+                // then stops its jobs) if kforge dies.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
             });

@@ -8,6 +8,7 @@ pub mod console;
 pub mod initramfs;
 pub mod qemu;
 pub mod run;
+pub mod sandbox;
 pub mod units;
 pub mod vm;
 
@@ -249,12 +250,13 @@ pub fn boot_check(
         kernel: image,
         initrd,
         shares: qemu::shares(socket, opts.rootfs.as_ref().map(|_| rootfs_socket.clone())),
+        socket_fds: Vec::new(),
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
         accel,
         append: vec!["quiet".into()],
     };
-    let qemu_cmd = Cmd::new(qemu.as_os_str()).args(qemu::qemu_args(&spec));
+    let (qemu_cmd, handed) = sandbox::qemu_command(&qemu, &spec, |a| a)?;
     reporter.event(&Event::Command {
         step: STEP,
         command: &qemu_cmd.display(),
@@ -268,6 +270,7 @@ pub fn boot_check(
         ),
     });
     let mut vm = qemu_cmd.spawn_background()?;
+    drop(handed);
     let deadline = start + opts.timeout;
     let mut console = console::Console::new(console::Expect {
         release: m.uts_release.clone(),

@@ -31,6 +31,9 @@ pub struct GuestSpec {
     /// The virtiofs shares, each a tag and its virtiofsd's socket: the modules share
     /// first, then a root directory's, a command's working directory's, ...
     pub shares: Vec<(&'static str, PathBuf)>,
+    /// Connected sockets QEMU inherits, one per share in order, instead of the paths (see
+    /// [`super::sandbox::qemu_command`]); empty: QEMU connects to the paths.
+    pub socket_fds: Vec<i32>,
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: Accel,
@@ -80,11 +83,15 @@ pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
     push("node,memdev=mem");
     push("-serial");
     push("stdio");
-    for (tag, socket) in &g.shares {
+    for (i, (tag, socket)) in g.shares.iter().enumerate() {
         v.push("-chardev".into());
-        let mut chardev = OsString::from(format!("socket,id={tag},path="));
-        chardev.push(socket);
-        v.push(chardev);
+        v.push(if let Some(fd) = g.socket_fds.get(i) {
+            format!("socket,id={tag},fd={fd}").into()
+        } else {
+            let mut chardev = OsString::from(format!("socket,id={tag},path="));
+            chardev.push(socket);
+            chardev
+        });
         v.push("-device".into());
         v.push(format!("vhost-user-fs-pci,chardev={tag},tag={tag}").into());
     }
@@ -128,29 +135,78 @@ pub fn on_terminal(args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
-/// The socket and directory arguments every virtiofsd here starts with (no sandbox: kforge
-/// may run unprivileged or inside a container without namespaces).
-fn virtiofsd_base(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
+/// How virtiofsd confines itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VfsSandbox {
+    /// Its own mount, PID and network namespaces, the shared directory its root: what it
+    /// does as root.
+    Namespace,
+    /// None of its own: an unprivileged virtiofsd (an unprivileged kforge, or a unit that
+    /// confines it as an unprivileged user) cannot make namespaces.
+    None,
+}
+
+impl VfsSandbox {
+    /// What virtiofsd started by this process can do.
+    pub fn here() -> Self {
+        if super::sandbox::is_root() {
+            VfsSandbox::Namespace
+        } else {
+            VfsSandbox::None
+        }
+    }
+    fn arg(self) -> &'static str {
+        match self {
+            VfsSandbox::Namespace => "--sandbox=namespace",
+            VfsSandbox::None => "--sandbox=none",
+        }
+    }
+}
+
+/// The socket, directory and sandbox arguments every virtiofsd here starts with.
+fn virtiofsd_base(
+    socket: &std::path::Path,
+    dir: &std::path::Path,
+    sandbox: VfsSandbox,
+) -> Vec<OsString> {
     let mut s = OsString::from("--socket-path=");
     s.push(socket);
     let mut d = OsString::from("--shared-dir=");
     d.push(dir);
-    vec![s, d, "--sandbox=none".into()]
+    vec![s, d, sandbox.arg().into()]
 }
 
 /// virtiofsd serving `dir` read-only on `socket`.
-pub fn virtiofsd_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
-    let mut v = virtiofsd_base(socket, dir);
+pub fn virtiofsd_readonly(
+    socket: &std::path::Path,
+    dir: &std::path::Path,
+    sandbox: VfsSandbox,
+) -> Vec<OsString> {
+    let mut v = virtiofsd_base(socket, dir, sandbox);
     v.extend(["--readonly".into(), "--cache=auto".into()]);
     v
 }
 
-/// virtiofsd for a guest's root directory: writable, extended attributes on (systemd and
-/// package managers use them).
-pub fn virtiofsd_rootfs_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
-    let mut v = virtiofsd_base(socket, dir);
+/// virtiofsd serving `dir` writable (a root directory, a working directory): extended
+/// attributes on (systemd and package managers use them).
+pub fn virtiofsd_writable(
+    socket: &std::path::Path,
+    dir: &std::path::Path,
+    sandbox: VfsSandbox,
+) -> Vec<OsString> {
+    let mut v = virtiofsd_base(socket, dir, sandbox);
     v.extend(["--cache=auto".into(), "--xattr".into()]);
     v
+}
+
+/// [`virtiofsd_readonly`] started by this process.
+pub fn virtiofsd_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
+    virtiofsd_readonly(socket, dir, VfsSandbox::here())
+}
+
+/// [`virtiofsd_writable`] started by this process.
+pub fn virtiofsd_rootfs_args(socket: &std::path::Path, dir: &std::path::Path) -> Vec<OsString> {
+    virtiofsd_writable(socket, dir, VfsSandbox::here())
 }
 
 /// Decides the accelerator: KVM only when `/dev/kvm` opens and the CPU has vmx or svm (a
@@ -185,6 +241,7 @@ mod tests {
             kernel: "/d/boot/vmlinuz-6.12-x-0123456789ab".into(),
             initrd: "/s/initramfs.cpio".into(),
             shares: shares("/s/modules.sock".into(), None),
+            socket_fds: Vec::new(),
             memory_mib: 512,
             cpus: 2,
             accel,
@@ -238,17 +295,23 @@ mod tests {
 
     #[test]
     fn virtiofsd_line() {
-        let a = virtiofsd_args("/s/m.sock".as_ref(), "/d/lib/modules/r".as_ref());
+        let a = virtiofsd_readonly(
+            "/s/m.sock".as_ref(),
+            "/d/lib/modules/r".as_ref(),
+            VfsSandbox::Namespace,
+        );
         assert_eq!(
             a,
             vec![
                 "--socket-path=/s/m.sock",
                 "--shared-dir=/d/lib/modules/r",
-                "--sandbox=none",
+                "--sandbox=namespace",
                 "--readonly",
                 "--cache=auto"
             ]
         );
+        let here = virtiofsd_args("/s/m.sock".as_ref(), "/d".as_ref());
+        assert!(here.contains(&VfsSandbox::here().arg().into()));
         assert_eq!(probe_accel(Accel::Tcg), Accel::Tcg);
         let r = virtiofsd_rootfs_args("/s/r.sock".as_ref(), "/srv/root".as_ref());
         assert!(
@@ -269,5 +332,21 @@ mod tests {
             .join(" ");
         assert!(joined.contains("-chardev socket,id=rootfs,path=/s/rootfs.sock -device vhost-user-fs-pci,chardev=rootfs,tag=rootfs"), "{joined}");
         assert!(joined.contains("tag=modules"));
+        // Handed over: the sockets as inherited descriptors.
+        g.socket_fds = vec![7, 8];
+        let joined: String = qemu_args(&g)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains("-chardev socket,id=modules,fd=7 "),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("-chardev socket,id=rootfs,fd=8 "),
+            "{joined}"
+        );
+        assert!(!joined.contains("path="), "{joined}");
     }
 }

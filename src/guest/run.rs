@@ -380,6 +380,8 @@ fn gdb_hint(m: &Manifest, port: u16) -> String {
 struct Prepared {
     daemons: Vec<crate::process::Background>,
     qemu: crate::process::Cmd,
+    /// What QEMU is handed (kept open until it has started).
+    handed: Vec<std::os::fd::OwnedFd>,
     results: PathBuf,
     accel: Accel,
     start: Instant,
@@ -463,25 +465,28 @@ fn prepare(
         kernel: image,
         initrd,
         shares,
+        socket_fds: Vec::new(),
         memory_mib: opts.memory_mib,
         cpus: opts.cpus,
         accel,
         append,
     };
-    let mut args = qemu::qemu_args(&spec);
     if let Some(port) = opts.gdb {
-        args.extend([
-            "-gdb".into(),
-            format!("tcp:127.0.0.1:{port}").into(),
-            "-S".into(),
-        ]);
         reporter.event(&Event::Info {
             step: if shell { "shell" } else { "run" },
             message: &gdb_hint(m, port),
         });
     }
-    let args = if shell { qemu::on_terminal(args) } else { args };
-    let qemu = crate::process::Cmd::new(qemu_bin.as_os_str()).args(args);
+    let (qemu, handed) = super::sandbox::qemu_command(&qemu_bin, &spec, |mut args| {
+        if let Some(port) = opts.gdb {
+            args.extend([
+                "-gdb".into(),
+                format!("tcp:127.0.0.1:{port}").into(),
+                "-S".into(),
+            ]);
+        }
+        if shell { qemu::on_terminal(args) } else { args }
+    })?;
     reporter.event(&Event::Command {
         step: if shell { "shell" } else { "run" },
         command: &qemu.display(),
@@ -489,6 +494,7 @@ fn prepare(
     Ok(Prepared {
         daemons,
         qemu,
+        handed,
         results,
         accel,
         start,
@@ -538,6 +544,7 @@ pub fn run_watched(
     let mut guest = prepare(m, opts, false, reporter)?;
     let (results, accel, start) = (guest.results.clone(), guest.accel, guest.start);
     let mut vm = guest.qemu.spawn_background()?;
+    guest.handed.clear();
     let mut console = RunConsole::default();
     let mut follow = [
         Follow {

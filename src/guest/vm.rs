@@ -48,6 +48,7 @@ impl VmDef {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
             shares: qemu::shares(self.socket.clone(), self.rootfs_socket.clone()),
+            socket_fds: Vec::new(),
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             accel: self.accel,
@@ -129,6 +130,7 @@ pub fn define(
 ) -> Result<VmDef, Error> {
     validate_name(name)?;
     let (kernel, modules_dir) = super::precheck(manifest)?;
+    super::sandbox::guest_user_exists()?;
     if let Some(r) = &o.rootfs {
         r.check()?;
     }
@@ -178,6 +180,12 @@ pub fn define(
     Ok(def)
 }
 
+/// A unit's virtiofsd: its socket for the guest user's group (the guest's QEMU runs as it).
+fn unit_virtiofsd(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.push(format!("--socket-group={}", super::sandbox::GUEST_USER).into());
+    args
+}
+
 /// Writes the two templates and the guest's drop-ins into the unit directory.
 pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
     fs_err::create_dir_all(&home.unit_dir)?;
@@ -196,6 +204,20 @@ pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
     let args = qemu::qemu_args(&def.spec());
     let mut sockets = vec![def.socket.clone()];
     sockets.extend(def.rootfs_socket.clone());
+    let parent = |p: &Path| p.parent().map_or_else(|| p.to_owned(), Path::to_owned);
+    let vm_dir = parent(&def.initrd);
+    let mut read = vec![vm_dir.clone(), parent(&def.kernel)];
+    if !def.qemu.starts_with("/usr") {
+        // A QEMU kforge built: its installed tree (a store entry's bin/ and share/).
+        read.push(parent(&parent(&parent(&def.qemu))));
+    }
+    read.dedup();
+    let access = units::QemuAccess {
+        read,
+        kvm_group: (def.accel == qemu::Accel::Kvm)
+            .then(super::sandbox::kvm_group)
+            .flatten(),
+    };
     write_atomic(
         &q.join("kforge.conf"),
         units::qemu_dropin(
@@ -204,6 +226,7 @@ pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
             &sockets,
             &def.console_log,
             def.rootfs.is_some(),
+            &access,
         )
         .as_bytes(),
     )?;
@@ -211,10 +234,20 @@ pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
         .unit_dir
         .join(format!("{}.d", units::virtiofsd_unit(&def.name)));
     fs_err::create_dir_all(&v)?;
-    let vargs = qemu::virtiofsd_args(&def.socket, &def.modules_dir);
+    let vargs = unit_virtiofsd(qemu::virtiofsd_readonly(
+        &def.socket,
+        &def.modules_dir,
+        qemu::VfsSandbox::Namespace,
+    ));
     write_atomic(
         &v.join("kforge.conf"),
-        units::virtiofsd_dropin(&def.virtiofsd, &vargs).as_bytes(),
+        units::virtiofsd_dropin(
+            &def.virtiofsd,
+            &vargs,
+            std::slice::from_ref(&vm_dir),
+            &[def.modules_dir.clone(), def.virtiofsd.clone()],
+        )
+        .as_bytes(),
     )?;
     let r = home
         .unit_dir
@@ -226,10 +259,20 @@ pub fn write_units(home: &VmHome, def: &VmDef) -> Result<(), Error> {
                 units::virtiofsd_rootfs_template().as_bytes(),
             )?;
             fs_err::create_dir_all(&r)?;
-            let rargs = qemu::virtiofsd_rootfs_args(sock, &root.dir);
+            let rargs = unit_virtiofsd(qemu::virtiofsd_writable(
+                sock,
+                &root.dir,
+                qemu::VfsSandbox::Namespace,
+            ));
             write_atomic(
                 &r.join("kforge.conf"),
-                units::virtiofsd_dropin(&def.virtiofsd, &rargs).as_bytes(),
+                units::virtiofsd_dropin(
+                    &def.virtiofsd,
+                    &rargs,
+                    &[vm_dir.clone(), root.dir.clone()],
+                    std::slice::from_ref(&def.virtiofsd),
+                )
+                .as_bytes(),
             )?;
         }
         _ => {
@@ -369,9 +412,9 @@ pub fn run(
         _ => None,
     };
     let start = Instant::now();
-    let mut vm = Cmd::new(def.qemu.as_os_str())
-        .args(qemu::qemu_args(&def.spec()))
-        .spawn_background()?;
+    let (qemu_cmd, handed) = super::sandbox::qemu_command(&def.qemu, &def.spec(), |a| a)?;
+    let mut vm = qemu_cmd.spawn_background()?;
+    drop(handed);
     loop {
         let wait = timeout.map_or(Duration::from_hours(1), |t| {
             t.saturating_sub(start.elapsed())

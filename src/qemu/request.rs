@@ -27,7 +27,7 @@ use crate::toolchain::{Compiler, ccache};
 #[serde(rename_all = "lowercase")]
 pub enum Features {
     /// What kforge's guests need and nothing else: `--without-default-features` with TCG,
-    /// KVM and vhost-user (virtiofs) on. Builds in minutes; the same on every host.
+    /// KVM, vhost-user (virtiofs) and seccomp on. Builds in minutes; the same on every host.
     #[default]
     Minimal,
     /// configure's own defaults: every feature whose library this host has.
@@ -50,6 +50,8 @@ impl Features {
                 "--enable-tcg",
                 "--enable-kvm",
                 "--enable-vhost-user",
+                // kforge runs its guests under QEMU's seccomp sandbox (-sandbox on).
+                "--enable-seccomp",
             ],
             Features::Default => &[],
         }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::procs::assert_no_guests;
+use crate::support::procs::{assert_no_guests, guest_pids, status_field};
 use crate::support::{BootReport, Outcome, RunResult, TestContext, fixtures, fs};
 
 /// `kforge boot --check` of a manifest file or a store identity, under TCG.
@@ -220,6 +220,72 @@ fn run_hands_back_the_command_output_and_status() {
             gcc.uts_release
         )
     );
+    // A guest that plants a symlink to /etc in its writable root share and writes through
+    // it reaches the share's /etc, never the host's.
+    let r = run(
+        &["--rootfs", root.to_str().unwrap()],
+        &[
+            "sh",
+            "-c",
+            "/bin/busybox ln -s /etc /escape && echo planted > /escape/kforge-escape && /bin/busybox cat /escape/kforge-escape",
+        ],
+    )
+    .success();
+    assert_eq!(r.stdout, "planted\n");
+    assert!(
+        !Path::new("/etc/kforge-escape").exists(),
+        "the guest wrote into the host's /etc"
+    );
+    assert_eq!(fs::read_string(root.join("etc/kforge-escape")), "planted\n");
+    assert_eq!(
+        std::fs::read_link(root.join("escape")).unwrap(),
+        Path::new("/etc")
+    );
+
+    // While a guest runs: its QEMU is not root and runs under seccomp; its virtiofsd
+    // daemons are in PID namespaces of their own.
+    let mut running = ctx
+        .kforge(["run", entry.as_str(), "--accel", "tcg", "--", "sleep", "6"])
+        .cwd(&work)
+        .spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (qemu_pid, daemons) = loop {
+        if running.try_wait().unwrap().is_some() {
+            let r = crate::support::Outcome::wait(running);
+            panic!("kforge run ended before its guest was seen: {}", r.stderr);
+        }
+        let procs = guest_pids(ctx.path());
+        let qemu = procs
+            .iter()
+            .find(|(_, c)| c.contains("qemu-system"))
+            .map(|(p, _)| *p);
+        let daemons: Vec<u32> = procs
+            .iter()
+            .filter(|(_, c)| c.contains("virtiofsd"))
+            .map(|(p, _)| *p)
+            .collect();
+        if let Some(q) = qemu
+            && status_field(q, "Seccomp") == ["2"]
+        {
+            break (q, daemons);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sandboxed QEMU appeared: {procs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let uid = status_field(qemu_pid, "Uid");
+    assert!(
+        !uid.is_empty() && uid.iter().all(|u| u != "0"),
+        "QEMU runs as {uid:?}"
+    );
+    assert!(
+        daemons.iter().any(|p| status_field(*p, "NSpid").len() == 2),
+        "no virtiofsd in a PID namespace of its own: {daemons:?}"
+    );
+    crate::support::Outcome::wait(running).success();
+
     // The host's own root, read-only: its programs and files.
     let r = run(&["--host-root"], &["cat", "/etc/os-release"]).success();
     assert_eq!(r.stdout, fs::read_string("/etc/os-release"));

@@ -74,6 +74,7 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         "--cc=ccache gcc",
         "--without-default-features",
         "--enable-vhost-user",
+        "--enable-seccomp",
         "--disable-debug-info",
     ] {
         assert!(first.configure_args.iter().any(|a| a == arg), "{arg}");
@@ -266,7 +267,11 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         .args(["--qemu", &first.identity])
         .run()
         .success()
-        .stderr_has(&format!("$ {} -nodefaults", own_binary.display()));
+        // (under its own seccomp sandbox: the minimal build has it)
+        .stderr_has(&format!(
+            "$ {} -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny -name kforge-guest:",
+            own_binary.display()
+        ));
     let report: BootReport = r.json();
     assert!(report.passed, "{report:?}");
     assert_eq!(

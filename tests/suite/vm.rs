@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::procs::{assert_no_guests, guest_processes};
-use crate::support::systemd::{Systemd, assert_units_verify};
+use crate::support::procs::{assert_no_guests, guest_pids, guest_processes, status_field};
+use crate::support::systemd::{Systemd, assert_units_verify, exposure};
 use crate::support::{BIN, Outcome, TestContext, VmDefinition, VmStatus, fixtures, fs, repo_root};
 
 #[test]
@@ -68,8 +68,30 @@ fn a_real_systemd_runs_the_guest_as_qemu_system_at_vm_service() {
     assert_eq!(status.virtiofsd_state, "active");
     assert_eq!(status.qemu_unit, "qemu-system@g1.service");
     assert!(status.main_pid > 0);
+    // (virtiofsd in its namespace sandbox is two processes: a parent and the sandboxed one)
     let running = guest_processes(ctx.path());
-    assert_eq!(running.len(), 2, "{running:?}");
+    assert_eq!(
+        running.iter().filter(|c| c.contains("qemu-system")).count(),
+        1,
+        "{running:?}"
+    );
+    assert!(
+        running.iter().any(|c| c.contains("virtiofsd")),
+        "{running:?}"
+    );
+    // QEMU runs as the unprivileged guest user, under seccomp filters (its pid on this side
+    // of the namespace).
+    let qemu = guest_pids(ctx.path())
+        .into_iter()
+        .find(|(_, c)| c.contains("qemu-system"))
+        .map(|(p, _)| p)
+        .unwrap();
+    let uid = status_field(qemu, "Uid");
+    assert!(
+        !uid.is_empty() && uid.iter().all(|u| u != "0"),
+        "QEMU runs as {uid:?}"
+    );
+    assert_eq!(status_field(qemu, "Seccomp"), ["2"]);
     // systemctl stop ends QEMU and virtiofsd.
     kf(&["stop", "g1"]).success();
     let status: VmStatus = kf(&["status", "g1"]).success().json();
@@ -163,6 +185,18 @@ fn units_verify_and_vm_run_needs_no_systemd() {
         dropin.contains("BindsTo=kforge-virtiofsd-rootfs@%i.service"),
         "{dropin}"
     );
+    // Every unit runs with the least it needs: `systemd-analyze security` rates each at or
+    // below 3.0 (OK), QEMU's as not root.
+    for unit in [
+        "qemu-system@t2.service",
+        "kforge-virtiofsd@t2.service",
+        "kforge-virtiofsd-rootfs@t2.service",
+    ] {
+        let e = exposure(&units, unit);
+        eprintln!("{unit}: exposure {e}");
+        assert!(e <= 3.0, "{unit}: exposure {e} is over 3.0");
+    }
+    assert!(fs::read_string(units.join("qemu-system@.service")).contains("\nUser=kforge-guest\n"));
     ctx.kforge(["vm", "--unit-dir", u, "run", "t2", "--timeout", "60"])
         .run()
         .success()

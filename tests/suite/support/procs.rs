@@ -5,14 +5,34 @@ use std::path::Path;
 /// QEMU or virtiofsd processes whose command line mentions `dir`: a guest of this test's
 /// that is still running.
 pub fn guest_processes(dir: &Path) -> Vec<String> {
+    guest_pids(dir).into_iter().map(|(_, c)| c).collect()
+}
+
+/// The same, with their pids.
+pub fn guest_pids(dir: &Path) -> Vec<(u32, String)> {
     let needle = dir.display().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&needle) && (c.contains("qemu-system") || c.contains("virtiofsd")))
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&c).replace('\0', " ")))
+        })
+        .filter(|(_, c)| {
+            c.contains(&needle) && (c.contains("qemu-system") || c.contains("virtiofsd"))
+        })
         .collect()
+}
+
+/// A field of `/proc/<pid>/status` (`Uid`, `Seccomp`, `NSpid`), as its words.
+pub fn status_field(pid: u32, field: &str) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// Asserts no guest of `dir` runs.

@@ -124,3 +124,69 @@ pub fn assert_units_verify(unit_dir: &Path, units: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `systemd-analyze security --offline=true` of an instance of a template with its kforge
+/// drop-in (`qemu-system@t1.service`), merged into one unit file as the offline analysis
+/// needs (one `ExecStart=`, `%i` filled in): the overall exposure, 0.0 (safe) to 10.0.
+pub fn exposure(unit_dir: &Path, instance: &str) -> f64 {
+    let (prefix, rest) = instance
+        .split_once('@')
+        .expect("an instance: name@i.service");
+    let name = rest.strip_suffix(".service").expect("a service");
+    let template = std::fs::read_to_string(unit_dir.join(format!("{prefix}@.service"))).unwrap();
+    let dropin =
+        std::fs::read_to_string(unit_dir.join(format!("{instance}.d/kforge.conf"))).unwrap();
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for line in template.lines().chain(dropin.lines()) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            if !sections.iter().any(|(n, _)| n == s) {
+                sections.push((s.to_owned(), Vec::new()));
+            }
+            let i = sections.iter().position(|(n, _)| n == s).unwrap();
+            let last = sections.remove(i);
+            sections.push(last);
+            continue;
+        }
+        let body = &mut sections.last_mut().expect("a section first").1;
+        if line.starts_with("ExecStart=") {
+            body.retain(|l| !l.starts_with("ExecStart="));
+            if line == "ExecStart=" {
+                continue;
+            }
+        }
+        body.push(line.to_owned());
+    }
+    let mut text = String::new();
+    for (n, body) in &sections {
+        text.push('[');
+        text.push_str(n);
+        text.push_str("]\n");
+        text.push_str(&body.join("\n"));
+        text.push_str("\n\n");
+    }
+    let text = text.replace("%i", name);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{prefix}-{name}.service"));
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    said.lines()
+        .find_map(|l| l.split("Overall exposure level for ").nth(1))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure for {instance}:\n{said}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
