@@ -211,7 +211,7 @@ pub fn boot_check(
     };
     let virtiofsd = find_virtiofsd()?;
     let busybox = initramfs::find_static_busybox()?;
-    fs_err::create_dir_all(&opts.workdir)?;
+    sandbox::private_dir(&opts.workdir)?;
     let initrd = opts.workdir.join("initramfs.cpio");
     if let Some(r) = &opts.rootfs {
         r.check()?;

@@ -414,6 +414,7 @@ fn prepare(
     let virtiofsd = super::find_virtiofsd()?;
     let busybox = initramfs::find_static_busybox()?;
     let results = opts.workdir.join("results");
+    super::sandbox::private_dir(&opts.workdir)?;
     fs_err::create_dir_all(&results)?;
     let initrd = opts.workdir.join("initramfs.cpio");
     initramfs::write_with(

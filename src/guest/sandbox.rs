@@ -70,6 +70,41 @@ pub fn lookup_group(name: &str) -> Option<u32> {
     (rc == 0 && !out.is_null()).then_some(gr.gr_gid)
 }
 
+/// A guest's working directory (its sockets, initramfs, results), for kforge alone: QEMU is
+/// handed what it needs, nobody else reads the guest's output.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs_err::create_dir_all(dir)?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// A defined guest's directory and console log: the directory for kforge and the guest
+/// user's group (its QEMU unit reads the initramfs and connects to the sockets there), the
+/// console log for root (systemd appends to it).
+pub fn guest_dir(dir: &Path, console_log: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs_err::create_dir_all(dir)?;
+    let group = if is_root() {
+        lookup_group(GUEST_USER)
+    } else {
+        None
+    };
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(dir, None, Some(gid))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    }
+    fs_err::set_permissions(
+        dir,
+        std::fs::Permissions::from_mode(if group.is_some() { 0o750 } else { 0o700 }),
+    )?;
+    fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(console_log)?;
+    fs_err::set_permissions(console_log, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
 /// The guest user the units run QEMU as must exist (systemd refuses a unit whose user does
 /// not).
 pub fn guest_user_exists() -> Result<(), crate::error::GuestError> {

@@ -141,7 +141,7 @@ pub fn define(
     let virtiofsd = super::find_virtiofsd()?;
     let busybox = initramfs::find_static_busybox()?;
     let dir = home.dir(name);
-    fs_err::create_dir_all(&dir)?;
+    super::sandbox::guest_dir(&dir, &dir.join("console.log"))?;
     let def = VmDef {
         name: name.to_owned(),
         uts_release: manifest.uts_release.clone(),

@@ -130,6 +130,11 @@ fn units_verify_and_vm_run_needs_no_systemd() {
         &units,
         &["qemu-system@t1.service", "kforge-virtiofsd@t1.service"],
     );
+    // The guest's files are not for everyone: its directory for kforge and the guest user's
+    // group, its console log for root.
+    let vm_dir = ctx.system().join("vms/t1");
+    assert_eq!(fs::mode(&vm_dir) & 0o007, 0, "{:o}", fs::mode(&vm_dir));
+    assert_eq!(fs::mode(&vm_dir.join("console.log")), 0o600);
     // Without systemd as init here, start refuses and points at vm run.
     if !Path::new("/run/systemd/system").exists() {
         ctx.kforge(["vm", "--unit-dir", u, "start", "t1"])
