@@ -107,6 +107,45 @@ fn a_real_systemd_runs_the_guest_as_qemu_system_at_vm_service() {
     }
     kf(&["rm", "g1"]).success();
     kf(&["status", "g1"]).code(2);
+
+    // A guest on a root directory, under the same hardened units: its root share's
+    // virtiofsd (root, in its namespace sandbox, the directory its only writable path) serves
+    // the guest's init, which writes into the directory.
+    let root = ctx.path().join("rootfs");
+    for d in ["bin", "sbin", "proc", "sys", "dev", "lib"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    fs::write_executable(
+        root.join("sbin/init"),
+        "#!/bin/busybox sh\necho \"ROOTFS-UP $(/bin/busybox uname -r)\"\necho written > /by-the-guest\n/bin/busybox sync\necho 'guest login:'\n/bin/busybox sleep 300\n",
+    );
+    kf(&[
+        "define",
+        "g2",
+        "--manifest",
+        &m.entry(),
+        "--rootfs",
+        root.to_str().unwrap(),
+    ])
+    .success();
+    kf(&["start", "g2"]).success();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let console = loop {
+        let c = kf(&["console", "g2"]).success().stdout;
+        if c.contains("guest login:") {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "guest console so far:\n{c}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        console.contains(&format!("ROOTFS-UP {}", m.uts_release)),
+        "{console}"
+    );
+    assert_eq!(fs::read_string(root.join("by-the-guest")), "written\n");
+    kf(&["stop", "g2"]).success();
+    kf(&["rm", "g2"]).success();
     drop(sd);
 }
 
