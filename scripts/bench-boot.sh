@@ -36,8 +36,8 @@ vng_accel=()
 [[ $accel == tcg ]] && vng_accel=(--disable-kvm)
 vng_version=$(vng --version 2>&1 | head -n 1)
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
+BENCH_DIGITS=2
+. scripts/bench-lib.sh
 k_times=() v_times=()
 for i in $(seq "$rounds"); do
   t=$(now)
@@ -71,13 +71,5 @@ section=$(
   echo "kforge also checks that a module (vsock_loopback) loads from the virtiofs modules share;"
   echo "virtme-ng ($vng_version, ${vng_accel[*]:-with KVM}) runs the host's root filesystem."
 )
-doc=$root/docs/benchmarks.md
-touch "$doc"
-awk -v s="$section" '
-  /^## Boot on a full kernel/ { skip = 1; next }
-  skip && /^## / { skip = 0 }
-  !skip { print }
-  END { print ""; print s }
-' "$doc" | cat -s >"$doc.tmp"
-mv "$doc.tmp" "$doc"
+write_section "$root/docs/benchmarks.md" "$section"
 echo "$section"

@@ -38,9 +38,8 @@ fi
 export KFORGE_SYSTEM_DIR=$work/home KFORGE_MIRROR=$mirror KFORGE_CCACHE_DIR=$work/ccache \
   KFORGE_CONFIG=/nonexistent KFORGE_LIBRARY=$root/kconfig-library
 unset KFORGE_WORKERS_DIR KFORGE_WORKER_INDEX KFORGE_STORE
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.3f", b-a}'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{printf "%.3f", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+BENCH_DIGITS=3
+. scripts/bench-lib.sh
 say() { echo "bench-known: $*" >&2; }
 
 # A, built once (and once more by the baseline, which then knows it in its slot's memory).
@@ -118,13 +117,5 @@ section=$(
   echo "tuxmake ($tux_version), which has no store, rebuilds the same kernel from the same"
   echo ".config: $(printf '%s s, ' "${tux_s[@]}" | sed 's/, $//') (target: the repeated request under 0.1 s)."
 )
-doc=$root/docs/benchmarks.md
-touch "$doc"
-awk -v s="$section" '
-  /^## A known identity/ { skip = 1; next }
-  skip && /^## / { skip = 0 }
-  !skip { print }
-  END { print ""; print s }
-' "$doc" | cat -s >"$doc.tmp"
-mv "$doc.tmp" "$doc"
+write_section "$root/docs/benchmarks.md" "$section"
 echo "$section"

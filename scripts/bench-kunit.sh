@@ -21,9 +21,7 @@ mirror=$(bash scripts/fixture-mirror.sh "$kforge")
 tag=$(git --git-dir="$mirror" describe --tags --abbrev=0 master)
 export KFORGE_SYSTEM_DIR=$work/home KFORGE_MIRROR=$mirror KFORGE_CCACHE_DIR=$work/ccache KFORGE_CONFIG=/nonexistent
 unset KFORGE_WORKERS_DIR KFORGE_WORKER_INDEX KFORGE_STORE KFORGE_LIBRARY
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{printf "%.1f", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+. scripts/bench-lib.sh
 say() { echo "bench-kunit: $*" >&2; }
 
 say "building $tag (tiny_guest_defconfig) with kforge, once"
@@ -90,13 +88,5 @@ section=$(
   echo "kunit.py cold (configure and build its kernel, then run): ${kunit_cold} s ($kunit_cold_said)."
   echo "kforge's last run: $cases results, $counts, recorded as run $run_id with its console log."
 )
-doc=$root/docs/benchmarks.md
-touch "$doc"
-awk -v s="$section" '
-  /^## KUnit: a stored verdict/ { skip = 1; next }
-  skip && /^## / { skip = 0 }
-  !skip { print }
-  END { print ""; print s }
-' "$doc" | cat -s >"$doc.tmp"
-mv "$doc.tmp" "$doc"
+write_section "$root/docs/benchmarks.md" "$section"
 echo "$section"

@@ -24,8 +24,7 @@ commit=$(git --git-dir "$mirror" rev-parse "$ref^{commit}")
 version=$(git --git-dir "$mirror" cat-file blob "$commit:VERSION")
 
 declare -A secs notes
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+. scripts/bench-lib.sh
 
 kf() { # kf NAME ARGS...: a kforge run with its own home
   local name=$1; shift
@@ -100,14 +99,6 @@ section=$(mktemp)
 } >"$section"
 
 out=docs/benchmarks.md
-touch "$out"
-# Replace this script's section (from "## QEMU" to the next "## " or the end), keep the rest.
-awk -v f="$section" '
-  /^## QEMU$/ { skip = 1; while ((getline l < f) > 0) print l; print ""; next }
-  skip && /^## / { skip = 0 }
-  !skip { print }
-' "$out" >"$out.new"
-grep -q '^## QEMU$' "$out" || { echo; cat "$section"; } >>"$out.new"
-mv "$out.new" "$out"
+write_section "$out" "$(cat "$section")"
 rm -f "$section"
 cat "$out" | sed -n '/^## QEMU$/,/^## [^Q]/p' >&2

@@ -29,9 +29,8 @@ if [[ -f $target ]]; then cp "$target" "$manifest"; else "$kforge" store show --
 release=$(jq -r .uts_release "$manifest")
 mkdir -p "$work/cwd"
 
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{printf "%.2f", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+BENCH_DIGITS=2
+. scripts/bench-lib.sh
 boot() { # boot BINARY: seconds of a passing check
   local t
   t=$(now)
@@ -72,13 +71,5 @@ section=$(
   echo
   echo "Target: the check no more than 5% slower."
 )
-doc=$root/docs/benchmarks.md
-touch "$doc"
-awk -v s="$section" '
-  /^## Guest sandbox/ { skip = 1; next }
-  skip && /^## / { skip = 0 }
-  !skip { print }
-  END { print ""; print s }
-' "$doc" | cat -s >"$doc.tmp"
-mv "$doc.tmp" "$doc"
+write_section "$root/docs/benchmarks.md" "$section"
 echo "$section"

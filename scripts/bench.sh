@@ -29,8 +29,7 @@ commit=$(git --git-dir "$mirror" rev-parse "$tag^{commit}")
 jobs=$(nproc)
 
 declare -A secs notes
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+. scripts/bench-lib.sh
 
 kf() { # kf NAME ARGS...: a kforge run with its own home
   local name=$1; shift
@@ -242,9 +241,9 @@ overhead=$(awk -v a="${secs[kforge_nocache]}" -v b="$base" 'BEGIN{printf "%+.1f%
   echo "same bzImage with the host's root filesystem, which this small preset cannot run (no"
   echo "futex, no multi-user): \`scripts/bench-boot.sh\` compares the two on a full kernel, below."
 } >"$root/docs/benchmarks.md.new"
-# Keep the sections the other bench scripts write (bench-boot.sh, bench-qemu.sh).
+# Keep the sections the other bench scripts write (every one but this script's three).
 touch "$root/docs/benchmarks.md"
-awk '/^## / { keep = ($0 == "## Boot on a full kernel" || $0 == "## QEMU"); if (keep) print "" }
+awk '/^## / { keep = ($0 !~ /^## (Cold build: |The store: |Boot to a verified )/); if (keep) print "" }
      keep' "$root/docs/benchmarks.md" >>"$root/docs/benchmarks.md.new"
 mv "$root/docs/benchmarks.md.new" "$root/docs/benchmarks.md"
 cat "$root/docs/benchmarks.md"
