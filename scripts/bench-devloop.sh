@@ -38,7 +38,7 @@ busybox=$(command -v busybox)
 # kforge's own home, on a copy of the fixture mirror (worktree snapshots are pushed into it),
 # with a cache of its own.
 git clone --quiet --mirror --shared "$fixture" "$work/mirror.git"
-export KFORGE_SYSTEM_DIR=$work/kforge KFORGE_MIRROR=$work/mirror.git KFORGE_CCACHE_DIR=$work/ccache
+export KFORGE_SYSTEM_DIR=$work/kforge-home KFORGE_MIRROR=$work/mirror.git KFORGE_CCACHE_DIR=$work/ccache
 unset KFORGE_WORKERS_DIR KFORGE_WORKER_INDEX KFORGE_STORE KFORGE_CONFIG KFORGE_LIBRARY
 for t in kforge vng plain; do
   git clone --quiet --shared "$work/mirror.git" "$work/$t"
