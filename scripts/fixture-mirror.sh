@@ -12,6 +12,8 @@
 #   branch test/broken       + a syntax error in init/version.c (a build that fails)
 #   tag    kf-test-1         annotated, on test/comment
 #   branch test/kunit-broken + one KUnit case of lib/list-test.c made to fail
+#   branch test/bisect       16 commits: one outside the build, one that does not build (and
+#                            its fix), one that breaks the KUnit case above (step 12)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,6 +85,34 @@ branch test/kunit-broken lib/list-test.c \
   "test: break list_test_list_init"
 [[ $(git rev-parse "test/kunit-broken:lib/list-test.c") != $(git rev-parse "$base:lib/list-test.c") ]] ||
   { echo "fixture: the KUnit case to break was not found in lib/list-test.c" >&2; exit 1; }
+
+# A linear history of 16 commits for bisect (test/bisect, on the base): each step adds a
+# comment to init/version.c, but
+#   step 9  touches only Documentation/ (nothing a kernel config builds),
+#   step 10 breaks the build (a line that is not C), step 11 mends it,
+#   step 12 breaks list_test_list_init (the first bad commit for KUnit's list suite).
+if ! git rev-parse --verify --quiet refs/heads/test/bisect >/dev/null; then
+  tip=$base
+  for step in $(seq 16); do
+    file=init/version.c
+    case $step in
+      9) file=Documentation/process/changes.rst edit="cat; echo; echo '.. bisect fixture step 9'" ;;
+      10) edit="cat; echo 'this is not C; /* bisect fixture step 10 */'" ;;
+      11) edit="grep -v 'bisect fixture step 10'; echo '/* bisect fixture step 11 */'" ;;
+      12) file=lib/list-test.c
+        edit="sed 's/KUNIT_EXPECT_TRUE(test, list_empty_careful(&list3));/KUNIT_EXPECT_FALSE(test, list_empty_careful(\&list3));/'" ;;
+      *) edit="cat; echo '/* bisect fixture step $step */'" ;;
+    esac
+    blob=$(git cat-file blob "$tip:$file" | eval "$edit" | git hash-object -w --stdin)
+    GIT_INDEX_FILE=$idx git read-tree "$tip"
+    GIT_INDEX_FILE=$idx git update-index --cacheinfo "100644,$blob,$file"
+    tree=$(GIT_INDEX_FILE=$idx git write-tree)
+    tip=$(git commit-tree "$tree" -p "$tip" -m "bisect fixture: step $step")
+  done
+  [[ $(git rev-parse "$tip:lib/list-test.c") == $(git rev-parse "test/kunit-broken:lib/list-test.c") ]] ||
+    { echo "fixture: test/bisect's step 12 did not break list_test_list_init" >&2; exit 1; }
+  git update-ref refs/heads/test/bisect "$tip"
+fi
 
 echo "fixture: ready: $(git tag | tr '\n' ' ')/ $(git for-each-ref --format='%(refname:short)' refs/heads | tr '\n' ' ')" >&2
 echo "$mirror"

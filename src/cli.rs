@@ -166,6 +166,16 @@ Examples:
     /// two of them.
     #[command(subcommand)]
     Results(ResultsCommand),
+    /// Find the first bad commit between a good and a bad ref of the mirror: each candidate
+    /// built through the normal flow (an identity in the store), its verdict recorded in
+    /// the results database; an identity already in the store is not built again, one
+    /// already checked is not checked again, and a commit that changes no file its
+    /// neighbour's build read is not built at all. Prints the report (JSON); its log on
+    /// stderr.
+    #[command(
+        after_help = "Examples:\n  kforge bisect --good v6.12.117 --bad mybranch --check kunit:list* --preset tiny_guest_defconfig\n  kforge bisect --good v6.12.117 --bad mybranch --check run:'grep -q foo /proc/cpuinfo'\n  kforge bisect --good GOOD --bad BAD --check script:./is-good.sh   (0 good, 125 skip, 1-127 bad)\n  kforge bisect resume   (after an interruption; recorded verdicts are not redone)"
+    )]
+    Bisect(Box<BisectArgs>),
     /// Named guests run by systemd as qemu-system@<vm>.service (or in the foreground).
     Vm(VmArgs),
     /// Print the JSON Schema (2020-12) of a build request, or of any document kforge prints.
@@ -757,6 +767,52 @@ pub struct MachineArgs {
     /// identity in the store (qemu-<release>) [default: qemu-system-x86_64 on PATH].
     #[arg(long, value_name = "PATH_OR_IDENTITY", help_heading = "Guest")]
     pub qemu: Option<PathBuf>,
+}
+
+/// `kforge bisect`.
+#[derive(Debug, Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    // The build's own ref and after-build options do not apply: the candidates are the refs.
+    mut_arg("git_ref_pos", |a| a.hide(true)),
+    mut_arg("git_ref", |a| a.hide(true)),
+    mut_arg("worktree", |a| a.hide(true)),
+    mut_arg("boot", |a| a.hide(true)),
+    mut_arg("test", |a| a.hide(true)),
+    mut_arg("baseline", |a| a.hide(true)),
+    mut_arg("worktree_group", |a| a.hide(true)),
+    mut_arg("deploy_dir", |a| a.hide(true)),
+    mut_arg("deploy_name", |a| a.hide(true)),
+    mut_arg("deploy_replace", |a| a.hide(true)),
+)]
+pub struct BisectArgs {
+    #[command(subcommand)]
+    pub command: Option<BisectCommand>,
+    /// A commit where the check passes (repeat for several); an ancestor of --bad.
+    #[arg(long, value_name = "REF", required = true)]
+    pub good: Vec<String>,
+    /// A commit where the check fails.
+    #[arg(long, value_name = "REF", required = true)]
+    pub bad: Option<String>,
+    /// What a good candidate passes: boot (the boot check), kunit[:GLOB] (no failing
+    /// case), kselftest:TARGET, run:CMD (the command exits 0 in the guest; 125 skips), or
+    /// script:PATH (a host script given the manifest's path, with KFORGE_RELEASE and
+    /// KFORGE_COMMIT set: 0 good, 125 skip, 1-127 bad).
+    #[arg(long, value_name = "CHECK", required = true)]
+    pub check: Option<kforge::bisect::Check>,
+    /// Check every candidate again, whatever the results database holds for its identity.
+    #[arg(long)]
+    pub recheck: bool,
+    /// Every candidate is built with these inputs (its ref is the candidate).
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BisectCommand {
+    /// Go on with this worker's last bisect (what it decided is recorded: not redone).
+    Resume,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -310,12 +310,7 @@ fn read_manifest(path: &std::path::Path) -> Result<kforge::kernel::manifest::Man
 
 fn boot_command(args: &cli::BootArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
     let (manifest, _) = manifest_or_identity(args.manifest.as_deref(), dirs)?;
-    let _hold = if manifest.store_entry.is_some() {
-        let release = manifest.uts_release.parse()?;
-        Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
-    } else {
-        None
-    };
+    let _hold = hold_entry(&manifest, dirs)?;
     let report = run_guest(&manifest, &args.guest, dirs, ui)?;
     print_json(&report);
     if args.check && !report.passed {
@@ -567,6 +562,7 @@ fn main() -> ExitCode {
             Command::Test(cli::TestCommand::Kselftest(a)) => kselftest_command(a, &dirs, &ui),
             Command::Build(a) => build(a, &dirs, Until::Collect, &ui),
             Command::Results(c) => results_command(c, &dirs),
+            Command::Bisect(a) => bisect_command(a, &dirs, &ui),
             command => dispatch(command, &dirs, &ui).map(|()| 0),
         });
     match result {
@@ -626,6 +622,7 @@ fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
         | Command::Run(_)
         | Command::Shell(_)
         | Command::Test(_)
+        | Command::Bisect(_)
         | Command::Results(_) => {
             unreachable!(
                 "build, run, shell, test and results are dispatched with their exit status"
@@ -650,12 +647,7 @@ fn guest_run(
     use kforge::guest::run;
     let g = &a.guest;
     let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
-    let hold = if manifest.store_entry.is_some() {
-        let release = manifest.uts_release.parse()?;
-        Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
-    } else {
-        None
-    };
+    let hold = hold_entry(&manifest, dirs)?;
     let qemu = guest_qemu(&g.machine, dirs)?;
     let opts = run::RunOptions {
         accel: g.machine.accel,
@@ -679,6 +671,20 @@ fn guest_run(
         command,
     };
     Ok((manifest, opts, hold))
+}
+
+/// Holds a kernel's store entry (gc leaves it alone) while a guest uses it, when it is one.
+fn hold_entry(
+    manifest: &kforge::kernel::manifest::Manifest,
+    dirs: &Dirs,
+) -> Result<Option<kforge::fsutil::FileLock>, Error> {
+    if manifest.store_entry.is_none() {
+        return Ok(None);
+    }
+    let release = manifest.uts_release.parse()?;
+    Ok(Some(
+        kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?,
+    ))
 }
 
 /// A status outside 0..=255 (a shell cannot make one) is reported as a failure.
@@ -779,12 +785,7 @@ fn run_kunit(
     ui: &dyn Reporter,
 ) -> Result<kforge::verdict::db::Shown, Error> {
     use kforge::verdict::{db::Db, kunit};
-    let _hold = if manifest.store_entry.is_some() {
-        let release = manifest.uts_release.parse()?;
-        Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
-    } else {
-        None
-    };
+    let _hold = hold_entry(manifest, dirs)?;
     let workdir = dirs
         .system_dir
         .join("guests")
@@ -837,42 +838,71 @@ fn kunit_command(a: &cli::KunitArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u
 /// `kforge test kselftest`: the run with its results; exit 1 when a test failed, crashed or
 /// timed out (0 with --exit-zero).
 fn kselftest_command(a: &cli::KselftestArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
+    let shown = run_kselftest(
+        &manifest,
+        &KselftestRun {
+            targets: &a.targets,
+            timeout: a.timeout,
+            rootfs: a.rootfs.as_deref(),
+            append: &a.append,
+            wait: a.wait,
+            machine: &a.machine,
+        },
+        dirs,
+        ui,
+    )?;
+    print_json(&shown);
+    Ok(u8::from(shown.run.counts.bad() > 0 && !a.exit_zero))
+}
+
+/// What `kforge test kselftest` and a bisect's `kselftest:T` check run.
+struct KselftestRun<'a> {
+    targets: &'a [String],
+    timeout: u64,
+    rootfs: Option<&'a std::path::Path>,
+    append: &'a [String],
+    wait: bool,
+    machine: &'a cli::MachineArgs,
+}
+
+/// Builds (or takes from the store) and runs kselftest targets against a kernel, holding
+/// its store entry meanwhile; records the run and says what came of it on stderr.
+fn run_kselftest(
+    manifest: &kforge::kernel::manifest::Manifest,
+    a: &KselftestRun<'_>,
+    dirs: &Dirs,
+    ui: &dyn Reporter,
+) -> Result<kforge::verdict::db::Shown, Error> {
     use kforge::guest::run::{Root, RunOptions};
     use kforge::verdict::{db::Db, kselftest};
-    let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
-    let _hold = if manifest.store_entry.is_some() {
-        let release = manifest.uts_release.parse()?;
-        Some(kforge::store::Store::open(&dirs.store, Kind::Kernel)?.hold(&release)?)
-    } else {
-        None
-    };
+    let _hold = hold_entry(manifest, dirs)?;
     let workdir = kselftest::workdir(dirs);
     let opts = kselftest::KselftestOptions {
-        targets: a.targets.clone(),
+        targets: a.targets.to_vec(),
         wait: a.wait,
         guest: RunOptions {
             accel: a.machine.accel,
             timeout: std::time::Duration::from_secs(a.timeout),
             memory_mib: a.machine.memory,
             cpus: a.machine.cpus,
-            qemu: guest_qemu(&a.machine, dirs)?,
+            qemu: guest_qemu(a.machine, dirs)?,
             cwd: workdir.clone(),
             workdir,
             writable: true,
-            root: match &a.rootfs {
+            root: match a.rootfs {
                 Some(d) => Root::Dir(kforge::dirs::absolute(d)),
                 None => Root::Host,
             },
-            append: a.append.clone(),
+            append: a.append.to_vec(),
             gdb: None,
             command: Vec::new(),
         },
     };
     let mut db = Db::open(&dirs.system_dir)?;
-    let shown = kselftest::run(&manifest, &opts, dirs, &mut db, ui)?;
+    let shown = kselftest::run(manifest, &opts, dirs, &mut db, ui)?;
     report_run("kselftest", &shown, ui);
-    print_json(&shown);
-    Ok(u8::from(shown.run.counts.bad() > 0 && !a.exit_zero))
+    Ok(shown)
 }
 
 /// What came of a test run, on stderr.
@@ -1033,4 +1063,335 @@ fn diff_table(d: &kforge::verdict::db::Diff) -> String {
     }
     let _ = writeln!(out, "\nunchanged: {}", d.unchanged);
     out
+}
+
+/// `kforge bisect` and `kforge bisect resume`: the report on stdout, exit 0 when it ran to
+/// its end (whether skipped commits left one first bad commit or several).
+fn bisect_command(a: &cli::BisectArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    use kforge::bisect::{self, Check, Invocation};
+    let path = Invocation::path(&dirs.system_dir, dirs.worker_index);
+    let mirror = kforge::slot::Mirror::open(&dirs.mirror)?;
+    let inv = match &a.command {
+        Some(cli::BisectCommand::Resume) => Invocation::load(&path)?,
+        None => {
+            let b = &a.build;
+            let given = [
+                (
+                    b.git_ref_pos.is_some() || b.git_ref.is_some(),
+                    "a ref to build",
+                ),
+                (b.worktree.is_some(), "--worktree"),
+                (b.boot, "--boot (say --check boot)"),
+                (b.test.is_some(), "--test (say --check kunit:GLOB)"),
+                (b.baseline.is_some(), "--baseline"),
+                (b.worktree_group.is_some(), "--worktree-group"),
+            ];
+            if let Some((_, what)) = given.iter().find(|(given, _)| *given) {
+                return Err(InvalidRequest::one(format!(
+                    "kforge bisect builds the commits between --good and --bad: {what} does not apply"
+                ))
+                .into());
+            }
+            let mut check = a.check.clone().expect("clap requires --check");
+            if let Check::Script(p) = &mut check {
+                *p = kforge::dirs::absolute(p);
+                let executable = fs_err::metadata(&*p).is_ok_and(|m| {
+                    std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+                        && m.is_file()
+                });
+                if !executable {
+                    return Err(InvalidRequest::one(format!(
+                        "the check script {} is not an executable file",
+                        p.display()
+                    ))
+                    .into());
+                }
+            }
+            let request = b.to_request()?;
+            let bad = a.bad.as_deref().expect("clap requires --bad");
+            let (good, bad) = bisect::resolve_range(&mirror, &a.good, bad)?;
+            Invocation {
+                request,
+                good,
+                bad,
+                check: check.to_string(),
+                recheck: a.recheck,
+            }
+        }
+    };
+    let check: Check = inv.check.parse().map_err(InvalidRequest::one)?;
+    if !matches!(check, Check::Script(_)) {
+        // Fail before building when the guest cannot be booted here at all.
+        if guest_qemu(&a.build.guest.machine, dirs)?.is_none() {
+            kforge::process::find_program("qemu-system-x86_64")?;
+        }
+        kforge::guest::find_virtiofsd()?;
+        kforge::guest::initramfs::find_static_busybox()?;
+    }
+    inv.save(&path)?;
+    let mut db = kforge::verdict::db::Db::open(&dirs.system_dir)?;
+    let mut candidates = BisectCandidates {
+        inv: &inv,
+        check: &check,
+        guest: &a.build.guest,
+        wait: a.build.wait,
+        dirs,
+        ui,
+    };
+    let places = bisect::Places {
+        mirror: &mirror,
+        inputs: dirs.system_dir.join("bisect").join("inputs"),
+        worker: dirs.worker_index,
+    };
+    let report = bisect::bisect(&inv, &check, &places, &mut candidates, &mut db, ui)?;
+    let summary = match &report.first_bad {
+        Some(c) => format!(
+            "first bad commit: {} {}{}",
+            c.commit,
+            c.subject,
+            match c.changes_kernel {
+                Some(false) =>
+                    " (it changes no file this config's build reads: the verdict moved while the kernel did not; a flaky check, or a wrong --good or --bad?)",
+                _ => "",
+            }
+        ),
+        None => format!(
+            "skipped commits leave the first bad commit among: {}",
+            report.first_bad_among.join(" ")
+        ),
+    };
+    ui.event(&Event::Info {
+        step: "bisect",
+        message: &format!(
+            "{summary}; {} compiles for {} candidates ({} commits), {:.1} s",
+            report.compiles, report.candidates, report.commits_in_range, report.seconds
+        ),
+    });
+    print_json(&report);
+    Ok(0)
+}
+
+/// Builds and checks bisect candidates with the commands' own code.
+struct BisectCandidates<'a> {
+    inv: &'a kforge::bisect::Invocation,
+    check: &'a kforge::bisect::Check,
+    guest: &'a cli::GuestArgs,
+    wait: bool,
+    dirs: &'a Dirs,
+    ui: &'a dyn Reporter,
+}
+
+impl BisectCandidates<'_> {
+    /// The flow run up to `until` for `commit`; `Err(why)` when the kernel does not build.
+    fn flow(
+        &self,
+        commit: &str,
+        until: Until,
+    ) -> Result<Result<kforge::kernel::Finished, String>, Error> {
+        let mut request = self.inv.request.clone();
+        request.git_ref = Some(commit.to_owned());
+        let plan = kernel::plan(request, self.dirs)?;
+        match kernel::run(plan, until, self.wait, self.ui) {
+            Ok(f) => Ok(Ok(f)),
+            Err(e) if e.exit_code() == kforge::error::exit::BUILD_FAILED => {
+                // The compiler's first error says why; make's last line only that it stopped.
+                let text = e.to_string();
+                let line = text
+                    .lines()
+                    .find(|l| l.contains(" error: ") || l.contains(": Error"))
+                    .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()));
+                let step = match &e {
+                    Error::Step { step, .. } => step.as_str(),
+                    _ => "build",
+                };
+                Ok(Err(format!(
+                    "{step} failed: {}",
+                    line.unwrap_or(&text).trim()
+                )))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl kforge::bisect::Candidates for BisectCandidates<'_> {
+    fn identity(&mut self, commit: &str) -> Result<Result<String, String>, Error> {
+        Ok(self
+            .flow(commit, Until::Identity)?
+            .map(|f| f.run.release().to_string()))
+    }
+
+    fn build(
+        &mut self,
+        commit: &str,
+    ) -> Result<Result<kforge::kernel::manifest::Manifest, String>, Error> {
+        Ok(self.flow(commit, Until::Collect)?.map(|f| {
+            f.run
+                .state
+                .manifest
+                .expect("collect ran: the manifest is there")
+        }))
+    }
+
+    fn check(
+        &mut self,
+        manifest: &kforge::kernel::manifest::Manifest,
+    ) -> Result<(kforge::bisect::Verdict, String), Error> {
+        use kforge::bisect::{Check, Verdict};
+        let (dirs, ui, g) = (self.dirs, self.ui, self.guest);
+        let shown = |s: &kforge::verdict::db::Shown| {
+            let c = &s.run.counts;
+            (
+                Verdict::of_run(&s.run),
+                format!(
+                    "results run {}: {} passed, {} failed, {} crashed, {} timed out{}",
+                    s.run.id,
+                    c.pass,
+                    c.fail,
+                    c.crash,
+                    c.timeout,
+                    s.results
+                        .iter()
+                        .find(|r| r.status.is_bad())
+                        .map(|r| format!("; first: {}", r.path.join(" / ")))
+                        .unwrap_or_default()
+                ),
+            )
+        };
+        Ok(match self.check {
+            Check::Boot => {
+                let report = run_guest(manifest, g, dirs, ui)?;
+                if report.passed {
+                    (Verdict::Good, format!("booted, {} loaded", report.module))
+                } else {
+                    (
+                        Verdict::Bad,
+                        report
+                            .failure
+                            .unwrap_or_else(|| "the boot check failed".into()),
+                    )
+                }
+            }
+            Check::Kunit(glob) => shown(&run_kunit(
+                manifest,
+                &KunitRun {
+                    suite: glob,
+                    suite_timeout: 120,
+                    timeout: g.timeout.max(900),
+                    append: &[],
+                    machine: &g.machine,
+                },
+                dirs,
+                ui,
+            )?),
+            Check::Kselftest(target) => shown(&run_kselftest(
+                manifest,
+                &KselftestRun {
+                    targets: std::slice::from_ref(target),
+                    timeout: g.timeout.max(900),
+                    rootfs: None,
+                    append: &[],
+                    wait: self.wait,
+                    machine: &g.machine,
+                },
+                dirs,
+                ui,
+            )?),
+            Check::Run(cmd) => bisect_run_check(manifest, cmd, g, dirs, ui)?,
+            Check::Script(path) => bisect_script_check(manifest, path, dirs)?,
+        })
+    }
+}
+
+/// `run:CMD`: the command in the guest (the current directory shared read-only); 0 good,
+/// 125 skip, other statuses, a panic or a timeout bad.
+fn bisect_run_check(
+    manifest: &kforge::kernel::manifest::Manifest,
+    cmd: &str,
+    g: &cli::GuestArgs,
+    dirs: &Dirs,
+    ui: &dyn Reporter,
+) -> Result<(kforge::bisect::Verdict, String), Error> {
+    use kforge::bisect::Verdict;
+    use kforge::guest::run;
+    let _hold = hold_entry(manifest, dirs)?;
+    let opts = run::RunOptions {
+        accel: g.machine.accel,
+        timeout: std::time::Duration::from_secs(g.timeout),
+        memory_mib: g.machine.memory,
+        cpus: g.machine.cpus,
+        qemu: guest_qemu(&g.machine, dirs)?,
+        workdir: dirs
+            .system_dir
+            .join("guests")
+            .join(format!("bisect-{}", std::process::id())),
+        cwd: std::env::current_dir()?,
+        writable: false,
+        root: run::Root::Initramfs,
+        append: Vec::new(),
+        gdb: None,
+        command: vec!["/bin/sh".into(), "-c".into(), cmd.to_owned()],
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let result = run::run(manifest, &opts, &mut out, &mut err, ui);
+    let _ = fs_err::remove_dir_all(&opts.workdir);
+    let tail = |b: &[u8]| {
+        let t = String::from_utf8_lossy(b);
+        let t = t.trim();
+        t.char_indices()
+            .rev()
+            .nth(199)
+            .map_or(t, |(i, _)| &t[i..])
+            .to_owned()
+    };
+    Ok(match result {
+        Ok(r) if r.status == 0 => (Verdict::Good, format!("exited 0: {}", tail(&out))),
+        Ok(r) if r.status == 125 => (Verdict::Skip, format!("exited 125: {}", tail(&err))),
+        Ok(r) => (Verdict::Bad, format!("exited {}: {}", r.status, tail(&err))),
+        Err(
+            e @ Error::Guest(
+                kforge::error::GuestError::Panicked { .. }
+                | kforge::error::GuestError::Died { .. }
+                | kforge::error::GuestError::TimedOut { .. },
+            ),
+        ) => (Verdict::Bad, e.to_string()),
+        Err(e) => return Err(e),
+    })
+}
+
+/// `script:PATH`: the host script given the manifest's path (and `KFORGE_RELEASE`), as
+/// `git bisect run` runs one: 0 good, 125 skip, 1-127 bad; any other end stops the bisect.
+fn bisect_script_check(
+    manifest: &kforge::kernel::manifest::Manifest,
+    script: &std::path::Path,
+    dirs: &Dirs,
+) -> Result<(kforge::bisect::Verdict, String), Error> {
+    use kforge::bisect::Verdict;
+    let file = dirs
+        .system_dir
+        .join("manifests")
+        .join(format!("kernel-{}.json", manifest.uts_release));
+    fs_err::create_dir_all(file.parent().expect("has a parent"))?;
+    let mut bytes = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    bytes.push(b'\n');
+    kforge::fsutil::write_atomic(&file, &bytes)?;
+    // The script's output goes to stderr: stdout is the report's.
+    let status = kforge::process::run_user_program(
+        std::process::Command::new(script)
+            .arg(&file)
+            .env("KFORGE_RELEASE", &manifest.uts_release)
+            .env("KFORGE_COMMIT", &manifest.commit),
+    )?;
+    let what = format!("{} exited {status}", script.display());
+    Ok(match status.code() {
+        Some(0) => (Verdict::Good, what),
+        Some(125) => (Verdict::Skip, what),
+        Some(1..=127) => (Verdict::Bad, what),
+        _ => {
+            return Err(InvalidRequest::one(format!(
+                "{what}: a check script ends 0 (good), 125 (skip) or 1-127 (bad); the bisect stops (kforge bisect resume goes on)"
+            ))
+            .into());
+        }
+    })
 }

@@ -58,6 +58,24 @@ pub fn kill_all_children() {
     }
 }
 
+/// Runs a user's program (a bisect's check script) as a child kforge stops with itself: its
+/// environment is the user's (unlike [`Cmd`]'s), stdin closed, its stdout on kforge's
+/// stderr (kforge's stdout carries the report). Its exit status.
+pub fn run_user_program(c: &mut Command) -> Result<ExitStatus, RunError> {
+    let command = c.get_program().display().to_string();
+    c.stdin(Stdio::null())
+        .stdout(std::io::stderr())
+        .process_group(0);
+    let mut child = c.spawn().map_err(|source| RunError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    let _guard = ChildGuard::register(child.id());
+    child
+        .wait()
+        .map_err(|source| RunError::Spawn { command, source })
+}
+
 /// A failed command: what ran, how it ended, and the end of what it printed.
 #[derive(Debug, thiserror::Error)]
 pub struct ProcessError {

@@ -49,6 +49,8 @@ pub enum Output {
     ResultsLs,
     /// `kforge results diff`.
     ResultsDiff,
+    /// `kforge bisect`.
+    Bisect,
 }
 
 impl Output {
@@ -81,6 +83,7 @@ impl Output {
             Output::TestRun => schema_for!(crate::verdict::db::Shown),
             Output::ResultsLs => schema_for!(crate::verdict::db::Listing),
             Output::ResultsDiff => schema_for!(crate::verdict::db::Diff),
+            Output::Bisect => schema_for!(crate::bisect::Report),
         };
         serde_json::to_value(schema).expect("a schema serializes")
     }

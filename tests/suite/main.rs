@@ -10,6 +10,7 @@
 
 mod support;
 
+mod bisect;
 mod build;
 mod cli;
 mod devel;
