@@ -144,8 +144,34 @@ impl Step<KernelRun> for Configure {
             ctx.state.config = Some(config);
             return Ok(Outcome::Ran);
         }
-        let mut warnings = Vec::new();
-        let configured = configure(ctx, reporter, &mut warnings)?;
+        // The second level: an edit that Kconfig does not read (a .c file) keeps its
+        // inputs, so the base .config of an earlier tree is this tree's too.
+        let tree = ctx.state.tree.clone().expect("prepare_worktree ran");
+        let base_key = memory::base_key(
+            &ctx.plan,
+            &memory::kconfig_inputs(&ctx.plan.slot.src, &tree)?,
+            &ctx.flags().identity_flags,
+        );
+        let (text, warnings) = if let Some(base) = memory.recall_base(&base_key) {
+            for w in &base.warnings {
+                reporter.event(&Event::Warn { step, message: w });
+            }
+            reporter.event(&Event::Info {
+                step,
+                message: "what Kconfig reads is unchanged since an earlier tree: its .config, Kconfig not re-run",
+            });
+            (base.text, base.warnings)
+        } else {
+            let mut warnings = Vec::new();
+            let text = kconfig(ctx, reporter, &mut warnings)?;
+            memory.remember_base(&memory::BaseEntry {
+                key: base_key,
+                text: text.clone(),
+                warnings: warnings.clone(),
+            })?;
+            (text, warnings)
+        };
+        let configured = bake_identity(ctx, &text, reporter)?;
         memory.remember(key, &configured, &fs_err::read(&config)?, warnings)?;
         ctx.state.configured = Some(configured);
         ctx.state.config = Some(config);
@@ -178,16 +204,17 @@ pub(crate) fn label_source<'a>(
     }
 }
 
-/// Runs Kconfig for the request and bakes the identity into the `.config` it made.
 /// What every Kconfig input ends with: no `setlocalversion` suffix, and an empty
 /// `CONFIG_LOCALVERSION` while the digest is taken (the identity is baked in afterwards).
 const IDENTITY_BASE: &str = "# CONFIG_LOCALVERSION_AUTO is not set\nCONFIG_LOCALVERSION=\"\"\n";
 
-fn configure(
+/// Runs Kconfig for the request: the base `.config` (no setlocalversion suffix, an empty
+/// LOCALVERSION), its text.
+fn kconfig(
     ctx: &mut KernelRun,
     reporter: &dyn Reporter,
     warnings: &mut Vec<String>,
-) -> Result<Configured, Error> {
+) -> Result<String, Error> {
     {
         let step = "configure";
         let slot = ctx.plan.slot.clone();
@@ -286,7 +313,23 @@ fn configure(
             run_make(ctx, step, &["olddefconfig".into()], reporter)?;
             text = fs_err::read_to_string(&config_path)?;
         }
-        let config_sha256 = hex::encode(Sha256::digest(config_for_digest(&text).as_bytes()));
+        Ok(text)
+    }
+}
+
+/// Bakes the identity into a base `.config` (`text`): the digest over it and the tree,
+/// the release, and `CONFIG_LOCALVERSION` set to it in the slot's `.config`.
+fn bake_identity(
+    ctx: &mut KernelRun,
+    text: &str,
+    reporter: &dyn Reporter,
+) -> Result<Configured, Error> {
+    {
+        let step = "configure";
+        let slot = ctx.plan.slot.clone();
+        let config_path = slot.build.join(".config");
+        fs_err::create_dir_all(&slot.build)?;
+        let config_sha256 = hex::encode(Sha256::digest(config_for_digest(text).as_bytes()));
         let flags = ctx.flags();
         let inputs = IdentityInputs {
             scheme: IdentityInputs::SCHEME.to_owned(),
@@ -312,7 +355,7 @@ fn configure(
         // nothing to rewrite, and the file stays byte-for-byte what configure produced.
         fs_err::write(
             &config_path,
-            replace_in_place(&text, "CONFIG_LOCALVERSION", &format!("\"{localversion}\"")),
+            replace_in_place(text, "CONFIG_LOCALVERSION", &format!("\"{localversion}\"")),
         )?;
         reporter.event(&Event::Info {
             step,

@@ -1,12 +1,14 @@
-//! devtools: `compile_commands.json` for the build, made by the kernel's own
-//! `make compile_commands.json` (scripts/clang-tools/gen_compile_commands.py over exactly the
-//! objects this build linked). publish_devel takes it into the devel layer.
+//! devtools: `compile_commands.json` for the build, made by the kernel's own generator
+//! (scripts/clang-tools/gen_compile_commands.py over exactly the objects this build linked),
+//! run as `make compile_commands.json` runs it but without make, whose walk of the whole
+//! build to find nothing to do cost seconds on every build. publish_devel takes it into the
+//! devel layer.
 
-use std::ffi::OsString;
-
-use super::{KernelRun, run_make};
+use super::{KernelRun, forward};
 use crate::error::Error;
 use crate::flow::{Event, Outcome, Reporter, Step};
+use crate::process::Cmd;
+use crate::toolchain::Compiler;
 
 pub struct Devtools;
 
@@ -29,12 +31,39 @@ impl Step<KernelRun> for Devtools {
         if !ctx.plan.request.devtools {
             return Ok(Outcome::Skipped("devtools is off".into()));
         }
-        run_make(
-            ctx,
-            self.name(),
-            &[OsString::from("compile_commands.json")],
-            reporter,
-        )?;
+        // The kernel Makefile's rule: `$(PYTHON3) gen_compile_commands.py -a $(AR) -o $@
+        // vmlinux.a $(KBUILD_VMLINUX_LIBS) $(MODORDER)`, in the object tree.
+        let build = &ctx.plan.slot.build;
+        let mut archives: Vec<String> = vec!["vmlinux.a".into(), "lib/lib.a".into()];
+        if let Ok(arches) = fs_err::read_dir(build.join("arch")) {
+            for a in arches.flatten() {
+                archives.push(format!(
+                    "arch/{}/lib/lib.a",
+                    a.file_name().to_string_lossy()
+                ));
+            }
+        }
+        archives.push("modules.order".into());
+        archives.retain(|a| build.join(a).is_file());
+        let ar = match ctx.plan.request.compiler {
+            Compiler::Clang => "llvm-ar",
+            Compiler::Gcc => "ar",
+        };
+        let cmd = Cmd::new("python3")
+            .arg(
+                ctx.plan
+                    .slot
+                    .src
+                    .join("scripts/clang-tools/gen_compile_commands.py"),
+            )
+            .args(["-a", ar, "-o", "compile_commands.json"])
+            .args(&archives)
+            .cwd(build);
+        reporter.event(&Event::Command {
+            step: self.name(),
+            command: &cmd.display(),
+        });
+        cmd.stream(&mut forward(self.name(), reporter))?;
         let entries = read_entries(&out)?;
         reporter.event(&Event::Info {
             step: self.name(),

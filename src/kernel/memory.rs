@@ -77,6 +77,70 @@ pub fn key(
     .key()
 }
 
+/// The key of the second level: the same inputs, but of the tree only what Kconfig reads
+/// ([`kconfig_inputs`]) and no label (the base `.config` has an empty LOCALVERSION).
+pub fn base_key(plan: &Plan, kconfig_inputs: &str, identity_flags: &[String]) -> String {
+    let req = &plan.request;
+    KeyInputs {
+        scheme: "kforge-configure-base/1",
+        method: req.config_method.as_str(),
+        inputs: &plan.config_inputs,
+        goals: if req.config_method == ConfigMethod::Make {
+            req.config_goals()
+        } else {
+            Vec::new()
+        },
+        allnoconfig_base: req.config_method == ConfigMethod::Fragments && req.allnoconfig_base,
+        tree: kconfig_inputs,
+        toolchain: &plan.toolchain,
+        make_flags: identity_flags,
+        label_source: String::new(),
+    }
+    .key()
+}
+
+/// Whether Kconfig (or a config goal) reads `path` of the tree: every Kconfig file,
+/// scripts/ (Kconfig.include, the probes it runs), the top and arch Makefiles (included for
+/// config targets), and the config goals' directories (`arch/*/configs`, `kernel/configs`).
+pub fn read_by_kconfig(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with("Kconfig")
+        || path.starts_with("scripts/")
+        || path == "Makefile"
+        || path.contains("/configs/")
+        || path
+            .strip_prefix("arch/")
+            .and_then(|p| p.split_once('/'))
+            .is_some_and(|(_, rest)| rest.starts_with("Makefile"))
+}
+
+/// A digest of what Kconfig reads of `tree` (in the git repository at `repo`): the object
+/// ids of [`read_by_kconfig`]'s files. An edit to any other file leaves it unchanged.
+pub fn kconfig_inputs(repo: &Path, tree: &str) -> Result<String, Error> {
+    let listing = crate::slot::git::git(repo)
+        .args(["ls-tree", "-r", "--full-tree", "--end-of-options", tree])
+        .output()?;
+    let mut h = Sha256::new();
+    for line in listing.lines() {
+        if let Some((_, path)) = line.split_once('\t')
+            && read_by_kconfig(path)
+        {
+            h.update(line.as_bytes());
+            h.update(b"\n");
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A remembered base `.config`: what Kconfig made, before the identity is baked in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseEntry {
+    pub key: String,
+    pub text: String,
+    pub warnings: Vec<String>,
+}
+
 /// A remembered configure result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +195,44 @@ impl Memory {
 
     fn entry_path(&self, key: &str) -> PathBuf {
         self.dir.join(format!("{key}.json"))
+    }
+
+    fn base_path(&self, key: &str) -> PathBuf {
+        self.dir.join("base").join(format!("{key}.json"))
+    }
+
+    /// The base `.config` remembered for `key`.
+    pub fn recall_base(&self, key: &str) -> Option<BaseEntry> {
+        let path = self.base_path(key);
+        let entry: BaseEntry = serde_json::from_slice(&fs_err::read(&path).ok()?).ok()?;
+        if entry.key != key {
+            return None;
+        }
+        if let Ok(f) = std::fs::File::open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        Some(entry)
+    }
+
+    /// Remembers the base `.config` `key`'s inputs produced.
+    pub fn remember_base(&self, entry: &BaseEntry) -> Result<(), Error> {
+        let path = self.base_path(&entry.key);
+        fs_err::create_dir_all(path.parent().expect("base/ has a parent"))?;
+        write_atomic(&path, &serde_json::to_vec(entry).expect("entry serializes"))?;
+        // The least recently used go first.
+        if let Ok(dir) = fs_err::read_dir(path.parent().expect("base/ has a parent")) {
+            let mut all: Vec<(std::time::SystemTime, PathBuf)> = dir
+                .flatten()
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect();
+            if all.len() > Self::KEEP {
+                all.sort();
+                for (_, p) in &all[..all.len() - Self::KEEP] {
+                    let _ = fs_err::remove_file(p);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn config_path(&self, sha256: &str) -> PathBuf {
@@ -218,6 +320,29 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kconfig_reads_its_files_scripts_makefiles_and_config_goals_only() {
+        for (path, read) in [
+            ("Kconfig", true),
+            ("init/Kconfig", true),
+            ("lib/Kconfig.debug", true),
+            ("scripts/Kconfig.include", true),
+            ("scripts/kconfig/conf.c", true),
+            ("Makefile", true),
+            ("arch/x86/Makefile", true),
+            ("arch/x86/Makefile_32.cpu", true),
+            ("arch/x86/configs/x86_64_defconfig", true),
+            ("kernel/configs/kvm_guest.config", true),
+            ("init/version.c", false),
+            ("init/Makefile", false),
+            ("include/linux/kconfig.h", false),
+            ("arch/x86/kernel/Makefile", false),
+            ("Documentation/kbuild/kconfig.rst", false),
+        ] {
+            assert_eq!(read_by_kconfig(path), read, "{path}");
+        }
+    }
 
     fn toolchain(cc: &str) -> ToolchainIdentity {
         ToolchainIdentity {

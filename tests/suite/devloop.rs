@@ -70,7 +70,25 @@ fn a_worktree_builds_as_it_is_and_the_guest_runs_the_edit() {
     fs::write(dev.join("init/kforge_note.txt"), "new and untracked\n");
     fs::write(dev.join("init/ignored.o"), "ignored by .gitignore\n");
     let before = worktree_state(&dev);
-    let dirty: Manifest = build().success().json();
+    let clean_config = fs::read_string(&clean.config);
+    let out = build().success();
+    // Kconfig reads nothing the edit changed: the base .config of the clean tree serves.
+    assert!(
+        out.stderr.contains("what Kconfig reads is unchanged"),
+        "{}",
+        out.stderr
+    );
+    let dirty: Manifest = out.json();
+    let without_localversion = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with("CONFIG_LOCALVERSION="))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        without_localversion(&fs::read_string(&dirty.config)),
+        without_localversion(&clean_config)
+    );
     assert_eq!(
         worktree_state(&dev),
         before,
