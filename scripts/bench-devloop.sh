@@ -76,7 +76,7 @@ plain_loop() {
   make -C "$work/plain" INSTALL_MOD_PATH="$work/plain-mods" modules_install >>"$work/plain.log" 2>&1
   timeout 120 qemu-system-x86_64 -accel "$accel" -m 512 -nographic -no-reboot \
     -kernel "$work/plain/arch/x86/boot/bzImage" -initrd "$work/initramfs.cpio" \
-    -append "console=ttyS0 quiet panic=-1" </dev/null | tr -d '\r' | sed -n 's/^PLAIN-UNAME //p'
+    -append "console=ttyS0 quiet panic=-1" </dev/null | tr -d '\r' | sed -n 's/.*PLAIN-UNAME //p'
 }
 t=$(now)
 plain_loop >/dev/null

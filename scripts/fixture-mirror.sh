@@ -10,6 +10,7 @@
 #   branch master            the same commit
 #   branch test/comment      + a comment in init/version.c (a different tree that builds)
 #   branch test/broken       + a syntax error in init/version.c (a build that fails)
+#   branch test/warning      + an unused variable in init/version.c (one compiler warning)
 #   tag    kf-test-1         annotated, on test/comment
 #   branch test/kunit-broken + one KUnit case of lib/list-test.c made to fail
 #   branch test/bisect       16 commits: one outside the build, one that does not build (and
@@ -79,6 +80,7 @@ branch test/comment init/version.c "cat; echo '/* kforge test branch: a comment 
 git rev-parse --verify --quiet refs/tags/kf-test-1 >/dev/null ||
   git tag -a -m "kforge test tag" kf-test-1 refs/heads/test/comment
 branch test/broken init/version.c "cat; echo 'this is not C;'" "test: break the build"
+branch test/warning init/version.c "cat; echo 'static int kforge_fixture_unused;'" "test: add a compiler warning"
 # One KUnit case made to fail: list_test_list_init expects list3 not to be empty.
 branch test/kunit-broken lib/list-test.c \
   "sed 's/KUNIT_EXPECT_TRUE(test, list_empty_careful(&list3));/KUNIT_EXPECT_FALSE(test, list_empty_careful(\&list3));/'" \

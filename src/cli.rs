@@ -166,6 +166,14 @@ Examples:
     /// two of them.
     #[command(subcommand)]
     Results(ResultsCommand),
+    /// The recent runs of every flow on this host, newest first, from their records (kept in
+    /// SYSTEM_DIR/runs, written at the start, after each step and on Ctrl-C, so a killed run
+    /// still says which step it was in): status, steps with their durations, the failed
+    /// step's output, warnings, ccache hits, sizes, and the command that runs it again.
+    #[command(
+        after_help = "Examples:\n  kforge log              # the last 10 runs\n  kforge log 50\n  kforge log --show 1733490000-1234-kernel\n  kforge log --compare kernel-<A> kernel-<B>   # sizes, warnings, ccache: what moved"
+    )]
+    Log(LogArgs),
     /// Find the first bad commit between a good and a bad ref of the mirror: each candidate
     /// built through the normal flow (an identity in the store), its verdict recorded in
     /// the results database; an identity already in the store is not built again, one
@@ -767,6 +775,20 @@ pub struct MachineArgs {
     /// identity in the store (qemu-<release>) [default: qemu-system-x86_64 on PATH].
     #[arg(long, value_name = "PATH_OR_IDENTITY", help_heading = "Guest")]
     pub qemu: Option<PathBuf>,
+}
+
+/// `kforge log`.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// How many runs to list.
+    #[arg(default_value_t = 10, value_name = "N")]
+    pub count: usize,
+    /// One run's whole record: its id (or the start of it).
+    #[arg(long, value_name = "RUN", conflicts_with = "compare")]
+    pub show: Option<String>,
+    /// What moved between two builds (run ids, or identities for their latest build).
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pub compare: Vec<String>,
 }
 
 /// `kforge bisect`.

@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod library;
 pub mod process;
 pub mod qemu;
+pub mod runlog;
 pub mod schemas;
 pub mod series;
 pub mod slot;

@@ -536,6 +536,7 @@ fn main() -> ExitCode {
     // Ctrl-C or SIGTERM: stop make, git and the rest with us.
     let _ = ctrlc::set_handler(|| {
         kforge::process::kill_all_children();
+        kforge::flow::record::mark_interrupted();
         kforge::guest::run::restore_terminal();
         eprintln!("\nkforge: interrupted; the slot stays usable for the next build");
         std::process::exit(130);
@@ -563,6 +564,7 @@ fn main() -> ExitCode {
             Command::Build(a) => build(a, &dirs, Until::Collect, &ui),
             Command::Results(c) => results_command(c, &dirs),
             Command::Bisect(a) => bisect_command(a, &dirs, &ui),
+            Command::Log(a) => log_command(a, &dirs).map(|()| 0),
             command => dispatch(command, &dirs, &ui).map(|()| 0),
         });
     match result {
@@ -623,6 +625,7 @@ fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
         | Command::Shell(_)
         | Command::Test(_)
         | Command::Bisect(_)
+        | Command::Log(_)
         | Command::Results(_) => {
             unreachable!(
                 "build, run, shell, test and results are dispatched with their exit status"
@@ -1394,4 +1397,24 @@ fn bisect_script_check(
             .into());
         }
     })
+}
+
+/// `kforge log`: the recent runs, one run's record, or what moved between two builds.
+fn log_command(a: &cli::LogArgs, dirs: &Dirs) -> Result<(), Error> {
+    use kforge::runlog;
+    let dir = dirs.system_dir.join("runs");
+    if let Some(run) = &a.show {
+        let e = runlog::find(&dir, run)?;
+        let record: serde_json::Value = serde_json::from_slice(&fs_err::read(&e.record)?)
+            .map_err(|err| InvalidRequest::one(format!("{}: {err}", e.record)))?;
+        print_json(&record);
+    } else if let [x, y] = a.compare.as_slice() {
+        print_json(&runlog::compare(
+            &runlog::find(&dir, x)?,
+            &runlog::find(&dir, y)?,
+        )?);
+    } else {
+        print_json(&runlog::log(&dir, a.count)?);
+    }
+    Ok(())
 }

@@ -51,6 +51,10 @@ pub enum Output {
     ResultsDiff,
     /// `kforge bisect`.
     Bisect,
+    /// `kforge log`.
+    Log,
+    /// `kforge log --compare`.
+    LogCompare,
 }
 
 impl Output {
@@ -84,6 +88,8 @@ impl Output {
             Output::ResultsLs => schema_for!(crate::verdict::db::Listing),
             Output::ResultsDiff => schema_for!(crate::verdict::db::Diff),
             Output::Bisect => schema_for!(crate::bisect::Report),
+            Output::Log => schema_for!(crate::runlog::Log),
+            Output::LogCompare => schema_for!(crate::runlog::Compared),
         };
         serde_json::to_value(schema).expect("a schema serializes")
     }

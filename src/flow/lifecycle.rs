@@ -21,6 +21,9 @@ pub trait Flow: 'static {
     const PROJECT: &'static str;
     /// What the flow makes, in messages ("kernel", "QEMU").
     const WHAT: &'static str;
+    /// The command that builds a request file of this flow (`kforge build`): a run
+    /// record's reproducer.
+    const BUILD_COMMAND: &'static str;
     /// What a user or an engine asks for (a request file, the flags).
     type Request: Clone + Serialize + DeserializeOwned;
     /// A request checked against the mirror and the host, before anything is touched.
@@ -33,6 +36,7 @@ pub trait Flow: 'static {
     /// Every check that needs no change on disk.
     fn plan(request: Self::Request, dirs: &Dirs) -> Result<Self::Plan, Error>;
     fn request(plan: &Self::Plan) -> &Self::Request;
+    fn dirs(plan: &Self::Plan) -> &Dirs;
     fn slot(plan: &Self::Plan) -> &Slot;
     /// A run that has done nothing yet.
     fn start(plan: Self::Plan) -> Self::Run;
@@ -122,20 +126,32 @@ pub fn run<F: Flow>(
         None => all.len(),
     };
     let slot = F::slot(&plan).clone();
-    let rec = RunRecord::new(F::request(&plan).clone());
+    let history = history::<F>(F::dirs(&plan));
+    let rec = RunRecord::new(F::WHAT, F::request(&plan).clone());
     let first = all[0].name();
     let mut run = F::start(plan);
     // Before the slot: a known answer needs neither its lock nor its tree, so it comes at
     // once even while another build holds the slot.
     if F::known(&mut run, until, reporter)? {
+        if until.is_none() {
+            record::record_reused(&history, rec);
+        }
         return Ok(Finished {
             run,
             steps: Vec::new(),
         });
     }
     let _guard = lock(&slot, first, wait, reporter)?;
-    let steps = record::run_recorded(&slot, &mut run, &all[..end], rec, reporter)?;
+    let steps = record::run_recorded(&slot, &history, &mut run, &all[..end], rec, reporter)?;
     Ok(Finished { run, steps })
+}
+
+/// Where a flow's run records are kept beside the slot: `SYSTEM_DIR/runs`.
+pub fn history<F: Flow>(dirs: &Dirs) -> record::History {
+    record::History {
+        dir: dirs.system_dir.join("runs"),
+        build_command: F::BUILD_COMMAND,
+    }
 }
 
 /// The slot's run record and the step a resume starts at.
@@ -181,6 +197,7 @@ pub fn resume<F: Flow>(
     let mut done: Vec<StepRecord> = rec.results.iter().map(StepResult::record).collect();
     done.extend(record::run_recorded(
         &slot,
+        &history::<F>(dirs),
         &mut run,
         &steps[at..],
         rec,

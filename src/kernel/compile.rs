@@ -2,7 +2,8 @@
 
 use std::ffi::OsString;
 
-use super::{KernelRun, run_make};
+use super::figures::{self, BuildFigures};
+use super::{KernelRun, run_make_observed};
 use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
 
@@ -18,7 +19,52 @@ impl Step<KernelRun> for Compile {
             return Ok(Outcome::Skipped(why));
         }
         let goals: Vec<OsString> = ctx.plan.request.targets.iter().map(Into::into).collect();
-        run_make(ctx, self.name(), &goals, reporter)?;
+        // This build's own ccache counters: a log of its calls, not the cache's totals.
+        let stats_log = ctx.plan.slot.state.join("ccache-stats.log");
+        match fs_err::remove_file(&stats_log) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        fs_err::create_dir_all(&ctx.plan.slot.state)?;
+        let mut fig = BuildFigures::default();
+        run_make_observed(
+            ctx,
+            self.name(),
+            &goals,
+            &[("CCACHE_STATSLOG", &stats_log)],
+            &mut |line| fig.warnings.see(line),
+            reporter,
+        )?;
+        if ctx.plan.request.ccache {
+            fig.ccache = Some(figures::ccache_of(
+                &fs_err::read_to_string(&stats_log).unwrap_or_default(),
+            ));
+        }
+        let build = &ctx.plan.slot.build;
+        fig.sizes.boot_image = fs_err::metadata(build.join("arch/x86/boot/bzImage"))
+            .ok()
+            .map(|m| m.len());
+        if let Some((text, data, bss)) = figures::elf_sizes(&build.join("vmlinux")) {
+            fig.sizes.vmlinux_text = Some(text);
+            fig.sizes.vmlinux_data = Some(data);
+            fig.sizes.vmlinux_bss = Some(bss);
+        }
+        if fig.warnings.total > 0 {
+            reporter.event(&crate::flow::Event::Info {
+                step: self.name(),
+                message: &format!(
+                    "{} compiler warnings ({})",
+                    fig.warnings.total,
+                    fig.warnings
+                        .by_kind
+                        .iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        ctx.state.figures = Some(fig);
         // The release the build baked must be the identity configure computed.
         let release_file = ctx.plan.slot.build.join("include/config/kernel.release");
         let release = fs_err::read_to_string(&release_file)?.trim().to_owned();

@@ -74,6 +74,9 @@ impl Step<KernelRun> for InstallModules {
                 std::io::Error::new(e.kind(), format!("symlink {}: {e}", link.display()))
             })?;
         }
+        if let Some(f) = ctx.state.figures.as_mut() {
+            f.sizes.modules = Some(super::figures::tree_bytes(&dir));
+        }
         ctx.state.modules_dir = Some(dir);
         Ok(Outcome::Ran)
     }

@@ -4,6 +4,7 @@
 //! `plan` does every check that needs no change on disk (request, mirror, ref, library,
 //! config goals, toolchain); only then is the slot locked and touched.
 
+pub mod figures;
 pub mod kbuild;
 pub mod manifest;
 pub mod request;
@@ -101,6 +102,8 @@ pub struct KernelState {
     pub compile_commands: Option<PathBuf>,
     /// The developer worktree deploy_worktree laid (or found) for this build.
     pub dev_worktree: Option<PathBuf>,
+    /// Warnings, ccache and sizes of the build compile made (see [`figures`]).
+    pub figures: Option<figures::BuildFigures>,
     pub manifest: Option<Manifest>,
 }
 
@@ -291,6 +294,7 @@ const CONFIGURE_BRANCHES: &[&str] = &["configure_preset", "configure_make", "con
 impl flow::lifecycle::Flow for KernelFlow {
     const PROJECT: &'static str = PROJECT;
     const WHAT: &'static str = "kernel";
+    const BUILD_COMMAND: &'static str = "kforge build";
     type Request = KernelRequest;
     type Plan = Plan;
     type Run = KernelRun;
@@ -304,6 +308,9 @@ impl flow::lifecycle::Flow for KernelFlow {
     }
     fn slot(plan: &Plan) -> &Slot {
         &plan.slot
+    }
+    fn dirs(plan: &Plan) -> &Dirs {
+        &plan.dirs
     }
     fn start(plan: Plan) -> KernelRun {
         KernelRun::new(plan)
@@ -439,6 +446,18 @@ pub(crate) fn run_make(
     extra: &[std::ffi::OsString],
     reporter: &dyn Reporter,
 ) -> Result<(), Error> {
+    run_make_observed(ctx, step, extra, &[], &mut |_| {}, reporter)
+}
+
+/// [`run_make`] with more environment and every output line also shown to `observe`.
+pub(crate) fn run_make_observed(
+    ctx: &KernelRun,
+    step: &'static str,
+    extra: &[std::ffi::OsString],
+    env: &[(&str, &std::path::Path)],
+    observe: &mut dyn FnMut(&str),
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
     let flags = ctx.flags();
     let mut cmd = crate::process::Cmd::new("make")
         .cwd(&ctx.plan.slot.src)
@@ -448,10 +467,17 @@ pub(crate) fn run_make(
     for (k, v) in &flags.make.env {
         cmd = cmd.env(k, v);
     }
+    for (k, v) in env {
+        cmd = cmd.env(*k, *v);
+    }
     reporter.event(&flow::Event::Command {
         step,
         command: &cmd.display(),
     });
-    cmd.stream(&mut forward(step, reporter))?;
+    let mut show = forward(step, reporter);
+    cmd.stream(&mut |line: &str| {
+        observe(line);
+        show(line);
+    })?;
     Ok(())
 }

@@ -312,6 +312,7 @@ pub struct QemuFlow;
 impl flow::lifecycle::Flow for QemuFlow {
     const PROJECT: &'static str = PROJECT;
     const WHAT: &'static str = "QEMU";
+    const BUILD_COMMAND: &'static str = "kforge qemu build";
     type Request = QemuRequest;
     type Plan = Plan;
     type Run = QemuRun;
@@ -325,6 +326,9 @@ impl flow::lifecycle::Flow for QemuFlow {
     }
     fn slot(plan: &Plan) -> &Slot {
         &plan.slot
+    }
+    fn dirs(plan: &Plan) -> &Dirs {
+        &plan.dirs
     }
     fn start(plan: Plan) -> QemuRun {
         QemuRun::new(plan)

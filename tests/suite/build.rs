@@ -265,6 +265,75 @@ fn a_failed_or_killed_build_leaves_the_slot_usable() {
         .stderr_has("exit status 2");
     assert!(r.stdout.is_empty());
     assert!(!ctx.slot_manifest(0).exists());
+    // Its record: failed in compile, with make's output.
+    let last = |ctx: &TestContext| -> serde_json::Value {
+        let log: serde_json::Value = ctx.kforge(["log", "1"]).run().success().json();
+        log["runs"][0].clone()
+    };
+    let failed = last(&ctx);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["failed_step"], "compile", "{failed}");
+    assert!(
+        failed["failed_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("init/version.c")),
+        "{failed}"
+    );
+    assert_eq!(failed["steps"].as_array().unwrap().len(), 5, "{failed}");
+
+    // Warnings are counted, and this build's ccache figures are its own: the same compile
+    // with an empty cache, then again with the cache warm. (Narrowed to one object, the run
+    // stops at collect, which finds no kernel; the compile's figures are in its record.)
+    let narrowed = [
+        "--target",
+        "init/version.o",
+        "--install=false",
+        "--modules-install=false",
+        "--wipe-build",
+    ];
+    let cold_cache = ctx.path().join("cold-ccache");
+    for _ in 0..2 {
+        ctx.kforge(["build", "test/warning"])
+            .args(TINY)
+            .args(narrowed)
+            .env("KFORGE_CCACHE_DIR", &cold_cache)
+            .run()
+            .code(1)
+            .stderr_has("1 compiler warnings (-Wunused-variable 1)")
+            .stderr_has("step collect failed");
+    }
+    let log: serde_json::Value = ctx.kforge(["log", "2"]).run().success().json();
+    let (warm, cold) = (&log["runs"][0], &log["runs"][1]);
+    for run in [warm, cold] {
+        let w = &run["figures"]["warnings"];
+        assert_eq!(w["total"], 1, "{run}");
+        assert_eq!(w["by_kind"]["-Wunused-variable"], 1, "{run}");
+        assert_eq!(w["by_file"]["init/version.c"], 1, "{run}");
+        assert!(
+            run["figures"]["sizes"]["boot_image"].is_null(),
+            "narrowed: {run}"
+        );
+    }
+    let (cold_c, warm_c) = (&cold["figures"]["ccache"], &warm["figures"]["ccache"]);
+    assert!(cold_c["misses"].as_u64().unwrap() > 0, "{cold_c}");
+    assert!(
+        warm_c["hits"].as_u64().unwrap() > cold_c["hits"].as_u64().unwrap()
+            && warm_c["misses"].as_u64().unwrap() < cold_c["misses"].as_u64().unwrap(),
+        "cold {cold_c}, warm {warm_c}"
+    );
+    let moved: serde_json::Value = ctx
+        .kforge(["log", "--compare"])
+        .args([cold["id"].as_str().unwrap(), warm["id"].as_str().unwrap()])
+        .run()
+        .success()
+        .json();
+    assert_eq!(moved["warnings"]["delta"], 0, "{moved}");
+    assert!(
+        moved["ccache_hits"]["delta"].as_i64().unwrap() > 0,
+        "{moved}"
+    );
 
     // A build killed in the middle of compiling.
     let mut child = ctx
@@ -291,11 +360,34 @@ fn a_failed_or_killed_build_leaves_the_slot_usable() {
     // SAFETY: SIGKILL to our own child.
     unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGKILL) };
     child.wait().unwrap();
+    // Its record still says which step it was in; its process is gone.
+    let killed = last(&ctx);
+    assert_eq!(
+        (killed["status"].as_str(), killed["current"].as_str()),
+        (Some("died"), Some("compile")),
+        "{killed}"
+    );
 
     // The next build in that slot (waiting for the orphaned make to go) succeeds.
     let start = Instant::now();
     let m = build(&ctx, &["--wait"]);
     check_built(&m, &ctx, 0, "gcc");
+    // A whole build's figures: sizes of what it made, its ccache calls.
+    let done = last(&ctx);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["release"], m.uts_release.as_str(), "{done}");
+    let sizes = &done["figures"]["sizes"];
+    let image = std::fs::metadata(m.bz_image.as_deref().unwrap())
+        .unwrap()
+        .len();
+    assert_eq!(sizes["boot_image"].as_u64(), Some(image), "{done}");
+    for s in ["vmlinux_text", "vmlinux_data", "vmlinux_bss", "modules"] {
+        assert!(sizes[s].as_u64().unwrap() > 0, "{s}: {done}");
+    }
+    assert!(
+        done["figures"]["ccache"]["hits"].as_u64().unwrap() > 0,
+        "{done}"
+    );
     assert_release_format(&m.uts_release, version(), "vanilla");
     eprintln!("rebuild after kill took {:?}", start.elapsed());
 }

@@ -129,6 +129,31 @@ fn developer_worktrees_resume_and_step_by_step_runs() {
     let rec: RunRecord = serde_json::from_slice(&fs::read(&record)).unwrap();
     assert_eq!(rec.current.as_deref(), Some("compile"), "{rec:?}");
     assert_eq!(rec.results.len(), 5, "{rec:?}");
+    // The record says how the run ended, what ran it, where, and how to run it again.
+    assert_eq!(rec.status.as_deref(), Some("interrupted"), "{rec:?}");
+    assert!(rec.finished_unix.is_some_and(|f| f >= rec.started_unix));
+    assert_eq!(rec.flow, "kernel");
+    assert_eq!(rec.kforge_version, env!("CARGO_PKG_VERSION"));
+    let host = rec.host.as_ref().expect("the host");
+    assert!(
+        host.cpus > 0 && host.memory_mib > 0 && !host.kernel.is_empty(),
+        "{host:?}"
+    );
+    let pinned = rec.results[0].state["pinned"]["commit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reproducer = rec.reproducer.clone().expect("a reproducer");
+    assert!(
+        reproducer.starts_with("kforge build --request ")
+            && reproducer.ends_with(&format!(" --git-ref {pinned}")),
+        "{reproducer}"
+    );
+    // The same record is in the history, and `kforge log` shows it first.
+    let log: serde_json::Value = ctx.kforge(["log", "1"]).run().success().json();
+    assert_eq!(log["runs"][0]["id"], rec.id.as_str(), "{log}");
+    assert_eq!(log["runs"][0]["status"], "interrupted", "{log}");
+    assert_eq!(log["runs"][0]["current"], "compile", "{log}");
     // Every field a step result carries is one its schema names.
     let schema: serde_json::Value = ctx
         .kforge(["schema", "--output", "step-result"])

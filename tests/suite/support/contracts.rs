@@ -354,10 +354,29 @@ pub struct VmStatus {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunRecord {
+    pub flow: String,
+    pub id: String,
+    /// running, succeeded, failed, interrupted, reused
+    pub status: Option<String>,
+    pub pid: u32,
+    pub started_unix: i64,
+    pub finished_unix: Option<i64>,
+    pub kforge_version: String,
+    pub host: Option<Host>,
     pub request: serde_json::Value,
     pub results: Vec<StepResult>,
     pub current: Option<String>,
     pub failed: Option<FailedStep>,
+    pub reproducer: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub name: String,
+    pub kernel: String,
+    pub cpus: usize,
+    pub memory_mib: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
