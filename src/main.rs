@@ -1414,7 +1414,44 @@ fn log_command(a: &cli::LogArgs, dirs: &Dirs) -> Result<(), Error> {
             &runlog::find(&dir, y)?,
         )?);
     } else {
-        print_json(&runlog::log(&dir, a.count)?);
+        let log = runlog::log(&dir, a.count)?;
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            print!("{}", log_table(&log));
+        } else {
+            print_json(&log);
+        }
     }
     Ok(())
+}
+
+/// `kforge log` for a person: a line per run.
+fn log_table(log: &kforge::runlog::Log) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<28} {:<6} {:<11} {:>6}  {:<44} {:>8} {:>11}\n",
+        "run", "flow", "status", "secs", "identity / failed step", "warnings", "ccache h/m"
+    );
+    for r in &log.runs {
+        let what = match (&r.failed_step, &r.release, &r.current) {
+            (Some(f), _, _) => format!("failed in {f}"),
+            (None, _, Some(c)) if r.status != "succeeded" => format!("in {c}"),
+            (None, Some(rel), _) => rel.clone(),
+            _ => String::new(),
+        };
+        let f = r.figures.as_ref();
+        let _ = writeln!(
+            out,
+            "{:<28} {:<6} {:<11} {:>6}  {:<44} {:>8} {:>11}",
+            r.id,
+            r.flow,
+            r.status,
+            r.seconds.map(|s| s.to_string()).unwrap_or_default(),
+            what,
+            f.map(|f| f.warnings.total.to_string()).unwrap_or_default(),
+            f.and_then(|f| f.ccache.as_ref())
+                .map(|c| format!("{}/{}", c.hits, c.misses))
+                .unwrap_or_default()
+        );
+    }
+    out
 }
