@@ -8,6 +8,8 @@
 #
 #   scripts/bench-devloop.sh                      # imageless_defconfig, 3 rounds
 #   BENCH_ROUNDS=5 BENCH_PRESET=imageless_defconfig scripts/bench-devloop.sh
+#   BENCH_REUSE=/var/tmp/kforge-devloop.XXXXXX scripts/bench-devloop.sh
+#       # the rounds again on an earlier run's trees (its cold builds done, the edits undone)
 #
 # The config must run the host's userspace for virtme-ng (imageless_defconfig does; the tiny
 # test preset does not). Setting up compiles the kernel cold three times (once per tool).
@@ -17,7 +19,8 @@ root=$PWD
 rounds=${BENCH_ROUNDS:-3}
 preset=${BENCH_PRESET:-imageless_defconfig}
 venv=${BENCH_VENV:-/var/tmp/kforge-bench-venv}
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/kforge-devloop.XXXXXX")
+reuse=${BENCH_REUSE:-}
+work=${reuse:-$(mktemp -d "${TMPDIR:-/var/tmp}/kforge-devloop.XXXXXX")}
 # Kept when the bench fails, for its logs.
 trap 'if [[ $? == 0 ]]; then rm -rf "$work"; else echo "bench-devloop: failed; logs in $work" >&2; fi' EXIT
 jobs=$(nproc)
@@ -37,16 +40,34 @@ busybox=$(command -v busybox)
 
 # kforge's own home, on a copy of the fixture mirror (worktree snapshots are pushed into it),
 # with a cache of its own.
-git clone --quiet --mirror --shared "$fixture" "$work/mirror.git"
+. scripts/bench-lib.sh
+say() { echo "bench-devloop: $*" >&2; }
+plain_loop() {
+  make -C "$work/plain" -j"$jobs" LOCALVERSION= >"$work/plain.log" 2>&1 || return 1
+  rm -rf "$work/plain-mods"
+  make -C "$work/plain" INSTALL_MOD_PATH="$work/plain-mods" modules_install >>"$work/plain.log" 2>&1 || return 1
+  timeout 120 qemu-system-x86_64 -accel "$accel" -m 512 -nographic -no-reboot \
+    -kernel "$work/plain/arch/x86/boot/bzImage" -initrd "$work/initramfs.cpio" \
+    -append "console=ttyS0 quiet panic=-1" </dev/null | tr -d '\r' | sed -n 's/.*PLAIN-UNAME //p'
+}
 export KFORGE_SYSTEM_DIR=$work/kforge-home KFORGE_MIRROR=$work/mirror.git KFORGE_CCACHE_DIR=$work/ccache
 unset KFORGE_WORKERS_DIR KFORGE_WORKER_INDEX KFORGE_STORE KFORGE_CONFIG KFORGE_LIBRARY
+if [[ -n $reuse ]]; then
+  # The trees as their cold builds left them: the rounds' edits undone (each tool's next
+  # build compiles kernel/sys.c again, as after any edit).
+  for t in kforge vng plain; do
+    sed -i '/kforge_bench_edit/d' "$work/$t/kernel/sys.c"
+    sed -i -e :a -e '/^\n*$/{$d;N;ba' -e '}' "$work/$t/kernel/sys.c"
+  done
+  accel=$("$kforge" boot --check "$work/k.json" 2>/dev/null | jq -r .accel)
+  vng_accel=()
+  [[ $accel == tcg ]] && vng_accel=(--disable-kvm)
+else
+git clone --quiet --mirror --shared "$fixture" "$work/mirror.git"
 for t in kforge vng plain; do
   git clone --quiet --shared "$work/mirror.git" "$work/$t"
   git -C "$work/$t" checkout --quiet -b dev-loop "$tag"
 done
-
-. scripts/bench-lib.sh
-say() { echo "bench-devloop: $*" >&2; }
 
 # Setup: one cold build per tool, the same .config for all three (kforge's).
 say "cold builds: kforge ($preset), then virtme-ng and plain make with its .config"
@@ -70,21 +91,14 @@ cp "$busybox" "$work/initramfs/bin/busybox"
 printf '#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\necho "PLAIN-UNAME $(/bin/busybox uname -r)"\n/bin/busybox reboot -f\n' >"$work/initramfs/init"
 chmod +x "$work/initramfs/init"
 (cd "$work/initramfs" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
-plain_loop() {
-  make -C "$work/plain" -j"$jobs" LOCALVERSION= >"$work/plain.log" 2>&1
-  rm -rf "$work/plain-mods"
-  make -C "$work/plain" INSTALL_MOD_PATH="$work/plain-mods" modules_install >>"$work/plain.log" 2>&1
-  timeout 120 qemu-system-x86_64 -accel "$accel" -m 512 -nographic -no-reboot \
-    -kernel "$work/plain/arch/x86/boot/bzImage" -initrd "$work/initramfs.cpio" \
-    -append "console=ttyS0 quiet panic=-1" </dev/null | tr -d '\r' | sed -n 's/.*PLAIN-UNAME //p'
-}
 t=$(now)
 plain_loop >/dev/null
 cold_plain=$(elapsed "$t")
+fi
 
 # One round's edit, the same in every tree: a new string in a file every config compiles.
 edit() {
-  printf '\nstatic const char kforge_bench_edit[] __used = "round %s";\n' "$2" >>"$1/kernel/sys.c"
+  printf '\nstatic const char kforge_bench_edit_%s[] __used = "round %s";\n' "$2" "$2" >>"$1/kernel/sys.c"
 }
 kforge_loop() {
   (cd "$work/kforge" && "$kforge" -q build --preset "$preset" >"$work/k.json" 2>"$work/kforge.log" &&
@@ -141,8 +155,13 @@ section=$(
   done
   echo "| median | $(median "${k[@]}") | $(median "${v[@]}") | $(median "${p[@]}") |"
   echo
-  echo "Cold setup (each tool once, its own clone): kforge $cold_kforge s (ccache cold), virtme-ng"
-  echo "$cold_vng s, plain make $cold_plain s. $vng_version runs the host's root filesystem"
+  if [[ -n $reuse ]]; then
+    echo "The trees of an earlier run of this script, their cold builds done (not timed here)."
+    echo "$vng_version runs the host's root filesystem"
+  else
+    echo "Cold setup (each tool once, its own clone): kforge $cold_kforge s (ccache cold), virtme-ng"
+    echo "$cold_vng s, plain make $cold_plain s. $vng_version runs the host's root filesystem"
+  fi
   echo "${vng_accel[*]:+(${vng_accel[*]})}; kforge runs its initramfs with the modules and this directory over virtiofs;"
   echo "the plain script boots a busybox initramfs that prints \`uname -r\`."
   echo
