@@ -58,9 +58,33 @@ pub fn key(
     identity_flags: &[String],
     series: Option<&crate::series::Applied>,
 ) -> String {
+    let label = format!("{:?}", label_source(plan, series));
+    key_inputs(plan, KeyInputs::SCHEME, tree, identity_flags, label).key()
+}
+
+/// The key of the second level: the same inputs, but of the tree only what Kconfig reads
+/// ([`kconfig_inputs`]) and no label (the base `.config` has an empty LOCALVERSION).
+pub fn base_key(plan: &Plan, kconfig_inputs: &str, identity_flags: &[String]) -> String {
+    key_inputs(
+        plan,
+        "kforge-configure-base/1",
+        kconfig_inputs,
+        identity_flags,
+        String::new(),
+    )
+    .key()
+}
+
+fn key_inputs<'a>(
+    plan: &'a Plan,
+    scheme: &'static str,
+    tree: &'a str,
+    identity_flags: &'a [String],
+    label_source: String,
+) -> KeyInputs<'a> {
     let req = &plan.request;
     KeyInputs {
-        scheme: KeyInputs::SCHEME,
+        scheme,
         method: req.config_method.as_str(),
         inputs: &plan.config_inputs,
         goals: if req.config_method == ConfigMethod::Make {
@@ -72,31 +96,8 @@ pub fn key(
         tree,
         toolchain: &plan.toolchain,
         make_flags: identity_flags,
-        label_source: format!("{:?}", label_source(plan, series)),
+        label_source,
     }
-    .key()
-}
-
-/// The key of the second level: the same inputs, but of the tree only what Kconfig reads
-/// ([`kconfig_inputs`]) and no label (the base `.config` has an empty LOCALVERSION).
-pub fn base_key(plan: &Plan, kconfig_inputs: &str, identity_flags: &[String]) -> String {
-    let req = &plan.request;
-    KeyInputs {
-        scheme: "kforge-configure-base/1",
-        method: req.config_method.as_str(),
-        inputs: &plan.config_inputs,
-        goals: if req.config_method == ConfigMethod::Make {
-            req.config_goals()
-        } else {
-            Vec::new()
-        },
-        allnoconfig_base: req.config_method == ConfigMethod::Fragments && req.allnoconfig_base,
-        tree: kconfig_inputs,
-        toolchain: &plan.toolchain,
-        make_flags: identity_flags,
-        label_source: String::new(),
-    }
-    .key()
 }
 
 /// Whether Kconfig (or a config goal) reads `path` of the tree: every Kconfig file,
