@@ -526,7 +526,16 @@ pub fn bisect(
             break;
         };
         let t = Instant::now();
-        let (mut step, built) = decide(&commit, inv, &goods, &bad, &steps, places, candidates, db)?;
+        let (mut step, built) = decide(
+            &commit,
+            (kind, &filter, inv.recheck),
+            &goods,
+            &bad,
+            &steps,
+            places,
+            candidates,
+            db,
+        )?;
         if let Some(manifest) = built {
             let (v, why) =
                 check_and_record(check, (kind, &filter), &manifest, candidates, db, places)?;
@@ -612,7 +621,7 @@ fn how_words(how: How) -> &'static str {
 #[allow(clippy::too_many_arguments)]
 fn decide(
     commit: &str,
-    inv: &Invocation,
+    (kind, filter, recheck): (&str, &str, bool),
     goods: &[String],
     bad: &str,
     steps: &[Step],
@@ -650,9 +659,7 @@ fn decide(
         }
     };
     step.identity = Some(release.clone());
-    let check: Check = inv.check.parse().map_err(InvalidRequest::one)?;
-    let (kind, filter) = check.recorded_as()?;
-    if !inv.recheck {
+    if !recheck {
         let runs = db.runs(Some(&release))?;
         if let Some(r) = runs.iter().rfind(|r| r.kind == kind && r.filter == filter) {
             step.how = How::Recorded;
@@ -866,41 +873,26 @@ mod tests {
         };
         git(&["init", "--quiet", "--bare"]);
         let mut commits: Vec<String> = Vec::new();
+        let git_in = |args: &[&str], input: String| {
+            let mut c = std::process::Command::new("git")
+                .arg("--git-dir")
+                .arg(&repo)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(&mut c.stdin.take().unwrap(), input.as_bytes()).unwrap();
+            String::from_utf8(c.wait_with_output().unwrap().stdout)
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
         for i in 0..=n {
-            let blob = {
-                let mut c = std::process::Command::new("git")
-                    .arg("--git-dir")
-                    .arg(&repo)
-                    .args(["hash-object", "-w", "--stdin"])
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                std::io::Write::write_all(
-                    &mut c.stdin.take().unwrap(),
-                    format!("{i}\n").as_bytes(),
-                )
-                .unwrap();
-                String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
-            };
-            let tree = {
-                let mut c = std::process::Command::new("git")
-                    .arg("--git-dir")
-                    .arg(&repo)
-                    .arg("mktree")
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                std::io::Write::write_all(
-                    &mut c.stdin.take().unwrap(),
-                    format!("100644 blob {}\tversion.c\n", blob.trim()).as_bytes(),
-                )
-                .unwrap();
-                String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
-            };
+            let blob = git_in(&["hash-object", "-w", "--stdin"], format!("{i}\n"));
+            let tree = git_in(&["mktree"], format!("100644 blob {blob}\tversion.c\n"));
             let subject = format!("step {i}");
-            let mut args = vec!["commit-tree", tree.trim(), "-m", &subject];
+            let mut args = vec!["commit-tree", tree.as_str(), "-m", &subject];
             let parent;
             if let Some(p) = commits.last() {
                 parent = p.clone();
@@ -965,23 +957,32 @@ mod tests {
         "reused": null, "store_entry": null, "store_devel": null
     }"##;
 
+    /// A bisect of the whole history (its root good, its tip bad) with a boot check.
+    fn invocation(commits: &[String]) -> Invocation {
+        Invocation {
+            request: crate::kernel::request::KernelRequest::default(),
+            good: vec![commits[0].clone()],
+            bad: commits[commits.len() - 1].clone(),
+            check: "boot".into(),
+            recheck: false,
+        }
+    }
+
+    fn places<'a>(mirror: &'a Mirror, dir: &std::path::Path) -> Places<'a> {
+        Places {
+            mirror,
+            inputs: dir.join("inputs"),
+            worker: 0,
+        }
+    }
+
     #[test]
     fn bisect_finds_the_first_bad_and_answers_again_from_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let (mirror, commits) = history(dir.path(), 16);
         let mut db = Db::open(dir.path()).unwrap();
-        let inv = Invocation {
-            request: crate::kernel::request::KernelRequest::default(),
-            good: vec![commits[0].clone()],
-            bad: commits[16].clone(),
-            check: "boot".into(),
-            recheck: false,
-        };
-        let places = Places {
-            mirror: &mirror,
-            inputs: dir.path().join("inputs"),
-            worker: 0,
-        };
+        let inv = invocation(&commits);
+        let places = places(&mirror, dir.path());
         let mut fake = Fake {
             commits: commits.clone(),
             bad_from: 11,
@@ -1013,18 +1014,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mirror, commits) = history(dir.path(), 8);
         let mut db = Db::open(dir.path()).unwrap();
-        let inv = Invocation {
-            request: crate::kernel::request::KernelRequest::default(),
-            good: vec![commits[0].clone()],
-            bad: commits[8].clone(),
-            check: "boot".into(),
-            recheck: false,
-        };
-        let places = Places {
-            mirror: &mirror,
-            inputs: dir.path().join("inputs"),
-            worker: 0,
-        };
+        let inv = invocation(&commits);
+        let places = places(&mirror, dir.path());
         // Bad from 5; 4 and 5 do not build: the first bad is 4, 5 or 6.
         let mut fake = Fake {
             commits: commits.clone(),
