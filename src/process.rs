@@ -496,17 +496,49 @@ impl Background {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Kills the process group and reaps the child.
+    /// Kills the process group, reaps the child and waits (at most 5 s) until no live
+    /// process of the group is left: a namespaced virtiofsd's sandboxed worker is its
+    /// grandchild, reaped by init, and may still be exiting when its parent is gone.
     pub fn kill(&mut self) {
         // SAFETY: signals the process group of our own child.
         unsafe {
             libc::kill(-self.pgid, libc::SIGKILL);
         }
         let _ = self.child.wait();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while group_alive(self.pgid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         if let Ok(mut groups) = CHILDREN.lock() {
             groups.retain(|&p| p != self.pgid);
         }
     }
+}
+
+/// Whether a process of group `pgid` is still alive (not yet a zombie). procfs is the only
+/// way to see a group's members: kill(2) with signal 0 also succeeds for zombies, which
+/// nobody here may reap.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let is_pid = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        is_pid
+            && std::fs::read_to_string(e.path().join("stat")).is_ok_and(|stat| {
+                // After the command, in parentheses and possibly with spaces: state ppid pgrp.
+                let Some((_, rest)) = stat.rsplit_once(") ") else {
+                    return false;
+                };
+                let mut f = rest.split(' ');
+                let state = f.next();
+                let pgrp = f.nth(1).and_then(|g| g.parse::<i32>().ok());
+                pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
+            })
+    })
 }
 
 impl Drop for Background {
@@ -681,6 +713,29 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn killing_a_background_child_leaves_none_of_its_group_alive() {
+        // A grandchild in the group, whose parent does not wait for it: as a namespaced
+        // virtiofsd's worker, it is nobody's child of ours once its parent is gone.
+        let mut bg = Cmd::new("sh")
+            .args(["-c", "sh -c 'echo $$; exec sleep 60' & sleep 60"])
+            .spawn_background()
+            .unwrap();
+        let grandchild: i32 = bg
+            .next_line(std::time::Duration::from_secs(5))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(group_alive(bg.pgid));
+        bg.kill();
+        assert!(!group_alive(bg.pgid));
+        let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat"));
+        assert!(
+            stat.as_deref().map_or(true, |s| s.contains(") Z ")),
+            "{stat:?}"
+        );
+    }
 
     #[test]
     fn quoting_round_trips_through_a_shell_reading() {
