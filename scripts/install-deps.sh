@@ -19,6 +19,9 @@ PKGS=(
   # the guest layer: QEMU, a static busybox for the initramfs, virtiofsd's build deps,
   # systemd (guests run as qemu-system@<vm>.service; the tests run one in a namespace)
   qemu-system-x86 busybox-static libcap-ng-dev libseccomp-dev systemd util-linux
+  # other architectures (--arch arm64|riscv64): Debian's cross compilers, their QEMU system
+  # emulators and RISC-V's firmware (OpenSBI); their busyboxes come at the end
+  gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu qemu-system-arm qemu-system-misc opensbi
   # kforge run/shell --gdb: gdb attaches to QEMU's gdbstub (a test attaches one)
   gdb
   # the kernel source the fixture mirror is made from
@@ -86,3 +89,41 @@ if ! command -v virtiofsd >/dev/null && [[ ! -x ${HOME:-/root}/.cargo/bin/virtio
   echo "install-deps: cargo install virtiofsd" >&2
   cargo install --locked --quiet virtiofsd >&2
 fi
+
+# A static busybox of each other architecture for its guests' initramfs: Debian's
+# busybox-static for that arch, downloaded with a private apt configuration (the host's
+# sources and dpkg's architectures are not touched) and checked to be a static executable of
+# that arch before it is installed. Debian 12 has no riscv64 port: that busybox comes from
+# Debian 13, as static as any.
+busybox_dir=/usr/local/lib/kforge
+elf_machine() { od -An -tu2 -j18 -N2 "$1" | tr -d ' '; }
+for spec in arm64:bookworm:183 riscv64:trixie:243; do
+  IFS=: read -r darch suite machine <<<"$spec"
+  dest=$busybox_dir/busybox-$darch
+  [[ -x $dest && $(elf_machine "$dest") == "$machine" ]] && continue
+  echo "install-deps: Debian's busybox-static:$darch ($suite) into $dest" >&2
+  apt_dir=$(mktemp -d)
+  mkdir -p "$apt_dir/lists/partial"
+  printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: $suite" \
+    "Components: main" "Architectures: $darch" \
+    "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" >"$apt_dir/debian.sources"
+  apt_opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$apt_dir"
+            -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::pkgcache="
+            -o "Dir::Cache::srcpkgcache=" -o "APT::Architectures::=$darch"
+            -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+  apt-get "${apt_opts[@]}" -qq update >&2
+  (cd "$apt_dir" && apt-get "${apt_opts[@]}" -qq download "busybox-static:$darch" >&2)
+  deb=$(ls "$apt_dir"/busybox-static_*_"$darch".deb)
+  dpkg-deb -x "$deb" "$apt_dir/root"
+  # (/bin in Debian 12, /usr/bin since the merged /usr)
+  bb=$apt_dir/root/bin/busybox
+  [[ -f $bb ]] || bb=$apt_dir/root/usr/bin/busybox
+  if [[ $(elf_machine "$bb") != "$machine" ]] || readelf -l "$bb" | grep -q INTERP; then
+    echo "install-deps: $deb holds no static $darch busybox" >&2
+    exit 1
+  fi
+  SUDO=()
+  [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" install -D -m 0755 "$bb" "$dest"
+  rm -rf "$apt_dir"
+done

@@ -514,6 +514,7 @@ pub enum QemuCommand {
   kforge qemu build                                  # newest v* tag, x86_64-softmmu, minimal
   kforge qemu build debian/7.2+dfsg-7+deb12u18 --configure-option=--enable-slirp
   kforge qemu build v9.2.0 --target-list x86_64-softmmu,aarch64-softmmu --features default
+  kforge qemu build --for-arch arm64                 # x86_64-softmmu,aarch64-softmmu
   kforge boot --check --qemu qemu-7.2.22-0123456789ab   # boot a kernel with it")]
     Build(QemuBuildArgs),
     /// Run one step of the QEMU build on its own, for an engine that runs the flow step by
@@ -558,6 +559,10 @@ pub struct QemuBuildArgs {
     /// configure's targets, comma-separated or repeated [default: x86_64-softmmu].
     #[arg(long, value_name = "TARGET", value_delimiter = ',', help_heading = QEMU_HEADING)]
     pub target_list: Vec<String>,
+    /// Also boot guests of this arch (repeat): adds its system emulator's target to
+    /// target_list, e.g. --for-arch arm64 gives x86_64-softmmu,aarch64-softmmu.
+    #[arg(long, value_enum, value_name = "ARCH")]
+    pub for_arch: Vec<kforge::arch::Arch>,
     /// minimal (TCG, KVM, vhost-user: what kforge's guests need) or default (configure's
     /// own: every feature whose library is installed) [default: minimal].
     #[arg(long, value_enum, help_heading = QEMU_HEADING)]
@@ -626,6 +631,12 @@ impl QemuBuildArgs {
         }
         if !self.target_list.is_empty() {
             r.target_list.clone_from(&self.target_list);
+        }
+        for arch in &self.for_arch {
+            let target = arch.qemu_target().to_owned();
+            if !r.target_list.contains(&target) {
+                r.target_list.push(target);
+            }
         }
         if let Some(f) = self.features {
             r.features = f;
@@ -1079,6 +1090,14 @@ pub struct BuildArgs {
         help_heading = heading::BUILD
     )]
     pub targets: Vec<String>,
+    /// x86_64, arm64 or riscv64; a foreign arch builds with Debian's cross gcc or clang
+    /// [default: x86_64].
+    #[arg(
+        long,
+        value_enum,
+        help_heading = heading::BUILD
+    )]
+    pub arch: Option<kforge::arch::Arch>,
     /// gcc, or clang with LLVM=1 [default: gcc].
     #[arg(
         long,
@@ -1209,6 +1228,9 @@ impl BuildArgs {
         if !self.targets.is_empty() {
             r.targets.clone_from(&self.targets);
         }
+        if let Some(a) = self.arch {
+            r.arch = a;
+        }
         if let Some(c) = self.compiler {
             r.compiler = c;
         }
@@ -1301,6 +1323,34 @@ mod tests {
         let schema =
             serde_json::to_value(schemars::schema_for!(kforge::qemu::QemuRequest)).unwrap();
         check_inputs("qemu build", &schema, &|_| super::QEMU_HEADING.to_owned());
+    }
+
+    #[test]
+    fn for_arch_adds_the_system_emulators_of_the_arches_booted() {
+        use clap::Parser as _;
+        let targets = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["kforge", "qemu", "build"].iter().chain(args)).unwrap();
+            let super::Command::Qemu(super::QemuCommand::Build(b)) = cli.command else {
+                panic!("not qemu build");
+            };
+            b.to_request().unwrap().target_list
+        };
+        assert_eq!(targets(&[]), ["x86_64-softmmu"]);
+        assert_eq!(
+            targets(&["--for-arch", "arm64"]),
+            ["x86_64-softmmu", "aarch64-softmmu"]
+        );
+        assert_eq!(
+            targets(&[
+                "--target-list",
+                "aarch64-softmmu",
+                "--for-arch",
+                "arm64",
+                "--for-arch",
+                "riscv64"
+            ]),
+            ["aarch64-softmmu", "riscv64-softmmu"]
+        );
     }
 
     #[test]

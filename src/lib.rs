@@ -3,6 +3,7 @@
 //!
 //! The library emits events and returns typed results; the `kforge` binary renders them.
 
+pub mod arch;
 pub mod bisect;
 pub mod dirs;
 pub mod error;

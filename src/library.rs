@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use include_dir::{Dir, include_dir};
 
+use crate::arch::Arch;
+
 static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/kconfig-library");
 
 /// Category order for merging: general first, debug late, `builtin` (=y overrides) last;
@@ -27,6 +29,15 @@ pub enum LibraryError {
         name: String,
         origin: String,
         available: Vec<String>,
+    },
+    #[error("the {what} `{name}` is for {its}, and this build is for {wanted}{hint}")]
+    OtherArch {
+        what: &'static str,
+        name: String,
+        its: Arch,
+        wanted: Arch,
+        /// What the library has for `wanted`, when there is something to say.
+        hint: String,
     },
     #[error("reading the library: {0}")]
     Io(#[from] std::io::Error),
@@ -161,6 +172,85 @@ impl Library {
             })
     }
 
+    /// Where `arch`'s presets live: x86_64's directly in `defconfigs/`, another arch's in
+    /// `defconfigs/<arch>/`.
+    fn preset_dir(arch: Arch) -> String {
+        match arch {
+            Arch::X86_64 => String::new(),
+            a => format!("{a}/"),
+        }
+    }
+
+    /// `arch`'s presets, by the names a request gives them (`tiny_guest_defconfig`).
+    pub fn presets_for(&self, arch: Arch) -> Result<Vec<String>, LibraryError> {
+        let dir = Self::preset_dir(arch);
+        Ok(self
+            .presets()?
+            .into_iter()
+            .filter_map(|p| match p.strip_prefix(&dir) {
+                Some(n) if !n.contains('/') => Some(n.to_owned()),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The preset `name` of `arch` (`tiny_guest_defconfig` builds the arch's own tiny guest;
+    /// `arm64/tiny_guest_defconfig` is accepted for arm64). A preset of another arch is
+    /// refused, naming this arch's.
+    pub fn preset_for(&self, name: &str, arch: Arch) -> Result<String, LibraryError> {
+        let other = |its: Arch| LibraryError::OtherArch {
+            what: "preset",
+            name: name.to_owned(),
+            its,
+            wanted: arch,
+            hint: format!(
+                "; its presets: {}",
+                self.presets_for(arch).unwrap_or_default().join(", ")
+            ),
+        };
+        let qualified = name
+            .split_once('/')
+            .and_then(|(a, n)| Some((Arch::ALL.into_iter().find(|x| x.as_str() == a)?, n)));
+        let base = match qualified {
+            Some((its, _)) if its != arch => return Err(other(its)),
+            Some((_, n)) => n,
+            None => name,
+        };
+        let path = |a: Arch| format!("defconfigs/{}{base}", Self::preset_dir(a));
+        if let Some(text) = self.read(&path(arch))? {
+            return Ok(text);
+        }
+        for its in Arch::ALL {
+            if its != arch && self.read(&path(its))?.is_some() {
+                return Err(other(its));
+            }
+        }
+        Err(LibraryError::UnknownPreset {
+            name: name.to_owned(),
+            origin: self.origin(),
+            available: self.presets_for(arch).unwrap_or_default(),
+        })
+    }
+
+    /// Refuses a fragment of another arch (`arch/arm64` in an x86_64 build); the other
+    /// categories hold options every arch has.
+    pub fn check_fragment_arch(id: &str, arch: Arch) -> Result<(), LibraryError> {
+        let id = id.trim_end_matches(".config");
+        if let Some(name) = id.strip_prefix("arch/")
+            && let Some(its) = Arch::ALL.into_iter().find(|a| a.as_str() == name)
+            && its != arch
+        {
+            return Err(LibraryError::OtherArch {
+                what: "fragment",
+                name: id.to_owned(),
+                its,
+                wanted: arch,
+                hint: format!("; use arch/{arch}"),
+            });
+        }
+        Ok(())
+    }
+
     /// A fragment's text, by `<category>/<name>` (a trailing `.config` is accepted).
     pub fn fragment(&self, id: &str) -> Result<String, LibraryError> {
         let id = id.trim_end_matches(".config");
@@ -258,5 +348,47 @@ mod tests {
         assert!(e.contains("imageless_defconfig"), "{e}");
         let e = l.fragment("debug/nope").unwrap_err().to_string();
         assert!(e.contains("debug/kasan"), "{e}");
+    }
+
+    #[test]
+    fn each_arch_has_its_presets_by_the_same_names() {
+        let l = Library::Builtin;
+        for arch in Arch::ALL {
+            let names = l.presets_for(arch).unwrap();
+            assert_eq!(
+                names,
+                ["imageless_defconfig", "tiny_guest_defconfig"],
+                "{arch}"
+            );
+            for n in &names {
+                let text = l.preset_for(n, arch).unwrap();
+                let own = match arch {
+                    Arch::X86_64 => "x86_64",
+                    Arch::Arm64 => "for arm64",
+                    Arch::Riscv64 => "for riscv64",
+                };
+                assert!(text.lines().next().unwrap().contains(own), "{arch} {n}");
+            }
+        }
+        // Qualified names: the arch's own, or refused for another.
+        assert_eq!(
+            l.preset_for("arm64/tiny_guest_defconfig", Arch::Arm64)
+                .unwrap(),
+            l.preset_for("tiny_guest_defconfig", Arch::Arm64).unwrap()
+        );
+        let e = l
+            .preset_for("riscv64/imageless_defconfig", Arch::X86_64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is for riscv64, and this build is for x86_64"),
+            "{e}"
+        );
+        let e = l.preset_for("nope", Arch::Arm64).unwrap_err().to_string();
+        assert!(e.contains("unknown preset `nope`"), "{e}");
+        assert!(Library::check_fragment_arch("arch/arm64", Arch::Arm64).is_ok());
+        assert!(Library::check_fragment_arch("core/base", Arch::Riscv64).is_ok());
+        let e = Library::check_fragment_arch("arch/riscv64.config", Arch::Arm64).unwrap_err();
+        assert!(e.to_string().contains("use arch/arm64"), "{e}");
     }
 }

@@ -49,11 +49,10 @@ fn build(args: &BuildArgs, dirs: &Dirs, until: Until, ui: &dyn Reporter) -> Resu
     }
     if (args.boot || args.test.is_some()) && until == Until::Collect {
         // Fail before building when the guest cannot be booted here at all.
-        if guest_qemu(&args.guest.machine, dirs)?.is_none() {
-            kforge::process::find_program("qemu-system-x86_64")?;
-        }
-        kforge::guest::find_virtiofsd()?;
-        kforge::guest::initramfs::find_static_busybox()?;
+        kforge::guest::preflight(
+            request.arch,
+            guest_qemu(&args.guest.machine, dirs)?.as_deref(),
+        )?;
     }
     let plan = kernel::plan(request, dirs)?;
     let finished = kernel::run(plan, until, args.wait, ui)?;
@@ -1125,11 +1124,10 @@ fn bisect_command(a: &cli::BisectArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result
     let check: Check = inv.check.parse().map_err(InvalidRequest::one)?;
     if !matches!(check, Check::Script(_)) {
         // Fail before building when the guest cannot be booted here at all.
-        if guest_qemu(&a.build.guest.machine, dirs)?.is_none() {
-            kforge::process::find_program("qemu-system-x86_64")?;
-        }
-        kforge::guest::find_virtiofsd()?;
-        kforge::guest::initramfs::find_static_busybox()?;
+        kforge::guest::preflight(
+            inv.request.arch,
+            guest_qemu(&a.build.guest.machine, dirs)?.as_deref(),
+        )?;
     }
     inv.save(&path)?;
     let mut db = kforge::verdict::db::Db::open(&dirs.system_dir)?;

@@ -129,6 +129,12 @@ fn package_of(program: &str) -> &str {
         "bison" => "bison",
         "bc" => "bc",
         "depmod" => "kmod",
+        "aarch64-linux-gnu-gcc" | "aarch64-linux-gnu-ld" => "gcc-aarch64-linux-gnu",
+        "riscv64-linux-gnu-gcc" | "riscv64-linux-gnu-ld" => "gcc-riscv64-linux-gnu",
+        "x86_64-linux-gnu-gcc" | "x86_64-linux-gnu-ld" => "gcc-x86-64-linux-gnu",
+        "qemu-system-x86_64" => "qemu-system-x86",
+        "qemu-system-aarch64" => "qemu-system-arm",
+        "qemu-system-riscv64" => "qemu-system-misc",
         other => other,
     }
 }

@@ -7,6 +7,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::arch::Arch;
+
 /// Lines /init prints, parsed by the check.
 pub const MARK_UNAME: &str = "KFORGE-UNAME ";
 pub const MARK_MOUNT: &str = "KFORGE-MODULES-MOUNTED ";
@@ -148,26 +150,56 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
     })
 }
 
-/// Finds a static busybox on the host (Debian's busybox-static installs /bin/busybox).
-pub fn find_static_busybox() -> Result<PathBuf, crate::error::GuestError> {
-    let mut candidates = vec![
-        PathBuf::from("/bin/busybox"),
-        PathBuf::from("/usr/bin/busybox"),
-    ];
-    if let Ok(p) = crate::process::find_program("busybox") {
-        candidates.insert(0, p);
+/// Where the project's install script puts another arch's static busybox
+/// (`<dir>/busybox-<debian arch>`, from Debian's busybox-static for that arch).
+pub const FOREIGN_BUSYBOX_DIRS: &[&str] = &["/usr/local/lib/kforge", "/usr/lib/kforge"];
+
+/// Finds a static busybox of `arch`: the host's own (Debian's busybox-static installs
+/// /bin/busybox) or, for another arch, `busybox-<debian arch>` in [`FOREIGN_BUSYBOX_DIRS`].
+/// Each candidate must be a static ELF executable of that arch.
+pub fn find_static_busybox(arch: Arch) -> Result<PathBuf, crate::error::GuestError> {
+    let mut candidates = Vec::new();
+    if Arch::host() == Some(arch) {
+        if let Ok(p) = crate::process::find_program("busybox") {
+            candidates.push(p);
+        }
+        candidates.extend(["/bin/busybox", "/usr/bin/busybox"].map(PathBuf::from));
+    } else {
+        candidates.extend(
+            FOREIGN_BUSYBOX_DIRS
+                .iter()
+                .map(|d| Path::new(d).join(format!("busybox-{}", arch.debian()))),
+        );
     }
     for c in candidates {
         if let Ok(bytes) = std::fs::read(&c)
             && is_static_elf(&bytes)
+            && elf_machine(&bytes) == Some(arch.elf_machine())
         {
             return Ok(c);
         }
     }
     Err(crate::error::GuestError::Missing(
-        "a static busybox",
-        "apt-get install busybox-static",
+        match arch {
+            Arch::X86_64 => "a static busybox",
+            Arch::Arm64 => "a static arm64 busybox",
+            Arch::Riscv64 => "a static riscv64 busybox",
+        },
+        match arch {
+            Arch::X86_64 => "apt-get install busybox-static",
+            Arch::Arm64 | Arch::Riscv64 => {
+                "the project's scripts/install-deps.sh fetches Debian's busybox-static of that arch into /usr/local/lib/kforge"
+            }
+        },
     ))
+}
+
+/// `e_machine` of a 64-bit little-endian ELF file.
+pub fn elf_machine(bytes: &[u8]) -> Option<u16> {
+    if bytes.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    Some(u16::from_le_bytes(bytes.get(18..20)?.try_into().ok()?))
 }
 
 /// Writes the initramfs to `path` (atomically).
@@ -216,6 +248,22 @@ mod tests {
         assert_eq!(a.len() % 4, 0);
         let text = String::from_utf8_lossy(&a);
         assert!(text.contains("bin/busybox") && text.contains("TRAILER!!!"));
+    }
+
+    #[test]
+    fn a_busybox_must_be_a_static_executable_of_the_guests_arch() {
+        // The host's own: /bin/busybox from busybox-static, an x86_64 static executable.
+        #[cfg(target_arch = "x86_64")]
+        if let Ok(p) = find_static_busybox(Arch::X86_64) {
+            assert_eq!(elf_machine(&std::fs::read(p).unwrap()), Some(62));
+        }
+        let mut header = vec![0u8; 64];
+        header[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        header[18..20].copy_from_slice(&183u16.to_le_bytes());
+        assert_eq!(elf_machine(&header), Some(Arch::Arm64.elf_machine()));
+        header[5] = 2; // big-endian: not a guest of ours
+        assert_eq!(elf_machine(&header), None);
+        assert_eq!(elf_machine(b"#!/bin/sh\n"), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::Arch;
 use crate::error::{Error, GuestError};
 use crate::flow::{Event, Reporter};
 use crate::kernel::manifest::Manifest;
@@ -122,6 +123,44 @@ pub fn find_virtiofsd() -> Result<PathBuf, GuestError> {
         ))
 }
 
+/// The QEMU system emulator that boots `arch`'s guests: with `given` (a path, or what
+/// `--qemu` resolved), its `qemu-system-<arch>` (a QEMU built for several targets installs
+/// one per target side by side); else the arch's emulator on PATH, or the package to install.
+pub fn qemu_for(arch: Arch, given: Option<&Path>) -> Result<PathBuf, Error> {
+    let (program, _) = arch.qemu_system();
+    let Some(given) = given else {
+        return Ok(find_program(program)?);
+    };
+    let name = given.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name.as_deref() {
+        Some(n) if n.starts_with("qemu-system-") && n != program => {
+            let sibling = given.with_file_name(program);
+            if sibling.is_file() {
+                Ok(sibling)
+            } else {
+                Err(GuestError::Refused(format!(
+                    "{} boots {} guests, not {arch}, and {} is not beside it (a kforge-built QEMU needs {} in its --target-list)",
+                    given.display(),
+                    n.trim_start_matches("qemu-system-"),
+                    program,
+                    arch.qemu_target()
+                ))
+                .into())
+            }
+        }
+        _ => Ok(given.to_owned()),
+    }
+}
+
+/// Fails before anything is built or touched when a guest of `arch` cannot boot here: its
+/// QEMU, virtiofsd and a static busybox of that arch.
+pub fn preflight(arch: Arch, given_qemu: Option<&Path>) -> Result<(), Error> {
+    qemu_for(arch, given_qemu)?;
+    find_virtiofsd()?;
+    initramfs::find_static_busybox(arch)?;
+    Ok(())
+}
+
 /// Checks a manifest before booting: the image exists and the modules tree is this
 /// release's.
 pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), GuestError> {
@@ -205,12 +244,10 @@ pub fn boot_check(
 ) -> Result<BootReport, Error> {
     const STEP: &str = "boot";
     let (image, modules) = precheck(m)?;
-    let qemu = match &opts.qemu {
-        Some(q) => q.clone(),
-        None => find_program("qemu-system-x86_64")?,
-    };
+    let qemu = qemu_for(m.arch, opts.qemu.as_deref())?;
+    let accel = qemu::accel_for(opts.accel, m.arch)?;
     let virtiofsd = find_virtiofsd()?;
-    let busybox = initramfs::find_static_busybox()?;
+    let busybox = initramfs::find_static_busybox(m.arch)?;
     sandbox::private_dir(&opts.workdir)?;
     let initrd = opts.workdir.join("initramfs.cpio");
     if let Some(r) = &opts.rootfs {
@@ -225,7 +262,6 @@ pub fn boot_check(
         opts.rootfs.as_ref().map(|r| r.init.as_str()),
     )?;
     let socket = opts.workdir.join("modules.sock");
-    let accel = qemu::probe_accel(opts.accel);
 
     let start = Instant::now();
     let mut vfs = serve(
@@ -247,6 +283,7 @@ pub fn boot_check(
         None => None,
     };
     let spec = qemu::GuestSpec {
+        arch: m.arch,
         kernel: image,
         initrd,
         shares: qemu::shares(socket, opts.rootfs.as_ref().map(|_| rootfs_socket.clone())),
@@ -332,4 +369,27 @@ pub fn boot_check(
         ready_seen: console.ready_seen,
     };
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_qemu_boots_another_arch_with_its_sibling_emulator() {
+        let dir = tempfile::tempdir().unwrap();
+        let x86 = dir.path().join("qemu-system-x86_64");
+        std::fs::write(&x86, "").unwrap();
+        // The arch's own binary, or any other file, is used as given.
+        assert_eq!(qemu_for(Arch::X86_64, Some(&x86)).unwrap(), x86);
+        let wrapper = dir.path().join("my-qemu");
+        assert_eq!(qemu_for(Arch::Arm64, Some(&wrapper)).unwrap(), wrapper);
+        // Another arch's emulator: its sibling, or a refusal naming the target to build.
+        let e = qemu_for(Arch::Arm64, Some(&x86)).unwrap_err().to_string();
+        assert!(e.contains("boots x86_64 guests, not arm64"), "{e}");
+        assert!(e.contains("aarch64-softmmu"), "{e}");
+        let arm = dir.path().join("qemu-system-aarch64");
+        std::fs::write(&arm, "").unwrap();
+        assert_eq!(qemu_for(Arch::Arm64, Some(&x86)).unwrap(), arm);
+    }
 }

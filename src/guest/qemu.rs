@@ -3,6 +3,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::arch::Arch;
+
 /// Hardware acceleration.
 #[derive(
     Debug,
@@ -26,6 +28,8 @@ pub enum Accel {
 /// What a guest is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestSpec {
+    /// The guest's architecture: its machine, CPU, firmware and console.
+    pub arch: Arch,
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     /// The virtiofs shares, each a tag and its virtiofsd's socket: the modules share
@@ -69,6 +73,28 @@ pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
         push("-cpu");
         push("host");
     }
+    // x86_64 keeps QEMU's default PC machine; the others boot the generic `virt` board
+    // (PCIe for virtio, the device tree from QEMU).
+    match g.arch {
+        Arch::X86_64 => {}
+        Arch::Arm64 => {
+            push("-M");
+            push("virt");
+            if g.accel != Accel::Kvm {
+                // A plain ARMv8.0 core: TCG emulates it faster than `max` (no pointer
+                // authentication to emulate), and the kernel needs nothing newer.
+                push("-cpu");
+                push("cortex-a57");
+            }
+        }
+        Arch::Riscv64 => {
+            push("-M");
+            push("virt");
+            // OpenSBI, as QEMU ships it (Debian: the opensbi package).
+            push("-bios");
+            push("default");
+        }
+    }
     push("-smp");
     push(&g.cpus.to_string());
     push("-m");
@@ -101,7 +127,7 @@ pub fn qemu_args(g: &GuestSpec) -> Vec<OsString> {
     v.push(g.initrd.clone().into());
     v.push("-append".into());
     let mut append = vec![
-        "console=ttyS0".to_owned(),
+        format!("console={}", g.arch.console()),
         "panic=-1".to_owned(),
         "rdinit=/init".to_owned(),
     ];
@@ -209,8 +235,22 @@ pub fn virtiofsd_rootfs_args(socket: &std::path::Path, dir: &std::path::Path) ->
     virtiofsd_writable(socket, dir, VfsSandbox::here())
 }
 
-/// Decides the accelerator: KVM only when `/dev/kvm` opens and the CPU has vmx or svm (a
-/// /dev/kvm without them hangs the guest at "Booting from ROM", see the notes).
+/// Decides the accelerator for a guest of `arch`: KVM only for the host's own arch, and
+/// only when `/dev/kvm` opens and the CPU has vmx or svm (a /dev/kvm without them hangs the
+/// guest at "Booting from ROM", see the notes); KVM asked for another arch is refused.
+pub fn accel_for(requested: Accel, arch: Arch) -> Result<Accel, super::GuestError> {
+    if Arch::host() == Some(arch) {
+        return Ok(probe_accel(requested));
+    }
+    match requested {
+        Accel::Kvm => Err(super::GuestError::Refused(format!(
+            "KVM runs guests of this host's own architecture only; boot the {arch} kernel under TCG (--accel tcg or auto)"
+        ))),
+        Accel::Auto | Accel::Tcg => Ok(Accel::Tcg),
+    }
+}
+
+/// Decides the accelerator for a guest of the host's arch (see [`accel_for`]).
 pub fn probe_accel(requested: Accel) -> Accel {
     if requested != Accel::Auto {
         return requested;
@@ -238,6 +278,7 @@ mod tests {
 
     fn spec(accel: Accel) -> GuestSpec {
         GuestSpec {
+            arch: Arch::X86_64,
             kernel: "/d/boot/vmlinuz-6.12-x-0123456789ab".into(),
             initrd: "/s/initramfs.cpio".into(),
             shares: shares("/s/modules.sock".into(), None),
@@ -271,6 +312,55 @@ mod tests {
         );
         assert!(a.contains(&"-no-reboot".to_owned()));
         assert!(!a.contains(&"host".to_owned()));
+    }
+
+    #[test]
+    fn other_arches_boot_the_virt_machine_with_their_console() {
+        let line = |arch: Arch| {
+            let g = GuestSpec {
+                arch,
+                ..spec(Accel::Tcg)
+            };
+            let a: Vec<String> = qemu_args(&g)
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect();
+            a.join(" ")
+        };
+        let arm = line(Arch::Arm64);
+        assert!(
+            arm.contains("-accel tcg -M virt -cpu cortex-a57 -smp 2"),
+            "{arm}"
+        );
+        assert!(
+            arm.ends_with("console=ttyAMA0 panic=-1 rdinit=/init quiet"),
+            "{arm}"
+        );
+        assert!(arm.contains("vhost-user-fs-pci,chardev=modules,tag=modules"));
+        let rv = line(Arch::Riscv64);
+        assert!(
+            rv.contains("-accel tcg -M virt -bios default -smp 2"),
+            "{rv}"
+        );
+        assert!(
+            rv.ends_with("console=ttyS0 panic=-1 rdinit=/init quiet"),
+            "{rv}"
+        );
+        let x86 = line(Arch::X86_64);
+        assert!(!x86.contains("-M ") && !x86.contains("-bios"), "{x86}");
+    }
+
+    #[test]
+    fn kvm_is_for_the_hosts_own_arch_only() {
+        assert_eq!(accel_for(Accel::Tcg, Arch::Arm64).unwrap(), Accel::Tcg);
+        assert_eq!(accel_for(Accel::Auto, Arch::Riscv64).unwrap(), Accel::Tcg);
+        let e = accel_for(Accel::Kvm, Arch::Arm64).unwrap_err().to_string();
+        assert!(
+            e.contains("KVM runs guests of this host's own architecture only"),
+            "{e}"
+        );
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(accel_for(Accel::Kvm, Arch::X86_64).unwrap(), Accel::Kvm);
     }
 
     #[test]

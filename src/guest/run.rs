@@ -17,7 +17,7 @@ use super::qemu::{self, Accel};
 use crate::error::{Error, GuestError};
 use crate::flow::{Event, Reporter};
 use crate::kernel::manifest::Manifest;
-use crate::process::{find_program, shell_quote};
+use crate::process::shell_quote;
 
 /// Lines the run's /init prints, read by [`RunConsole`].
 pub const MARK_START: &str = "KFORGE-RUN-START";
@@ -407,12 +407,10 @@ fn prepare(
 ) -> Result<Prepared, Error> {
     check(opts, shell)?;
     let (image, modules) = super::precheck(m)?;
-    let qemu_bin = match &opts.qemu {
-        Some(q) => q.clone(),
-        None => find_program("qemu-system-x86_64")?,
-    };
+    let qemu_bin = super::qemu_for(m.arch, opts.qemu.as_deref())?;
+    let accel = qemu::accel_for(opts.accel, m.arch)?;
     let virtiofsd = super::find_virtiofsd()?;
-    let busybox = initramfs::find_static_busybox()?;
+    let busybox = initramfs::find_static_busybox(m.arch)?;
     let results = opts.workdir.join("results");
     super::sandbox::private_dir(&opts.workdir)?;
     fs_err::create_dir_all(&results)?;
@@ -455,7 +453,6 @@ fn prepare(
         Root::Dir(dir) => share(qemu::ROOTFS_TAG, dir, qemu::virtiofsd_rootfs_args)?,
         Root::Host => share(qemu::ROOTFS_TAG, Path::new("/"), qemu::virtiofsd_args)?,
     }
-    let accel = qemu::probe_accel(opts.accel);
     let mut append = vec!["quiet".to_owned()];
     if opts.gdb.is_some() {
         // Symbols at the addresses vmlinux says.
@@ -463,6 +460,7 @@ fn prepare(
     }
     append.extend(opts.append.iter().cloned());
     let spec = qemu::GuestSpec {
+        arch: m.arch,
         kernel: image,
         initrd,
         shares,

@@ -12,7 +12,7 @@ use super::{initramfs, qemu, units};
 use crate::error::{Error, GuestError};
 use crate::fsutil::write_atomic;
 use crate::kernel::manifest::Manifest;
-use crate::process::{Cmd, find_program};
+use crate::process::Cmd;
 
 /// A guest's definition (vm.json).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,9 @@ pub struct VmDef {
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: qemu::Accel,
+    /// The guest's architecture (`x86_64` in definitions written before there was a choice).
+    #[serde(default)]
+    pub arch: crate::arch::Arch,
     pub module: String,
     pub command: Option<String>,
     /// The guest reboots (and so ends) after its command instead of staying up.
@@ -45,6 +48,7 @@ pub struct VmDef {
 impl VmDef {
     pub fn spec(&self) -> qemu::GuestSpec {
         qemu::GuestSpec {
+            arch: self.arch,
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
             shares: qemu::shares(self.socket.clone(), self.rootfs_socket.clone()),
@@ -134,12 +138,11 @@ pub fn define(
     if let Some(r) = &o.rootfs {
         r.check()?;
     }
-    let qemu_bin = match &o.qemu {
-        Some(q) => crate::dirs::absolute(q),
-        None => find_program("qemu-system-x86_64")?,
-    };
+    let given = o.qemu.as_deref().map(crate::dirs::absolute);
+    let qemu_bin = super::qemu_for(manifest.arch, given.as_deref())?;
+    let accel = qemu::accel_for(o.accel, manifest.arch)?;
     let virtiofsd = super::find_virtiofsd()?;
-    let busybox = initramfs::find_static_busybox()?;
+    let busybox = initramfs::find_static_busybox(manifest.arch)?;
     let dir = home.dir(name);
     super::sandbox::guest_dir(&dir, &dir.join("console.log"))?;
     let def = VmDef {
@@ -155,7 +158,8 @@ pub fn define(
         virtiofsd,
         memory_mib: o.memory_mib,
         cpus: o.cpus,
-        accel: qemu::probe_accel(o.accel),
+        accel,
+        arch: manifest.arch,
         module: o.module.clone(),
         command: o.command.clone(),
         oneshot: o.oneshot,

@@ -35,16 +35,24 @@ pub fn compute(
     timestamp: Option<&str>,
     ccache_conf: Option<&Path>,
 ) -> BuildFlags {
-    let mut argv = vec![format!("--jobs={jobs}"), "ARCH=x86_64".to_owned()];
+    let mut argv = vec![
+        format!("--jobs={jobs}"),
+        format!("ARCH={}", req.arch.kbuild()),
+    ];
     if req.compiler == Compiler::Clang {
+        // clang takes its target from ARCH (Kbuild's CLANG_TARGET_FLAGS) and LLVM=1 its
+        // tools; no CROSS_COMPILE.
         argv.push("LLVM=1".to_owned());
+    } else if let Some(prefix) = req.arch.cross_prefix() {
+        argv.push(format!("CROSS_COMPILE={prefix}"));
     }
     // CC is always explicit so that a ccache wrapper is the only difference between a
     // build with and without ccache (and the identity form strips it).
+    let cc = req.compiler.cc_for(req.arch);
     argv.push(if ccache_conf.is_some() {
-        format!("CC=ccache {}", req.compiler.cc())
+        format!("CC=ccache {cc}")
     } else {
-        format!("CC={}", req.compiler.cc())
+        format!("CC={cc}")
     });
     if req.reproducible {
         argv.push(format!(
@@ -200,6 +208,39 @@ mod tests {
         let f = flags(&req, "/s", 4);
         assert!(f.make.argv.contains(&"LLVM=1".to_owned()));
         assert!(f.make.argv.contains(&"CC=ccache clang".to_owned()));
+    }
+
+    #[test]
+    fn a_foreign_arch_cross_compiles_with_gcc_and_targets_with_clang() {
+        let arm = KernelRequest {
+            arch: crate::arch::Arch::Arm64,
+            ..KernelRequest::default()
+        };
+        let f = flags(&arm, "/s", 2);
+        assert_eq!(
+            f.make.argv[1..4],
+            [
+                "ARCH=arm64",
+                "CROSS_COMPILE=aarch64-linux-gnu-",
+                "CC=ccache aarch64-linux-gnu-gcc"
+            ]
+        );
+        let rv = KernelRequest {
+            arch: crate::arch::Arch::Riscv64,
+            compiler: Compiler::Clang,
+            ..KernelRequest::default()
+        };
+        let f = flags(&rv, "/s", 2);
+        assert_eq!(
+            f.make.argv[1..4],
+            ["ARCH=riscv", "LLVM=1", "CC=ccache clang"]
+        );
+        assert!(!f.make.argv.iter().any(|a| a.starts_with("CROSS_COMPILE")));
+        // Two arches never share identity flags (so never a digest).
+        assert_ne!(
+            identity_flags(&arm, None),
+            identity_flags(&KernelRequest::default(), None)
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
         label: c.label.clone(),
         digest: c.digest.clone(),
         compiler: request.compiler,
+        arch: request.arch,
         modules_dir,
         worker_index: slot.index,
         series: ctx.state.series.clone(),

@@ -41,7 +41,7 @@ impl Step<KernelRun> for Compile {
             ));
         }
         let build = &ctx.plan.slot.build;
-        fig.sizes.boot_image = fs_err::metadata(build.join("arch/x86/boot/bzImage"))
+        fig.sizes.boot_image = fs_err::metadata(build.join(ctx.plan.request.arch.boot_image()))
             .ok()
             .map(|m| m.len());
         if let Some((text, data, bss)) = figures::elf_sizes(&build.join("vmlinux")) {

@@ -45,9 +45,13 @@ impl Step<KernelRun> for Devtools {
         }
         archives.push("modules.order".into());
         archives.retain(|a| build.join(a).is_file());
-        let ar = match ctx.plan.request.compiler {
-            Compiler::Clang => "llvm-ar",
-            Compiler::Gcc => "ar",
+        let ar = match (
+            ctx.plan.request.compiler,
+            ctx.plan.request.arch.cross_prefix(),
+        ) {
+            (Compiler::Clang, _) => "llvm-ar".to_owned(),
+            (Compiler::Gcc, Some(prefix)) => format!("{prefix}ar"),
+            (Compiler::Gcc, None) => "ar".to_owned(),
         };
         let cmd = Cmd::new("python3")
             .arg(
@@ -56,7 +60,7 @@ impl Step<KernelRun> for Devtools {
                     .src
                     .join("scripts/clang-tools/gen_compile_commands.py"),
             )
-            .args(["-a", ar, "-o", "compile_commands.json"])
+            .args(["-a", ar.as_str(), "-o", "compile_commands.json"])
             .args(&archives)
             .cwd(build);
         reporter.event(&Event::Command {

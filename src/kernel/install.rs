@@ -41,7 +41,7 @@ impl Step<KernelRun> for Install {
         }
         let slot = ctx.plan.slot.clone();
         let release = ctx.configured().uts_release.clone();
-        let built = slot.build.join("arch/x86/boot/bzImage");
+        let built = slot.build.join(ctx.plan.request.arch.boot_image());
         if !ctx.plan.request.install {
             ctx.state.bz_image = built.is_file().then_some(built);
             return Ok(Outcome::Skipped("install is off".into()));
@@ -67,16 +67,18 @@ impl Step<KernelRun> for Install {
             .env
             .push(("HOME".into(), home.to_string_lossy().into_owned()));
         let saved = ctx.state.flags.replace(flags);
-        let r = run_make(
-            ctx,
-            self.name(),
-            &[
-                install_path,
-                format!("INSTALLKERNEL={INSTALLKERNEL}").into(),
-                "install".into(),
-            ],
-            reporter,
-        );
+        let mut args = vec![
+            install_path,
+            format!("INSTALLKERNEL={INSTALLKERNEL}").into(),
+        ];
+        let arch = ctx.plan.request.arch;
+        if arch != crate::arch::Arch::X86_64 {
+            // riscv's install takes the compressed Image.gz, which QEMU's `virt` loader cannot
+            // boot; every arch's plain Image boots, so that is what is installed.
+            args.push(format!("KBUILD_IMAGE={}", arch.boot_image()).into());
+        }
+        args.push("install".into());
+        let r = run_make(ctx, self.name(), &args, reporter);
         ctx.state.flags = saved;
         r?;
         let image = boot.join(format!("vmlinuz-{release}"));

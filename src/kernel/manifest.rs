@@ -41,6 +41,9 @@ pub struct Manifest {
     pub label: String,
     pub digest: String,
     pub compiler: Compiler,
+    /// The architecture built for (`x86_64` in manifests written before there was a choice).
+    #[serde(default)]
+    pub arch: crate::arch::Arch,
     /// `destdir/lib/modules/<release>` when modules were installed.
     pub modules_dir: Option<String>,
     pub worker_index: u32,

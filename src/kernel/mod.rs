@@ -186,13 +186,24 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
     };
     let library = Library::new(dirs.library.clone());
     let config_inputs = match request.config_method {
-        ConfigMethod::Preset => vec![(request.preset.clone(), library.preset(&request.preset)?)],
+        ConfigMethod::Preset => vec![(
+            request.preset.clone(),
+            library.preset_for(&request.preset, request.arch)?,
+        )],
         ConfigMethod::Fragments => crate::library::canonical_order(&request.fragments)
             .into_iter()
-            .map(|id| library.fragment(&id).map(|text| (id, text)))
+            .map(|id| {
+                Library::check_fragment_arch(&id, request.arch)?;
+                library.fragment(&id).map(|text| (id, text))
+            })
             .collect::<Result<_, _>>()?,
         ConfigMethod::Make => {
-            check_goals_exist(&mirror, &resolved.commit, &request.config_goals())?;
+            check_goals_exist(
+                &mirror,
+                &resolved.commit,
+                request.arch,
+                &request.config_goals(),
+            )?;
             Vec::new()
         }
     };
@@ -209,7 +220,7 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
         }
         None => None,
     };
-    let toolchain = toolchain::resolve(request.compiler)?;
+    let toolchain = toolchain::resolve_for(request.compiler, request.arch)?;
     let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
     Ok(Plan {
         request: KernelRequest { git_ref, ..request },
@@ -226,9 +237,14 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
 }
 
 /// In-tree config goals must exist in the commit being built: `<name>_defconfig` under
-/// `arch/x86/configs/`, `<name>.config` there or under `kernel/configs/`.
-fn check_goals_exist(mirror: &Mirror, commit: &str, goals: &[String]) -> Result<(), Error> {
-    let arch = mirror.list_dir(commit, "arch/x86/configs")?;
+/// `arch/<srcarch>/configs/`, `<name>.config` there or under `kernel/configs/`.
+fn check_goals_exist(
+    mirror: &Mirror,
+    commit: &str,
+    arch: crate::arch::Arch,
+    goals: &[String],
+) -> Result<(), Error> {
+    let arch = mirror.list_dir(commit, &format!("arch/{}/configs", arch.srcarch()))?;
     let kernel = mirror.list_dir(commit, "kernel/configs")?;
     for goal in goals {
         if kbuild::BUILTIN_CONFIG_GOALS.contains(&goal.as_str()) {

@@ -209,7 +209,15 @@ pub fn devel_sources(build: &Path) -> std::io::Result<Vec<Source>> {
             });
         }
     }
-    for dir in ["include/generated", "arch/x86/include/generated"] {
+    // The build's own arch is the one with generated headers under arch/.
+    let mut generated = vec!["include/generated".to_owned()];
+    generated.extend(
+        crate::arch::Arch::ALL
+            .iter()
+            .map(|a| format!("arch/{}/include/generated", a.srcarch())),
+    );
+    for dir in &generated {
+        let dir = dir.as_str();
         let p = build.join(dir);
         if p.is_dir() {
             out.extend(

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::kbuild;
+use crate::arch::Arch;
 use crate::error::InvalidRequest;
 use crate::identity::validate_custom_label;
 use crate::slot::git::validate_ref;
@@ -78,7 +79,7 @@ macro_rules! input_groups {
 input_groups! {
     WORKTREE => "Worktree", "which source is built, its label, the slot's tree";
     CONFIGURATION => "Configuration", "how .config is produced";
-    BUILD => "Build", "compiler, make goals and flags, reproducibility, ccache";
+    BUILD => "Build", "architecture, compiler, make goals and flags, reproducibility, ccache";
     REUSE => "Reuse", "when an identity that already exists is not rebuilt";
     INSTALLATION => "Installation", "what goes into destdir/";
 }
@@ -253,6 +254,16 @@ pub struct KernelRequest {
     #[schemars(extend("x-group" = "Build"))]
     pub targets: Vec<String>,
 
+    /// Architecture
+    ///
+    /// What the kernel is built for: `x86_64` (the host's), `arm64` or `riscv64`. With gcc a
+    /// foreign arch uses Debian's cross compiler (`CROSS_COMPILE=aarch64-linux-gnu-`, package
+    /// gcc-aarch64-linux-gnu); clang targets it with `LLVM=1`. Part of the identity: two
+    /// arches never share a digest. Presets and fragments must be this arch's.
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Build"))]
+    pub arch: Arch,
+
     /// Compiler
     ///
     /// `gcc`, or `clang` (with `LLVM=1`: clang, ld.lld and the LLVM binutils).
@@ -411,7 +422,12 @@ impl KernelRequest {
             )),
             (None, false) => {}
         }
-        if !is_plain_name(&self.preset) {
+        // A plain file name, or one qualified by its arch (`arm64/tiny_guest_defconfig`).
+        let preset = match self.preset.split_once('/') {
+            Some((a, n)) if Arch::ALL.iter().any(|x| x.as_str() == a) => n,
+            _ => self.preset.as_str(),
+        };
+        if !is_plain_name(preset) {
             errs.push(format!("preset `{}` is not a plain file name", self.preset));
         }
         for f in &self.fragments {

@@ -7,6 +7,7 @@ pub mod ccache;
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::Arch;
 use crate::process::{Cmd, RunError, find_program};
 
 /// The compiler family a build uses.
@@ -38,15 +39,24 @@ impl Compiler {
             Compiler::Clang => "clang",
         }
     }
-    /// The C compiler program.
+    /// The C compiler program for the host.
     pub fn cc(self) -> &'static str {
         self.as_str()
     }
-    /// The linker the kernel's build uses with this compiler.
-    pub fn linker(self) -> &'static str {
-        match self {
-            Compiler::Gcc => "ld",
-            Compiler::Clang => "ld.lld",
+    /// The C compiler program building for `arch`: Debian's cross gcc
+    /// (`aarch64-linux-gnu-gcc`), or clang, which targets every arch itself.
+    pub fn cc_for(self, arch: Arch) -> String {
+        match (self, arch.cross_prefix()) {
+            (Compiler::Gcc, Some(prefix)) => format!("{prefix}gcc"),
+            _ => self.cc().to_owned(),
+        }
+    }
+    /// The linker the kernel's build uses with this compiler for `arch`.
+    pub fn linker_for(self, arch: Arch) -> String {
+        match (self, arch.cross_prefix()) {
+            (Compiler::Gcc, Some(prefix)) => format!("{prefix}ld"),
+            (Compiler::Gcc, None) => "ld".to_owned(),
+            (Compiler::Clang, _) => "ld.lld".to_owned(),
         }
     }
 }
@@ -79,12 +89,18 @@ fn first_line_of_version(program: &str) -> Result<String, RunError> {
     Ok(out.lines().next().unwrap_or_default().trim().to_owned())
 }
 
-/// Resolves the host's tools for `compiler` and reads their versions.
+/// Resolves the host's tools for `compiler` building for the host, and reads their versions.
 pub fn resolve(compiler: Compiler) -> Result<ToolchainIdentity, RunError> {
+    resolve_for(compiler, Arch::host().unwrap_or_default())
+}
+
+/// Resolves the tools for `compiler` building for `arch` (a cross gcc's versions are its
+/// own) and reads their versions; a missing cross compiler names its Debian package.
+pub fn resolve_for(compiler: Compiler, arch: Arch) -> Result<ToolchainIdentity, RunError> {
     Ok(ToolchainIdentity {
         compiler: compiler.as_str().to_owned(),
-        cc: first_line_of_version(compiler.cc())?,
-        linker: first_line_of_version(compiler.linker())?,
+        cc: first_line_of_version(&compiler.cc_for(arch))?,
+        linker: first_line_of_version(&compiler.linker_for(arch))?,
         make: first_line_of_version("make")?,
         env: None,
     })

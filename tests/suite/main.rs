@@ -10,6 +10,7 @@
 
 mod support;
 
+mod arch;
 mod bisect;
 mod build;
 mod cli;

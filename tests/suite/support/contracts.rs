@@ -30,6 +30,7 @@ pub struct Manifest {
     pub label: String,
     pub digest: String,
     pub compiler: String,
+    pub arch: String,
     pub modules_dir: Option<String>,
     pub worker_index: u32,
     pub series: Option<Series>,

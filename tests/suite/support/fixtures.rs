@@ -155,6 +155,45 @@ pub fn tiny_clang() -> &'static Fixture<Manifest> {
     })
 }
 
+/// The tiny guest preset for another arch (the arch's own `tiny_guest_defconfig`), cross
+/// compiled with `compiler`, in a slot of its own.
+fn tiny_for(name: &str, slot: u32, arch: &str, compiler: &str) -> Fixture<Manifest> {
+    ensure(
+        name,
+        slot,
+        &[
+            "build",
+            tag(),
+            TINY[0],
+            TINY[1],
+            "--arch",
+            arch,
+            "--compiler",
+            compiler,
+        ],
+        false,
+        |m: &Manifest| m.entry(),
+    )
+}
+
+/// The arm64 tiny guest with Debian's cross gcc (slot 2).
+pub fn tiny_arm64_gcc() -> &'static Fixture<Manifest> {
+    static F: OnceLock<Fixture<Manifest>> = OnceLock::new();
+    F.get_or_init(|| tiny_for("tiny-arm64-gcc", 2, "arm64", "gcc"))
+}
+
+/// The arm64 tiny guest with clang and LLVM (slot 3).
+pub fn tiny_arm64_clang() -> &'static Fixture<Manifest> {
+    static F: OnceLock<Fixture<Manifest>> = OnceLock::new();
+    F.get_or_init(|| tiny_for("tiny-arm64-clang", 3, "arm64", "clang"))
+}
+
+/// The riscv64 tiny guest with Debian's cross gcc (slot 4).
+pub fn tiny_riscv64_gcc() -> &'static Fixture<Manifest> {
+    static F: OnceLock<Fixture<Manifest>> = OnceLock::new();
+    F.get_or_init(|| tiny_for("tiny-riscv64-gcc", 4, "riscv64", "gcc"))
+}
+
 /// The arguments of the QEMU fixture: Debian's QEMU, minimal, without debug info (a fifth
 /// less to compile; an option of the request's own, in the identity).
 pub const QEMU_BUILD: [&str; 4] = [
