@@ -27,7 +27,8 @@ pub struct IdentityInputs {
 }
 
 impl IdentityInputs {
-    pub const SCHEME: &'static str = "kforge-identity/1";
+    /// 2: the toolchain's files' hashes (`toolchain.tools`) joined the inputs.
+    pub const SCHEME: &'static str = "kforge-identity/2";
 
     /// The first 12 hex digits of SHA-256 over the canonical JSON of the inputs.
     pub fn digest(&self) -> String {
@@ -100,6 +101,7 @@ mod tests {
                 linker: "GNU ld (GNU Binutils for Debian) 2.40".into(),
                 make: "GNU Make 4.3".into(),
                 env: None,
+                tools: [("cc1".to_owned(), "sha256:00".to_owned())].into(),
             },
             make_flags: vec!["KBUILD_BUILD_USER=kforge".into()],
             tree: "b".repeat(40),
@@ -135,6 +137,9 @@ mod tests {
         changed.push(i);
         let mut i = inputs();
         i.toolchain.make = "GNU Make 4.4".into();
+        changed.push(i);
+        let mut i = inputs();
+        i.toolchain.tools.insert("cc1".into(), "sha256:01".into());
         changed.push(i);
         let mut i = inputs();
         i.toolchain.env = Some("/nix/store/x-devshell".into());

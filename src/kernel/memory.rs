@@ -352,6 +352,7 @@ mod tests {
             linker: "GNU ld 2.40".into(),
             make: "GNU Make 4.3".into(),
             env: None,
+            tools: std::collections::BTreeMap::new(),
         }
     }
 

@@ -220,7 +220,11 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
         }
         None => None,
     };
-    let toolchain = toolchain::resolve_for(request.compiler, request.arch)?;
+    let toolchain = toolchain::resolve_for(
+        request.compiler,
+        request.arch,
+        Some(&toolchain::hash_cache(&dirs.system_dir)),
+    )?;
     let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
     Ok(Plan {
         request: KernelRequest { git_ref, ..request },

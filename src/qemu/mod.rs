@@ -273,7 +273,10 @@ pub fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
         }
         None => None,
     };
-    let toolchain = toolchain::resolve(request.compiler)?;
+    let toolchain = toolchain::resolve(
+        request.compiler,
+        Some(&toolchain::hash_cache(&dirs.system_dir)),
+    )?;
     crate::process::find_program("ninja")?;
     if request.ccache {
         crate::process::find_program("ccache")?;
@@ -490,6 +493,7 @@ mod tests {
                 linker: "GNU ld 2.40".into(),
                 make: "GNU Make 4.3".into(),
                 env: None,
+                tools: std::collections::BTreeMap::new(),
             },
             meson: "1.0.1".into(),
             ninja: "1.11.1".into(),

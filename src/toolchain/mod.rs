@@ -3,6 +3,7 @@
 //! Shared by every flow (kernel, QEMU). The identity holds versions, not paths, so the same
 //! toolchain on two hosts gives the same digest. It runs the tools only to ask versions.
 
+pub mod bytes;
 pub mod ccache;
 
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,11 @@ pub struct ToolchainIdentity {
     pub make: String,
     /// A declared toolchain environment (e.g. a Nix devShell's store path), when one is used.
     pub env: Option<String>,
+    /// `sha256:<hex>` of each program whose work lands in the output, by role (`cc`, `cc1`,
+    /// `as`, `ld`, `make`, and `pahole`, `openssl`, `python3` when installed): an update
+    /// may keep the version strings above and still changes these.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tools: std::collections::BTreeMap<String, String>,
 }
 
 fn first_line_of_version(program: &str) -> Result<String, RunError> {
@@ -89,19 +95,34 @@ fn first_line_of_version(program: &str) -> Result<String, RunError> {
     Ok(out.lines().next().unwrap_or_default().trim().to_owned())
 }
 
-/// Resolves the host's tools for `compiler` building for the host, and reads their versions.
-pub fn resolve(compiler: Compiler) -> Result<ToolchainIdentity, RunError> {
-    resolve_for(compiler, Arch::host().unwrap_or_default())
+/// Where the hashes of the toolchain's files are remembered, under the system dir.
+pub fn hash_cache(system_dir: &std::path::Path) -> std::path::PathBuf {
+    system_dir.join("toolchain-hashes.json")
+}
+
+/// Resolves the host's tools for `compiler` building for the host, and reads their versions
+/// and hashes (`cache`: see [`bytes::hashes`]).
+pub fn resolve(
+    compiler: Compiler,
+    cache: Option<&std::path::Path>,
+) -> Result<ToolchainIdentity, RunError> {
+    resolve_for(compiler, Arch::host().unwrap_or_default(), cache)
 }
 
 /// Resolves the tools for `compiler` building for `arch` (a cross gcc's versions are its
-/// own) and reads their versions; a missing cross compiler names its Debian package.
-pub fn resolve_for(compiler: Compiler, arch: Arch) -> Result<ToolchainIdentity, RunError> {
+/// own) and reads their versions and hashes; a missing cross compiler names its Debian
+/// package.
+pub fn resolve_for(
+    compiler: Compiler,
+    arch: Arch,
+    cache: Option<&std::path::Path>,
+) -> Result<ToolchainIdentity, RunError> {
     Ok(ToolchainIdentity {
         compiler: compiler.as_str().to_owned(),
         cc: first_line_of_version(&compiler.cc_for(arch))?,
         linker: first_line_of_version(&compiler.linker_for(arch))?,
         make: first_line_of_version("make")?,
         env: None,
+        tools: bytes::hashes(&bytes::programs(compiler, arch), cache),
     })
 }

@@ -5,7 +5,20 @@ use crate::support::kernel::{assert_release_format, assert_symbols, symbols};
 use crate::support::{Identity, TINY, TestContext, fs, tag, version};
 
 fn identity(ctx: &TestContext, args: &[&str]) -> (Identity, String) {
-    let id: Identity = ctx.kforge(["identity"]).args(args).run().success().json();
+    identity_with(ctx, args, None)
+}
+
+/// The same with `bin` first on PATH.
+fn identity_with(
+    ctx: &TestContext,
+    args: &[&str],
+    bin: Option<&std::path::Path>,
+) -> (Identity, String) {
+    let mut cmd = ctx.kforge(["identity"]).args(args);
+    if let Some(b) = bin {
+        cmd = cmd.path_prepend(b);
+    }
+    let id: Identity = cmd.run().success().json();
     let config = fs::read_string(&id.config);
     (id, config)
 }
@@ -115,6 +128,14 @@ fn each_identity_input_moves_the_digest_and_nothing_else_does() {
     };
     let base = run(&[tag()]);
     assert_eq!(base.inputs.toolchain.compiler, "gcc");
+    // The toolchain's bytes: a hash of each program whose work lands in the kernel.
+    let tools = &base.inputs.toolchain.tools;
+    for role in ["cc", "cc1", "as", "ld", "make"] {
+        let h = tools
+            .get(role)
+            .unwrap_or_else(|| panic!("no {role} in {tools:?}"));
+        assert!(h.starts_with("sha256:") && h.len() == 71, "{role}: {h}");
+    }
 
     // Things that change the bytes change the digest.
     let clang = run(&[tag(), "--compiler", "clang"]);
@@ -124,6 +145,24 @@ fn each_identity_input_moves_the_digest_and_nothing_else_does() {
         clang.inputs.config_sha256, base.inputs.config_sha256,
         "Kconfig records the compiler"
     );
+    // A compiler whose version string is the same but whose bytes are not (a stable update
+    // keeps "gcc (Debian 12.2.0-14) 12.2.0"): here a wrapper first on PATH.
+    let wrap = ctx.path().join("wrapped-gcc");
+    let real_gcc = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("gcc"))
+        .find(|p| p.is_file())
+        .expect("gcc on PATH");
+    fs::write_executable(
+        wrap.join("gcc"),
+        &format!("#!/bin/sh\nexec '{}' \"$@\"\n", real_gcc.display()),
+    );
+    let mut a: Vec<&str> = TINY.to_vec();
+    a.push(tag());
+    let (updated, _) = identity_with(&ctx, &a, Some(&wrap));
+    assert_eq!(updated.inputs.toolchain.cc, base.inputs.toolchain.cc);
+    assert_ne!(updated.inputs.toolchain.tools["cc"], tools["cc"]);
+    assert_eq!(updated.inputs.toolchain.tools["cc1"], tools["cc1"]);
+    assert_ne!(updated.digest, base.digest);
     let w1 = run(&[tag(), "--make-flag", "W=1"]);
     assert_ne!(w1.digest, base.digest);
     assert_eq!(w1.inputs.config_sha256, base.inputs.config_sha256);

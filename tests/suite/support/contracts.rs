@@ -93,6 +93,9 @@ pub struct Toolchain {
     pub linker: String,
     pub make: String,
     pub env: Option<String>,
+    /// `sha256:<hex>` by role (cc, cc1, as, ld, make, ...); absent in manifests written before.
+    #[serde(default)]
+    pub tools: BTreeMap<String, String>,
 }
 
 /// `kforge identity`.
