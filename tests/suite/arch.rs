@@ -6,7 +6,9 @@ use std::path::Path;
 
 use crate::support::kernel::{assert_release_format, vermagic};
 use crate::support::procs::assert_no_guests;
-use crate::support::{BootReport, Manifest, TINY, TestContext, TestRun, fixtures, fs, version};
+use crate::support::{
+    BootReport, Manifest, TINY, TestContext, TestRun, VmDefinition, fixtures, fs, version,
+};
 
 /// What every cross build must show: the arch in the manifest and the identity's flags, a
 /// boot image of that arch (its header's magic, as `file` reads it), and modules whose
@@ -175,6 +177,24 @@ fn arm64_kernels_boot_run_and_test_under_tcg() {
         list.len() > 30 && list.iter().all(|c| c.status == "pass"),
         "{list:?}"
     );
+    // A defined guest of it: its unit runs qemu-system-aarch64 on the virt machine.
+    let units = ctx.path().join("units");
+    let def: VmDefinition = ctx
+        .kforge(["vm", "--unit-dir"])
+        .arg(&units)
+        .args(["define", "a1", "--manifest", entry.as_str()])
+        .run()
+        .success()
+        .json();
+    assert_eq!(def.arch, "arm64");
+    assert!(def.qemu.ends_with("/qemu-system-aarch64"), "{}", def.qemu);
+    let unit = fs::read_string(units.join("qemu-system@a1.service.d/kforge.conf"));
+    assert!(unit.contains("qemu-system-aarch64"), "{unit}");
+    assert!(
+        unit.contains("\"-M\" \"virt\" \"-cpu\" \"cortex-a57\""),
+        "{unit}"
+    );
+    assert!(unit.contains("console=ttyAMA0"), "{unit}");
     // KVM cannot run an arm64 guest on this host: refused, nothing started.
     ctx.kforge(["boot", "--check", entry.as_str(), "--accel", "kvm"])
         .run()

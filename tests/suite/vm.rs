@@ -29,6 +29,10 @@ fn a_real_systemd_runs_the_guest_as_qemu_system_at_vm_service() {
         .success()
         .json();
     assert_eq!(def.uts_release, m.uts_release);
+    assert_eq!(
+        (def.arch.as_str(), def.qemu.ends_with("/qemu-system-x86_64")),
+        ("x86_64", true)
+    );
     // The unit is an instance of the template, its ExecStart the QEMU binary with this kernel.
     let cat = sd
         .nsenter(&["systemctl", "cat", "qemu-system@g1.service"])

@@ -326,6 +326,7 @@ pub struct VmDefinition {
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: String,
+    pub arch: String,
     pub module: String,
     pub command: Option<String>,
     pub oneshot: bool,
