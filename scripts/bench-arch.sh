@@ -57,7 +57,7 @@ chmod +x "$work/initramfs/init"
 
 kforge_round() { # kforge_round ARCH: a cold build and boot check; the report's release checked
   rm -rf "$work/home" "$work/ccache"
-  KFORGE_SYSTEM_DIR=$work/home KFORGE_CCACHE_DIR=$work/ccache "$kforge" -q build "$tag" \
+  KFORGE_SYSTEM_DIR=$work/home KFORGE_CCACHE_DIR=$work/ccache "$kforge" build "$tag" \
     --arch "$1" --preset tiny_guest_defconfig --boot --accel tcg >"$work/k-$1.json" 2>"$work/k-$1.log"
   grep -q "uname -r in the guest: $(jq -r .uts_release "$work/k-$1.json");" "$work/k-$1.log"
 }

@@ -1,9 +1,11 @@
 //! What pins a toolchain's bytes: a version string can stay the same while the program does
 //! not (a rebuilt package, a patched binutils that still says "2.40"), so the identity also
 //! holds the SHA-256 of each program whose work lands in the output: the
-//! compiler driver and the compiler proper, the assembler and linker, make, and the host tools
-//! a kernel build runs on its way to the image when they are installed (pahole for BTF,
-//! openssl for module signing keys, python3 for generated sources).
+//! compiler driver and the compiler proper, the assembler and linker, and the host tools a
+//! kernel build runs on its way to the image when they are installed (pahole for BTF, openssl
+//! for module signing keys, python3 for generated sources). make is not among them: it only
+//! orders the work (its version string stays in the identity), and a logging wrapper around it
+//! is the same build.
 //!
 //! Hashing cc1 (tens of MB) on every request would cost the fast path its speed, so hashes are
 //! remembered per file by (path, size, mtime, inode), as ccache's `compiler_check=mtime` does.
@@ -22,7 +24,7 @@ use crate::process::{Cmd, find_program};
 const OPTIONAL: [&str; 3] = ["pahole", "openssl", "python3"];
 
 /// The programs a kernel build with `compiler` for `arch` runs, by role (`cc`, `cc1`, `as`,
-/// `ld`, `make`, ...), resolved to their real files.
+/// `ld`, ...), resolved to their real files.
 pub fn programs(compiler: Compiler, arch: Arch) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     let mut add = |role: &str, program: &str| {
@@ -50,7 +52,6 @@ pub fn programs(compiler: Compiler, arch: Arch) -> Vec<(String, PathBuf)> {
         }
     }
     add("ld", &compiler.linker_for(arch));
-    add("make", "make");
     for tool in OPTIONAL {
         add(tool, tool);
     }
@@ -182,7 +183,7 @@ mod tests {
                 r
             })
             .collect();
-        for r in ["cc", "cc1", "as", "ld", "make"] {
+        for r in ["cc", "cc1", "as", "ld"] {
             assert!(roles.contains(&r.to_owned()), "{r} missing from {roles:?}");
         }
     }

@@ -83,7 +83,7 @@ pub struct ToolchainIdentity {
     /// A declared toolchain environment (e.g. a Nix devShell's store path), when one is used.
     pub env: Option<String>,
     /// `sha256:<hex>` of each program whose work lands in the output, by role (`cc`, `cc1`,
-    /// `as`, `ld`, `make`, and `pahole`, `openssl`, `python3` when installed): an update
+    /// `as`, `ld`, and `pahole`, `openssl`, `python3` when installed): an update
     /// may keep the version strings above and still changes these.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tools: std::collections::BTreeMap<String, String>,

@@ -164,14 +164,13 @@ fn arm64_kernels_boot_run_and_test_under_tcg() {
     assert_eq!(run.run.outcome, "completed");
     assert_eq!(run.run.identity, m.uts_release);
     assert_eq!(
-        run.case(&["list-kernel-test", "list_test_list_init"])
-            .status,
+        run.case(&["list-kunit-test", "list_test_list_init"]).status,
         "pass"
     );
     let list: Vec<_> = run
         .results
         .iter()
-        .filter(|c| c.path.len() == 2 && c.path[0] == "list-kernel-test")
+        .filter(|c| c.path.len() == 2 && c.path[0] == "list-kunit-test")
         .collect();
     assert!(
         list.len() > 30 && list.iter().all(|c| c.status == "pass"),
