@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::support::kernel::{assert_release_format, vermagic};
 use crate::support::procs::assert_no_guests;
 use crate::support::{
-    BootReport, Manifest, TINY, TestContext, TestRun, VmDefinition, fixtures, fs, version,
+    BootReport, Manifest, TINY, TestContext, TestRun, VmDefinition, fixtures, fs, refused, version,
 };
 
 /// What every cross build must show: the arch in the manifest and the identity's flags, a
@@ -227,13 +227,6 @@ fn riscv64_kernel_builds_and_boots_under_opensbi() {
         .success();
     assert_eq!(r.stdout, "riscv64\n");
     assert_no_guests(ctx.path());
-}
-
-/// Asserts a refused request: exit 2, the message, nothing printed, and no slot created.
-#[track_caller]
-fn refused(ctx: &TestContext, args: &[&str], needle: &str) {
-    ctx.kforge(args).run().refused(needle);
-    assert!(!ctx.workers().exists(), "{args:?} touched the workers dir");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::support::git::git;
 use crate::support::{
     Imported, LibraryList, MINI_VERSION, MirrorInit, MirrorShow, TestContext, fs,
-    mini_kernel_tarball,
+    mini_kernel_tarball, refused,
 };
 
 #[test]
@@ -164,13 +164,6 @@ fn library_lists_presets_and_fragments() {
         .json();
     assert_eq!(l.presets, ["mine_defconfig"]);
     assert_eq!(l.fragments, ["core/x"]);
-}
-
-/// Asserts a refused request: exit 2, the message, nothing printed, and no slot created.
-#[track_caller]
-fn refused(ctx: &TestContext, args: &[&str], needle: &str) {
-    ctx.kforge(args).run().refused(needle);
-    assert!(!ctx.workers().exists(), "{args:?} touched the workers dir");
 }
 
 #[test]

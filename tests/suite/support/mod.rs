@@ -603,3 +603,10 @@ pub fn run_windmill_flow(
         .expect("node (scripts/install-deps.sh installs it)");
     Outcome::new(format!("node windmill/run-local.mjs {flow}"), out)
 }
+
+/// Asserts a refused request: exit 2, the message, nothing printed, and no slot created.
+#[track_caller]
+pub fn refused(ctx: &TestContext, args: &[&str], needle: &str) {
+    ctx.kforge(args).run().refused(needle);
+    assert!(!ctx.workers().exists(), "{args:?} touched the workers dir");
+}
