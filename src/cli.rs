@@ -184,6 +184,17 @@ Examples:
         after_help = "Examples:\n  kforge bisect --good v6.12.117 --bad mybranch --check kunit:list* --preset tiny_guest_defconfig\n  kforge bisect --good v6.12.117 --bad mybranch --check run:'grep -q foo /proc/cpuinfo'\n  kforge bisect --good GOOD --bad BAD --check script:./is-good.sh   (0 good, 125 skip, 1-127 bad)\n  kforge bisect resume   (after an interruption; recorded verdicts are not redone)"
     )]
     Bisect(Box<BisectArgs>),
+    /// Prove that a build is reproducible: rebuild its identity from scratch in another slot,
+    /// with what must not matter varied (slot path, umask, user, home, locale, time zone,
+    /// host name when root), and compare every file of its run layer with the store's copy
+    /// byte by byte. Prints the report (JSON); exit 0 when every file is the same, 1 when
+    /// not. The verdict is kept beside the store's entry and is the manifest's
+    /// `reproducible` from then on.
+    #[command(after_help = "Examples:
+  kforge repro kernel-6.12.118-tiny-0123456789ab   # a built identity (its recorded request)
+  kforge repro ./request.json                      # built first when the store lacks it
+  kforge repro kernel-<release> --ccache           # faster: compiled objects from ccache")]
+    Repro(ReproArgs),
     /// Named guests run by systemd as qemu-system@<vm>.service (or in the foreground).
     Vm(VmArgs),
     /// Print the JSON Schema (2020-12) of a build request, or of any document kforge prints.
@@ -786,6 +797,22 @@ pub struct MachineArgs {
     /// identity in the store (qemu-<release>) [default: qemu-system-x86_64 on PATH].
     #[arg(long, value_name = "PATH_OR_IDENTITY", help_heading = "Guest")]
     pub qemu: Option<PathBuf>,
+}
+
+/// `kforge repro`.
+#[derive(Debug, Args)]
+pub struct ReproArgs {
+    /// The build to check: an identity in the store (`kernel-<release>`), a manifest file,
+    /// or a request file (built first, in this slot, when the store lacks its identity).
+    #[arg(value_name = "IDENTITY|MANIFEST|REQUEST")]
+    pub what: PathBuf,
+    /// Let the rebuild take compiled objects from ccache: minutes faster, but then only
+    /// what is made anew (the link, modpost, the boot image, depmod) is checked.
+    #[arg(long)]
+    pub ccache: bool,
+    /// Wait for a busy slot instead of failing (exit 4).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// `kforge log`.

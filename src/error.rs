@@ -189,6 +189,9 @@ pub enum ProductError {
     /// A file or a tool's output that the step reads says something it cannot use.
     #[error("{what}: {problem}")]
     Unusable { what: String, problem: String },
+    /// `kforge repro`'s rebuild did not end with a manifest (its own output says why).
+    #[error("the rebuild failed: {status}")]
+    Rebuild { status: String },
 }
 
 /// An argument that names a build (a manifest file, an identity in the store, a QEMU

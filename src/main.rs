@@ -564,6 +564,7 @@ fn main() -> ExitCode {
             Command::Results(c) => results_command(c, &dirs),
             Command::Bisect(a) => bisect_command(a, &dirs, &ui),
             Command::Log(a) => log_command(a, &dirs).map(|()| 0),
+            Command::Repro(a) => repro_command(a, &dirs, &ui),
             command => dispatch(command, &dirs, &ui).map(|()| 0),
         });
     match result {
@@ -625,6 +626,7 @@ fn dispatch(command: &Command, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Err
         | Command::Test(_)
         | Command::Bisect(_)
         | Command::Log(_)
+        | Command::Repro(_)
         | Command::Results(_) => {
             unreachable!(
                 "build, run, shell, test and results are dispatched with their exit status"
@@ -1420,6 +1422,67 @@ fn log_command(a: &cli::LogArgs, dirs: &Dirs) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// `kforge repro`: the report on stdout; exit 0 when the rebuild is the same, 1 when not.
+fn repro_command(a: &cli::ReproArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<u8, Error> {
+    use kforge::kernel::repro::{Rebuild, Verdict};
+    use kforge::kernel::request::KernelRequest;
+    let runs = dirs.system_dir.join("runs");
+    let recorded_request =
+        |m: &kforge::kernel::manifest::Manifest| -> Result<KernelRequest, Error> {
+            let file = kforge::runlog::request_of(&runs, &m.uts_release).ok_or_else(|| {
+            InvalidRequest::one(format!(
+                "no run record of kernel-{} in {} (the last {} runs are kept): name the                  request that built it instead (kforge repro REQUEST)",
+                m.uts_release,
+                runs.display(),
+                kforge::flow::record::HISTORY
+            ))
+        })?;
+            let text = fs_err::read_to_string(&file)?;
+            Ok(
+                KernelRequest::from_file_text(&file.to_string_lossy(), &text)
+                    .map_err(InvalidRequest::one)?,
+            )
+        };
+    let as_manifest = a
+        .what
+        .is_file()
+        .then(|| fs_err::read(&a.what).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice::<kforge::kernel::manifest::Manifest>(&b).ok());
+    let (original, request) = if let Some(m) = as_manifest {
+        let r = recorded_request(&m)?;
+        (m, r)
+    } else if a.what.is_file() {
+        let text = fs_err::read_to_string(&a.what)?;
+        let request = KernelRequest::from_file_text(&a.what.to_string_lossy(), &text)
+            .map_err(InvalidRequest::one)?;
+        let plan = kernel::plan(request.clone(), dirs)?;
+        let finished = kernel::run(plan, Until::Collect, a.wait, ui)?;
+        let m = finished.run.state.manifest.expect("collect ran");
+        (m, request)
+    } else {
+        let (m, _) = manifest_or_identity(Some(&a.what), dirs)?;
+        let r = recorded_request(&m)?;
+        (m, r)
+    };
+    let slot = if dirs.worker_index == original.worker_index {
+        original.worker_index + 1
+    } else {
+        dirs.worker_index
+    };
+    let report = Rebuild {
+        dirs,
+        original: &original,
+        request,
+        slot,
+        ccache: a.ccache,
+        wait: a.wait,
+    }
+    .run(ui)?;
+    print_json(&report);
+    Ok(u8::from(report.verdict != Verdict::True))
 }
 
 /// `kforge log` for a person: a line per run.

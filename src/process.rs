@@ -76,6 +76,17 @@ pub fn run_user_program(c: &mut Command) -> Result<ExitStatus, RunError> {
         .map_err(|source| RunError::Spawn { command, source })
 }
 
+/// Waits for a child spawned in a process group of its own (stdout piped, stdin closed),
+/// stopping it with kforge: its status and everything it printed on stdout.
+pub fn wait_capturing(mut child: std::process::Child) -> std::io::Result<(ExitStatus, Vec<u8>)> {
+    let _guard = ChildGuard::register(child.id());
+    let mut out = Vec::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_end(&mut out)?;
+    }
+    Ok((child.wait()?, out))
+}
+
 /// A failed command: what ran, how it ended, and the end of what it printed.
 #[derive(Debug, thiserror::Error)]
 pub struct ProcessError {

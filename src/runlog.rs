@@ -171,6 +171,19 @@ pub fn find(dir: &Path, what: &str) -> Result<Entry, Error> {
     .into())
 }
 
+/// The request file of the newest recorded run that made (or answered) `release`: what
+/// `kforge repro` rebuilds from when it is given an identity.
+pub fn request_of(dir: &Path, release: &str) -> Option<PathBuf> {
+    records(dir).into_iter().find_map(|p| {
+        let e = entry(&p).ok()?;
+        let request = p.with_extension("request.json");
+        (e.release.as_deref() == Some(release)
+            && matches!(e.status.as_str(), "succeeded" | "reused")
+            && request.is_file())
+        .then_some(request)
+    })
+}
+
 /// A figure in two builds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -51,6 +51,8 @@ pub enum Output {
     ResultsDiff,
     /// `kforge bisect`.
     Bisect,
+    /// `kforge repro`.
+    Repro,
     /// `kforge log`.
     Log,
     /// `kforge log --compare`.
@@ -88,6 +90,7 @@ impl Output {
             Output::ResultsLs => schema_for!(crate::verdict::db::Listing),
             Output::ResultsDiff => schema_for!(crate::verdict::db::Diff),
             Output::Bisect => schema_for!(crate::bisect::Report),
+            Output::Repro => schema_for!(crate::kernel::repro::Report),
             Output::Log => schema_for!(crate::runlog::Log),
             Output::LogCompare => schema_for!(crate::runlog::Compared),
         };

@@ -121,7 +121,19 @@ pub fn manifest_of(ctx: &KernelRun) -> Result<Manifest, Error> {
             .as_ref()
             .map(|p| p.display().to_string()),
         worktree: ctx.plan.snapshot.clone(),
+        reproducible: Some(reproducibility(ctx, &c.uts_release)),
     })
+}
+
+/// The manifest's `reproducible`, from the request, the `.config` and the store's record
+/// of the last `kforge repro` on this identity.
+fn reproducibility(ctx: &KernelRun, release: &str) -> super::repro::Reproducibility {
+    let config = fs_err::read_to_string(ctx.config_path()).unwrap_or_default();
+    let recorded = match (ctx.store(), release.parse()) {
+        (Ok(store), Ok(release)) => super::repro::recorded(&store, &release),
+        _ => None,
+    };
+    super::repro::assess(&ctx.plan.request, &config, recorded.as_ref(), release)
 }
 
 impl Step<KernelRun> for Collect {

@@ -18,6 +18,14 @@ impl Step<KernelRun> for Compile {
         if let Some(why) = ctx.reused_reason() {
             return Ok(Outcome::Skipped(why));
         }
+        // Said before compiling, never found out by a rebuild.
+        let config = fs_err::read_to_string(ctx.config_path()).unwrap_or_default();
+        if let Some(why) = super::repro::known_unreproducible(&ctx.plan.request, &config) {
+            reporter.event(&crate::flow::Event::Warn {
+                step: self.name(),
+                message: &format!("this build is not reproducible: {why}"),
+            });
+        }
         let goals: Vec<OsString> = ctx.plan.request.targets.iter().map(Into::into).collect();
         // This build's own ccache counters: a log of its calls, not the cache's totals.
         let stats_log = ctx.plan.slot.state.join("ccache-stats.log");

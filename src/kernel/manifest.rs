@@ -66,6 +66,11 @@ pub struct Manifest {
     /// local changes, and which paths differ from that commit.
     #[serde(default)]
     pub worktree: Option<crate::slot::snapshot::Snapshot>,
+    /// Whether a rebuild elsewhere gives the same bytes: `false` when known before the
+    /// build (with why), else the last `kforge repro` verdict, else `unknown`. Absent in
+    /// manifests written before kforge said.
+    #[serde(default)]
+    pub reproducible: Option<crate::kernel::repro::Reproducibility>,
 }
 
 impl crate::store::peers::OfRelease for Manifest {

@@ -7,6 +7,7 @@
 pub mod figures;
 pub mod kbuild;
 pub mod manifest;
+pub mod repro;
 pub mod request;
 
 mod build_flags;
@@ -22,7 +23,7 @@ mod install_modules;
 mod known;
 mod memory;
 mod prepare_worktree;
-mod publish;
+pub(crate) mod publish;
 mod reuse_check;
 
 use std::path::PathBuf;

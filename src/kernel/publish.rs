@@ -12,6 +12,39 @@ use crate::store::{Layer, Published, Source, sources_under};
 
 pub struct Publish;
 
+/// The files of an identity's run layer: the boot image, System.map and config as installed
+/// in `destdir/boot` (else, with `build`, as the build left them) and the modules tree.
+/// `kforge repro` lists a rebuild's files with it, so both sides are the same list.
+pub fn run_sources(
+    release: &str,
+    image: std::path::PathBuf,
+    destdir: &Path,
+    build: Option<&Path>,
+    modules_dir: Option<&Path>,
+) -> std::io::Result<Vec<Source>> {
+    let boot = destdir.join("boot");
+    let mut sources = vec![Source {
+        dest: format!("boot/vmlinuz-{release}"),
+        from: image,
+    }];
+    for (name, built) in [("System.map", "System.map"), ("config", ".config")] {
+        let installed = boot.join(format!("{name}-{release}"));
+        let from = match build {
+            _ if installed.is_file() => installed,
+            Some(build) => build.join(built),
+            None => continue,
+        };
+        sources.push(Source {
+            dest: format!("boot/{name}-{release}"),
+            from,
+        });
+    }
+    if let Some(modules) = modules_dir {
+        sources.extend(sources_under(modules, &format!("lib/modules/{release}"))?);
+    }
+    Ok(sources)
+}
+
 impl Step<KernelRun> for Publish {
     fn name(&self) -> &'static str {
         "publish"
@@ -36,26 +69,13 @@ impl Step<KernelRun> for Publish {
         if ctx.hold.is_none() {
             ctx.hold = Some(store.hold(&release)?);
         }
-        let boot = slot.destdir.join("boot");
-        let mut sources = vec![Source {
-            dest: format!("boot/vmlinuz-{release}"),
-            from: image,
-        }];
-        for (name, built) in [("System.map", "System.map"), ("config", ".config")] {
-            let installed = boot.join(format!("{name}-{release}"));
-            let from = if installed.is_file() {
-                installed
-            } else {
-                slot.build.join(built)
-            };
-            sources.push(Source {
-                dest: format!("boot/{name}-{release}"),
-                from,
-            });
-        }
-        if let Some(modules) = &ctx.state.modules_dir {
-            sources.extend(sources_under(modules, &format!("lib/modules/{release}"))?);
-        }
+        let sources = run_sources(
+            release.as_str(),
+            image,
+            &slot.destdir,
+            Some(&slot.build),
+            ctx.state.modules_dir.as_deref(),
+        )?;
         let entry = store.layer_dir(Layer::Run, &release);
         let mut manifest = collect::manifest_of(ctx)?;
         manifest.bz_image = Some(
@@ -116,23 +136,13 @@ fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<
             "kernel-{release} is in the store already"
         )));
     }
-    let boot = ctx.plan.slot.destdir.join("boot");
-    let mut sources = vec![Source {
-        dest: format!("boot/vmlinuz-{release}"),
-        from: hit.bz_image.clone(),
-    }];
-    for name in ["System.map", "config"] {
-        let from = boot.join(format!("{name}-{release}"));
-        if from.is_file() {
-            sources.push(Source {
-                dest: format!("boot/{name}-{release}"),
-                from,
-            });
-        }
-    }
-    if let Some(modules) = &hit.modules_dir {
-        sources.extend(sources_under(modules, &format!("lib/modules/{release}"))?);
-    }
+    let sources = run_sources(
+        release.as_str(),
+        hit.bz_image.clone(),
+        &ctx.plan.slot.destdir,
+        None,
+        hit.modules_dir.as_deref(),
+    )?;
     let entry = store.layer_dir(Layer::Run, &release);
     let mut manifest = hit.manifest.clone();
     manifest.bz_image = Some(

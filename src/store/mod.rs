@@ -289,6 +289,39 @@ pub fn sources_under(dir: &Path, prefix: &str) -> std::io::Result<Vec<Source>> {
     Ok(out)
 }
 
+/// The records `publish` would write for `sources`, without copying anything: what a
+/// rebuild's files would be as a layer (symlinks that leave the layer dropped, as publish
+/// drops them), for comparing with a published layer's record.
+pub fn describe(sources: &[Source]) -> std::io::Result<Vec<FileRecord>> {
+    let mut files = Vec::with_capacity(sources.len());
+    for s in sources {
+        let meta = fs_err::symlink_metadata(&s.from)?;
+        if meta.file_type().is_symlink() {
+            let text = fs_err::read_link(&s.from)?.to_string_lossy().into_owned();
+            if link_stays_inside(&s.dest, &text) {
+                files.push(FileRecord {
+                    path: s.dest.clone(),
+                    size: 0,
+                    sha256: hex::encode(Sha256::digest(text.as_bytes())),
+                    executable: false,
+                    link: Some(text),
+                });
+            }
+        } else {
+            let (sha256, size) = hash_file(&s.from)?;
+            files.push(FileRecord {
+                path: s.dest.clone(),
+                size,
+                sha256,
+                executable: meta.permissions().mode() & 0o111 != 0,
+                link: None,
+            });
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
 /// A layer being written under `tmp/` (named with the writer's pid); dropped unfinished,
 /// it removes itself, and a killed writer's is removed by the next sweep.
 struct Staging {
@@ -958,6 +991,14 @@ pub fn verify_dir<M>(dir: &Path, record: &LayerRecord<M>, strict: bool) -> Vec<S
 }
 
 impl Store {
+    /// Where `kforge repro` keeps its last verdict on an entry (beside the layers, not in
+    /// one: a layer's bytes and record never change once published).
+    pub fn repro_verdict_path(&self, release: &Release) -> PathBuf {
+        self.root
+            .join("repro")
+            .join(format!("{}.json", self.entry_name(release)))
+    }
+
     /// Copies a layer out of the store into `dest` (a directory that must not exist yet),
     /// checking every file's bytes against the layer's record on the way: a damaged entry
     /// fails here instead of handing out wrong files. The copies are the caller's to change.

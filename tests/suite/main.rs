@@ -22,6 +22,7 @@ mod layout;
 mod peers;
 mod qemu;
 mod remote_cache;
+mod repro;
 mod series;
 mod store;
 mod verdict;

@@ -40,6 +40,56 @@ pub struct Manifest {
     pub store_devel: Option<String>,
     pub dev_worktree: Option<String>,
     pub worktree: Option<Snapshot>,
+    pub reproducible: Option<Reproducible>,
+}
+
+/// A manifest's `reproducible`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reproducible {
+    /// `true`, `false` or `unknown`.
+    pub verdict: String,
+    pub reason: String,
+}
+
+/// `kforge repro`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReproReport {
+    pub identity: String,
+    pub verdict: String,
+    pub reason: String,
+    pub original_slot: u32,
+    pub rebuild_slot: u32,
+    pub rebuild_manifest: String,
+    pub ccache: bool,
+    pub variations: Vec<ReproVariation>,
+    pub compared: Vec<String>,
+    pub differing: Vec<ReproDifference>,
+    pub only_in_original: Vec<String>,
+    pub only_in_rebuild: Vec<String>,
+    pub checked_unix: i64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReproVariation {
+    pub what: String,
+    pub rebuild: String,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReproDifference {
+    pub path: String,
+    pub original_sha256: String,
+    pub rebuild_sha256: String,
+    pub original_size: u64,
+    pub rebuild_size: u64,
+    pub first_difference: String,
+    pub diffoscope: Option<String>,
 }
 
 /// A manifest's `worktree`: the developer worktree a build snapshotted.
