@@ -128,7 +128,9 @@ impl Step<KernelRun> for Configure {
         );
         let memory = Memory::of(&ctx.plan.dirs);
         let config = ctx.plan.slot.build.join(".config");
-        if let Some(found) = memory.recall(&key) {
+        // `reuse` off builds anew from Kconfig on (what `kforge repro` asks): nothing recalled.
+        let recall = ctx.plan.request.reuse;
+        if let Some(found) = memory.recall(&key).filter(|_| recall) {
             found.restore(&config)?;
             for w in &found.entry.warnings {
                 reporter.event(&Event::Warn { step, message: w });
@@ -152,7 +154,8 @@ impl Step<KernelRun> for Configure {
             &memory::kconfig_inputs(&ctx.plan.slot.src, &tree)?,
             &ctx.flags().identity_flags,
         );
-        let (text, warnings) = if let Some(base) = memory.recall_base(&base_key) {
+        let (text, warnings) = if let Some(base) = memory.recall_base(&base_key).filter(|_| recall)
+        {
             for w in &base.warnings {
                 reporter.event(&Event::Warn { step, message: w });
             }
