@@ -1132,6 +1132,10 @@ pub struct BuildArgs {
         help_heading = heading::BUILD
     )]
     pub compiler: Option<Compiler>,
+    /// The environment the build runs in, declared for the identity: an image pinned by
+    /// digest (oci:NAME@sha256:HEX) or a Nix store path (nix:/nix/store/HASH-NAME).
+    #[arg(long, value_name = "REF", help_heading = heading::BUILD)]
+    pub toolchain_env: Option<String>,
     /// Extra make flag, VAR=VALUE or a reporting switch like -k (repeat); never via a shell.
     #[arg(
         long = "make-flag",
@@ -1260,6 +1264,9 @@ impl BuildArgs {
         }
         if let Some(c) = self.compiler {
             r.compiler = c;
+        }
+        if let Some(e) = &self.toolchain_env {
+            r.toolchain_env = Some(e.clone());
         }
         if !self.make_flags.is_empty() {
             r.make_flags = OneOrMany::Many(self.make_flags.clone());

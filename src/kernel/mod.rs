@@ -29,7 +29,7 @@ mod reuse_check;
 use std::path::PathBuf;
 
 use crate::dirs::Dirs;
-use crate::error::Error;
+use crate::error::{Error, InvalidRequest};
 use crate::flow::{self, Reporter, Step};
 use crate::identity::IdentityInputs;
 use crate::kernel::manifest::Manifest;
@@ -221,11 +221,18 @@ pub fn plan(request: KernelRequest, dirs: &Dirs) -> Result<Plan, Error> {
         }
         None => None,
     };
-    let toolchain = toolchain::resolve_for(
+    let mut toolchain = toolchain::resolve_for(
         request.compiler,
         request.arch,
         Some(&toolchain::hash_cache(&dirs.system_dir)),
     )?;
+    // A declared environment joins the tools' own hashes (validated with the request).
+    toolchain.env = request
+        .toolchain_env
+        .as_deref()
+        .map(toolchain::parse_env)
+        .transpose()
+        .map_err(InvalidRequest::one)?;
     let slot = Slot::new(&dirs.workers_dir, dirs.worker_index, PROJECT);
     Ok(Plan {
         request: KernelRequest { git_ref, ..request },

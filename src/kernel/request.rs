@@ -271,6 +271,16 @@ pub struct KernelRequest {
     #[schemars(extend("x-group" = "Build"))]
     pub compiler: Compiler,
 
+    /// Toolchain environment
+    ///
+    /// The environment the build runs in, declared: a container image pinned by digest
+    /// (`oci:debian@sha256:<64 hex>`) or a Nix store path (`nix:/nix/store/<hash>-<name>`,
+    /// e.g. a devShell's). It joins the identity beside the tools' own hashes; kforge does not
+    /// enter it (run kforge inside it).
+    #[serde(default)]
+    #[schemars(extend("x-group" = "Build"))]
+    pub toolchain_env: Option<String>,
+
     /// Extra make flags
     ///
     /// Extra make variables and switches, e.g. `W=1` or `["KCFLAGS=-O2", "-k"]`, passed as
@@ -406,6 +416,11 @@ impl KernelRequest {
                         .to_owned(),
                 );
             }
+        }
+        if let Some(env) = &self.toolchain_env
+            && let Err(e) = crate::toolchain::parse_env(env)
+        {
+            errs.push(e);
         }
         if self.b4_mbox.is_some() && self.b4_series.is_none() {
             errs.push("b4_mbox is given without b4_series (which message-id?)".to_owned());

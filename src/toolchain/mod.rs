@@ -95,6 +95,52 @@ fn first_line_of_version(program: &str) -> Result<String, RunError> {
     Ok(out.lines().next().unwrap_or_default().trim().to_owned())
 }
 
+/// A declared toolchain environment in its canonical form: `oci:<name>@sha256:<64 hex>` (a
+/// bare `<name>@sha256:<hex>` is taken as an image) or `nix:/nix/store/<32 chars>-<name>`.
+/// An image named by tag alone is refused: a tag moves, and the identity must not.
+pub fn parse_env(text: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "toolchain_env `{text}`: {why} (expected oci:NAME@sha256:<64 hex digits> or nix:/nix/store/<hash>-<name>)"
+        ))
+    };
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) || text.len() > 512 {
+        return bad("no spaces or control characters, at most 512 bytes");
+    }
+    if let Some(path) = text.strip_prefix("nix:") {
+        let Some(rest) = path.strip_prefix("/nix/store/") else {
+            return bad("a Nix environment is a store path");
+        };
+        let (hash, name) = rest.split_once('-').unwrap_or((rest, ""));
+        let base32 =
+            |c: char| c.is_ascii_digit() || (c.is_ascii_lowercase() && !"eotu".contains(c));
+        if hash.len() != 32 || !hash.chars().all(base32) || name.is_empty() || name.contains('/') {
+            return bad("not a store path's hash and name");
+        }
+        return Ok(text.to_owned());
+    }
+    let image = text.strip_prefix("oci:").unwrap_or(text);
+    let Some((name, digest)) = image.split_once("@sha256:") else {
+        return bad("an image must be pinned by digest, not by tag");
+    };
+    let name_ok = !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c));
+    if !name_ok {
+        return bad("not an image name");
+    }
+    if digest.len() != 64
+        || !digest
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    {
+        return bad("the digest is not 64 lowercase hex digits");
+    }
+    Ok(format!("oci:{image}"))
+}
+
 /// Where the hashes of the toolchain's files are remembered, under the system dir.
 pub fn hash_cache(system_dir: &std::path::Path) -> std::path::PathBuf {
     system_dir.join("toolchain-hashes.json")
@@ -125,4 +171,38 @@ pub fn resolve_for(
         env: None,
         tools: bytes::hashes(&bytes::programs(compiler, arch), cache),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_env;
+
+    #[test]
+    fn declared_environments_are_pinned_images_or_store_paths() {
+        let hex = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            parse_env(&format!("debian@sha256:{hex}")).unwrap(),
+            format!("oci:debian@sha256:{hex}")
+        );
+        let full = format!("oci:ghcr.io/org/kbuild:12@sha256:{hex}");
+        assert_eq!(parse_env(&full).unwrap(), full);
+        let nix = "nix:/nix/store/0c0i8gsz4nk3bxkbaw0zp5hxkzqh3g8d-kernel-devshell";
+        assert_eq!(parse_env(nix).unwrap(), nix);
+        for (bad, why) in [
+            ("debian:bookworm", "pinned by digest"),
+            ("oci:debian@sha256:abc", "64 lowercase hex"),
+            (&*format!("Debian@sha256:{hex}"), "not an image name"),
+            (&*format!("-x@sha256:{hex}"), "not an image name"),
+            ("nix:/tmp/x", "store path"),
+            ("nix:/nix/store/short-x", "hash and name"),
+            (
+                "nix:/nix/store/0c0i8gsz4nk3bxkbaw0zp5hxkzqh3g8d",
+                "hash and name",
+            ),
+            ("a b@sha256:x", "no spaces"),
+        ] {
+            let e = parse_env(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 }

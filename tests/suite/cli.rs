@@ -181,6 +181,17 @@ fn bad_input_is_refused_before_anything_is_touched() {
     refused(&ctx, &["build", "--label", "../x"], "may only hold");
     refused(&ctx, &["build", "--label", "has space"], "may only hold");
     refused(&ctx, &["build", "--label=--upload-pack=x"], "may only hold");
+    // A declared toolchain environment must be pinned: an image by digest, not a tag.
+    refused(
+        &ctx,
+        &["build", "--toolchain-env", "debian:bookworm"],
+        "pinned by digest",
+    );
+    refused(
+        &ctx,
+        &["identity", "--toolchain-env", "nix:/tmp/shell"],
+        "store path",
+    );
     refused(
         &ctx,
         &["build", "--label", &"a".repeat(41)],

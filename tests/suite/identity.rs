@@ -163,6 +163,14 @@ fn each_identity_input_moves_the_digest_and_nothing_else_does() {
     assert_ne!(updated.inputs.toolchain.tools["cc"], tools["cc"]);
     assert_eq!(updated.inputs.toolchain.tools["cc1"], tools["cc1"]);
     assert_ne!(updated.digest, base.digest);
+    // A declared toolchain environment (an image pinned by digest) joins the toolchain's
+    // identity, beside the tools' own hashes.
+    let image = format!("oci:debian@sha256:{}", "5e".repeat(32));
+    let declared = run(&[tag(), "--toolchain-env", &image]);
+    assert_eq!(declared.inputs.toolchain.env.as_deref(), Some(&*image));
+    assert_eq!(declared.inputs.toolchain.tools, base.inputs.toolchain.tools);
+    assert_eq!(base.inputs.toolchain.env, None);
+    assert_ne!(declared.digest, base.digest);
     let w1 = run(&[tag(), "--make-flag", "W=1"]);
     assert_ne!(w1.digest, base.digest);
     assert_eq!(w1.inputs.config_sha256, base.inputs.config_sha256);
