@@ -24,6 +24,8 @@ PKGS=(
   gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu qemu-system-arm qemu-system-misc opensbi
   # kforge run/shell --gdb: gdb attaches to QEMU's gdbstub (a test attaches one)
   gdb
+  # kforge repro: diffoscope's report on a file that differs between build and rebuild
+  diffoscope-minimal
   # the kernel source the fixture mirror is made from
   linux-source-6.12
   # building QEMU (kforge qemu build): meson, ninja and the libraries of the minimal

@@ -269,12 +269,15 @@ fn as_text(x: &[u8]) -> Option<&str> {
 
 /// The first lines of diffoscope's text report on two files, when diffoscope is installed
 /// (it knows the formats: ELF sections, compressed images, module signatures).
-fn diffoscope(a: &Path, b: &Path) -> Option<String> {
+fn diffoscope(a: &Path, b: &Path, seconds: u64) -> Option<String> {
     let program = crate::process::find_program("diffoscope").ok()?;
+    // diffoscope's own timeout makes it report what it compared so far (a boot image takes
+    // it a minute in full); `timeout` stops it should it not.
     let out = Command::new("timeout")
-        .arg("120")
+        .arg((seconds + 10).to_string())
         .arg(program)
-        .args(["--text", "-", "--no-progress"])
+        .args(["--text", "-", "--no-progress", "--max-report-size", "65536"])
+        .arg(format!("--timeout={seconds}"))
         .arg(a)
         .arg(b)
         .stdin(Stdio::null())
@@ -407,6 +410,8 @@ impl Rebuild<'_> {
         let theirs = describe(&sources)?;
         let c = compare(&record.files, &theirs);
         let layer = store.layer_dir(Layer::Run, &release);
+        // diffoscope for the first differing files, within a minute in all.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
         for (i, (a, b)) in c.differing.iter().enumerate() {
             let pa = layer.join(&a.path);
             let pb = sources
@@ -435,8 +440,12 @@ impl Rebuild<'_> {
                 } else {
                     first_difference(&ba, &bb)
                 },
-                // diffoscope can take minutes on an image: the first few files only.
-                diffoscope: if i < 3 { diffoscope(&pa, &pb) } else { None },
+                diffoscope: match deadline.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) if i < 3 && left.as_secs() >= 10 => {
+                        diffoscope(&pa, &pb, left.as_secs().min(30))
+                    }
+                    _ => None,
+                },
             });
         }
         report.compared = c.compared;

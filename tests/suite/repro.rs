@@ -95,10 +95,13 @@ fn repro_proves_a_tiny_kernel_reproducible_and_names_what_a_non_reproducible_one
     );
 
     // reproducible=false: said before the build, and a rebuild names what moved (the
-    // kernel's own build time, user and host are in the image).
+    // kernel's own build time, user and host are in the image). Built in slot 1, where the
+    // rebuild above left its objects (so only what names the build's time recompiles), and
+    // rebuilt by repro in slot 0.
     let r = ctx
         .kforge(["build", tag(), "--reproducible=false"])
         .args(TINY)
+        .worker(1)
         .run()
         .success();
     assert!(
@@ -123,6 +126,7 @@ fn repro_proves_a_tiny_kernel_reproducible_and_names_what_a_non_reproducible_one
         .code(1);
     let report: ReproReport = r.json();
     assert_eq!(report.verdict, "false");
+    assert_eq!((report.original_slot, report.rebuild_slot), (1, 0));
     let image = format!("boot/vmlinuz-{}", loose.uts_release);
     let d = report
         .differing
@@ -136,6 +140,12 @@ fn repro_proves_a_tiny_kernel_reproducible_and_names_what_a_non_reproducible_one
         d.first_difference
     );
     assert!(report.reason.contains(&image), "{}", report.reason);
+    // diffoscope (installed by the project's scripts) says what it sees in the image.
+    let said = d
+        .diffoscope
+        .as_deref()
+        .expect("diffoscope's report on the image");
+    assert!(said.contains(&image), "{said}");
     // The modules do not carry the build's time or host: they stay the same.
     let ko = format!(
         "lib/modules/{}/kernel/net/vmw_vsock/vsock_loopback.ko",
