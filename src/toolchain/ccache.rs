@@ -3,11 +3,6 @@
 //! kforge writes the whole config file and points ccache at it with `CCACHE_CONFIGPATH`,
 //! so no user or system ccache.conf changes what a build does. `base_dir` is the workers
 //! dir and `hash_dir` is off, so two slots compiling the same file hit the same entry.
-//! `depend_mode` is on: a miss compiles once with the dependency file the build asks for
-//! anyway (Kbuild's `-Wp,-MMD`, meson's `-MD`) instead of running the preprocessor first, which
-//! made a cold kernel compile 45% slower than without ccache (172 s against 119 s for the tiny
-//! guest on 2 cores; 125 s in depend mode). What is given up: a hit for a file whose includes
-//! changed but whose preprocessed text did not (another .config of the same tree in a fresh slot).
 
 use std::path::{Path, PathBuf};
 
@@ -78,8 +73,7 @@ pub fn render(settings: &CcacheSettings) -> String {
          base_dir = {}\n\
          hash_dir = false\n\
          sloppiness = include_file_ctime,include_file_mtime\n\
-         compiler_check = mtime\n\
-         depend_mode = true\n",
+         compiler_check = mtime\n",
         settings.cache_dir.display(),
         settings.max_size,
         settings.base_dir.display(),
@@ -150,7 +144,6 @@ mod tests {
         let text = render(&s);
         assert!(text.contains("base_dir = /w\n"));
         assert!(text.contains("hash_dir = false\n"));
-        assert!(text.contains("depend_mode = true\n"));
         assert!(text.contains("max_size = 10G\n"));
         assert!(!text.contains("remote_storage"));
         let shared = render(&CcacheSettings {
