@@ -1,6 +1,7 @@
 //! build_flags: configure's argv and environment, and the identity they make (the identity
 //! is known before configure runs, so a reused identity skips configure too).
 
+use super::request::Features;
 use super::{Configured, PREFIX, QemuIdentityInputs, QemuRun, RECIPE, first_line_of, info};
 use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
@@ -53,6 +54,39 @@ impl Step<QemuRun> for BuildFlags {
     }
 }
 
+/// For the minimal feature set, `--with-devices-<target>=minimal` for each target whose tree
+/// has such a device set (QEMU's `configs/devices/<target>-softmmu/minimal.mak`: for aarch64
+/// the `virt` and `sbsa-ref` machines instead of every Arm board, a third of the target's
+/// compile), unless the request's own options choose that target's devices. Read from the
+/// mirror, so the fast path knows it without a checkout.
+fn minimal_devices(plan: &super::Plan, tree: &str) -> Result<Vec<String>, Error> {
+    let req = &plan.request;
+    let mut out = Vec::new();
+    for target in &req.target_list {
+        let Some(arch) = target.strip_suffix("-softmmu") else {
+            continue;
+        };
+        let option = format!("--with-devices-{arch}");
+        if req
+            .configure_options
+            .iter()
+            .any(|o| o.split('=').next() == Some(option.as_str()))
+        {
+            continue;
+        }
+        let dir = format!("configs/devices/{target}");
+        if plan
+            .mirror
+            .list_dir(tree, &dir)?
+            .iter()
+            .any(|f| f == "minimal.mak")
+        {
+            out.push(format!("{option}=minimal"));
+        }
+    }
+    Ok(out)
+}
+
 /// The tree's VERSION file's text, checked to be a QEMU version.
 pub(super) fn checked_version(text: &str, file: &std::path::Path) -> Result<String, Error> {
     let version = text.trim().to_owned();
@@ -98,6 +132,9 @@ pub(super) fn configured(
     options.push((format!("--cxx={wrap}{cxx}"), format!("--cxx={cxx}")));
     options.push(same(format!("--host-cc={cc}")));
     options.extend(req.features.options().iter().map(|o| same((*o).to_owned())));
+    if req.features == Features::Minimal {
+        options.extend(minimal_devices(plan, &tree)?.into_iter().map(same));
+    }
     options.extend(req.configure_options.iter().cloned().map(same));
     if !req.has_firmware_path() {
         options.push(same(format!(

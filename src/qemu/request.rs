@@ -27,7 +27,8 @@ use crate::toolchain::{Compiler, ccache};
 #[serde(rename_all = "lowercase")]
 pub enum Features {
     /// What kforge's guests need and nothing else: `--without-default-features` with TCG,
-    /// KVM, vhost-user (virtiofs) and seccomp on. Builds in minutes; the same on every host.
+    /// KVM, vhost-user (virtiofs) and seccomp on, and QEMU's minimal device set for a target
+    /// that has one (aarch64: the virt machine). Builds in minutes; the same on every host.
     #[default]
     Minimal,
     /// configure's own defaults: every feature whose library this host has.

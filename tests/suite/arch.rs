@@ -122,9 +122,30 @@ fn boot(ctx: &TestContext, entry: &str) -> BootReport {
 #[ignore = "boots kernels in QEMU: scripts/test.sh"]
 fn arm64_kernels_boot_run_and_test_under_tcg() {
     let ctx = TestContext::new("arm64-guest");
-    for f in [fixtures::tiny_arm64_gcc(), fixtures::tiny_arm64_clang()] {
+    // The gcc kernel under Debian's qemu-system-aarch64, the clang one under the suite's
+    // kforge-built QEMU (its aarch64 target with the minimal device set: the virt machine).
+    let qemu = ctx.adopt_qemu(fixtures::qemu());
+    let own_binary = ctx
+        .store()
+        .join("run")
+        .join(&qemu)
+        .join("usr/local/bin/qemu-system-aarch64");
+    for (f, built_qemu) in [
+        (fixtures::tiny_arm64_gcc(), false),
+        (fixtures::tiny_arm64_clang(), true),
+    ] {
         let m = ctx.adopt(f);
-        let report = boot(&ctx, &m.entry());
+        let report = if built_qemu {
+            let r = ctx
+                .kforge(["-v", "boot", "--check", &m.entry(), "--accel", "tcg"])
+                .args(["--qemu", &qemu])
+                .run()
+                .success()
+                .stderr_has(&format!("$ {} -sandbox on", own_binary.display()));
+            r.json::<BootReport>()
+        } else {
+            boot(&ctx, &m.entry())
+        };
         assert!(report.passed, "{report:?}");
         assert_eq!(
             report.guest_release.as_deref(),

@@ -62,15 +62,23 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         first.digest
     );
     assert_eq!(first.reused, None);
-    assert_eq!(first.target_list, ["x86_64-softmmu"]);
+    assert_eq!(first.target_list, ["x86_64-softmmu", "aarch64-softmmu"]);
     assert_eq!(first.features, "minimal");
     assert_eq!(first.compiler, "gcc");
     assert_eq!(first.schema_version, 1);
     assert_eq!(first.worker_index, f.slot);
     assert!(first.series.is_none());
-    assert_eq!(first.programs, ["usr/local/bin/qemu-system-x86_64"]);
+    assert_eq!(
+        first.programs,
+        [
+            "usr/local/bin/qemu-system-aarch64",
+            "usr/local/bin/qemu-system-x86_64"
+        ]
+    );
     for arg in [
-        "--target-list=x86_64-softmmu",
+        "--target-list=x86_64-softmmu,aarch64-softmmu",
+        // aarch64's minimal device set (the virt machine), which the tree has; x86_64 has none
+        "--with-devices-aarch64=minimal",
         "--cc=ccache gcc",
         "--without-default-features",
         "--enable-vhost-user",
@@ -201,7 +209,7 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         let node = run_windmill_flow(
             f.kforge_env(),
             "windmill/f/qemu/build.flow/flow.yaml",
-            r#"{"git_ref": "debian/latest", "configure_options": ["--disable-debug-info"], "reuse": false, "b4_series": ""}"#,
+            r#"{"git_ref": "debian/latest", "configure_options": ["--disable-debug-info"], "target_list": ["x86_64-softmmu", "aarch64-softmmu"], "reuse": false, "b4_series": ""}"#,
         )
         .success()
         .stderr_has("[run-local] configure done")

@@ -195,12 +195,15 @@ pub fn tiny_riscv64_gcc() -> &'static Fixture<Manifest> {
 }
 
 /// The arguments of the QEMU fixture: Debian's QEMU, minimal, without debug info (a fifth
-/// less to compile; an option of the request's own, in the identity).
-pub const QEMU_BUILD: [&str; 4] = [
+/// less to compile; an option of the request's own, in the identity), with the aarch64
+/// target beside x86_64's (its minimal device set) for the arm64 guests.
+pub const QEMU_BUILD: [&str; 6] = [
     "qemu",
     "build",
     "debian/latest",
     "--configure-option=--disable-debug-info",
+    "--for-arch",
+    "arm64",
 ];
 
 /// QEMU from Debian's source package (`kforge qemu build`, slot 0 of the fixture home).
