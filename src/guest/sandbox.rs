@@ -212,6 +212,32 @@ fn readable_by_anyone(path: &Path) -> Result<OwnedFd, Error> {
 /// user handed the kernel, the initramfs and each share's socket as descriptors (QEMU opens
 /// `/proc/self/fd/N` and takes `-chardev socket,fd=N`). `finish` turns the arguments into the
 /// final ones (a gdb stub, the console on a terminal). The descriptors must stay open until
+/// Connects to a virtiofsd's socket. The socket's file can appear a moment before the
+/// daemon listens on it (bind, then listen): a refused connection is tried again for a few
+/// seconds before it is reported (a daemon that died leaves it refused).
+fn connect_socket(socket: &Path) -> Result<std::os::unix::net::UnixStream, std::io::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("connecting to {}: {e}", socket.display()),
+                ));
+            }
+        }
+    }
+}
+
 /// QEMU has started: keep the returned ones until then.
 pub fn qemu_command(
     qemu: &Path,
@@ -236,9 +262,7 @@ pub fn qemu_command(
             fds.push(f);
         }
         for (_, socket) in &spec.shares {
-            let s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("connecting to {}: {e}", socket.display()))
-            })?;
+            let s = connect_socket(socket)?;
             spec.socket_fds.push(s.as_raw_fd());
             fds.push(s.into());
         }

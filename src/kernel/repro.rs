@@ -272,9 +272,10 @@ fn as_text(x: &[u8]) -> Option<&str> {
 fn diffoscope(a: &Path, b: &Path, seconds: u64) -> Option<String> {
     let program = crate::process::find_program("diffoscope").ok()?;
     // diffoscope's own timeout makes it report what it compared so far (a boot image takes
-    // it a minute in full); `timeout` stops it should it not.
+    // it a minute in full); `timeout` stops it should it not, long enough after that for a
+    // loaded machine to write the report (killed, it says nothing).
     let out = Command::new("timeout")
-        .arg((seconds + 10).to_string())
+        .arg((seconds + 120).to_string())
         .arg(program)
         .args(["--text", "-", "--no-progress", "--max-report-size", "65536"])
         .arg(format!("--timeout={seconds}"))
@@ -410,8 +411,6 @@ impl Rebuild<'_> {
         let theirs = describe(&sources)?;
         let c = compare(&record.files, &theirs);
         let layer = store.layer_dir(Layer::Run, &release);
-        // diffoscope for the first differing files, within a minute in all.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
         for (i, (a, b)) in c.differing.iter().enumerate() {
             let pa = layer.join(&a.path);
             let pb = sources
@@ -440,12 +439,8 @@ impl Rebuild<'_> {
                 } else {
                     first_difference(&ba, &bb)
                 },
-                diffoscope: match deadline.checked_duration_since(std::time::Instant::now()) {
-                    Some(left) if i < 3 && left.as_secs() >= 10 => {
-                        diffoscope(&pa, &pb, left.as_secs().min(30))
-                    }
-                    _ => None,
-                },
+                // diffoscope on the first differing files, each stopped after 30 s.
+                diffoscope: (i < 3).then(|| diffoscope(&pa, &pb, 30)).flatten(),
             });
         }
         report.compared = c.compared;
