@@ -289,6 +289,17 @@ pub fn sources_under(dir: &Path, prefix: &str) -> std::io::Result<Vec<Source>> {
     Ok(out)
 }
 
+/// The record of a symlink at `dest` whose target is `text` (hashed as its text).
+fn link_record(dest: &str, text: String) -> FileRecord {
+    FileRecord {
+        path: dest.to_owned(),
+        size: 0,
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        executable: false,
+        link: Some(text),
+    }
+}
+
 /// The records `publish` would write for `sources`, without copying anything: what a
 /// rebuild's files would be as a layer (symlinks that leave the layer dropped, as publish
 /// drops them), for comparing with a published layer's record.
@@ -299,13 +310,7 @@ pub fn describe(sources: &[Source]) -> std::io::Result<Vec<FileRecord>> {
         if meta.file_type().is_symlink() {
             let text = fs_err::read_link(&s.from)?.to_string_lossy().into_owned();
             if link_stays_inside(&s.dest, &text) {
-                files.push(FileRecord {
-                    path: s.dest.clone(),
-                    size: 0,
-                    sha256: hex::encode(Sha256::digest(text.as_bytes())),
-                    executable: false,
-                    link: Some(text),
-                });
+                files.push(link_record(&s.dest, text));
             }
         } else {
             let (sha256, size) = hash_file(&s.from)?;
@@ -652,13 +657,7 @@ impl Store {
                     continue;
                 }
                 std::os::unix::fs::symlink(&target, &to)?;
-                files.push(FileRecord {
-                    path: s.dest.clone(),
-                    size: 0,
-                    sha256: hex::encode(Sha256::digest(text.as_bytes())),
-                    executable: false,
-                    link: Some(text),
-                });
+                files.push(link_record(&s.dest, text));
             } else {
                 let executable = meta.permissions().mode() & 0o111 != 0;
                 let (sha256, size) = copy_hashing(&s.from, &to, executable)?;
