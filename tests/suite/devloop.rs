@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::support::git::git;
-use crate::support::{Manifest, TestContext, fs};
+use crate::support::{Manifest, TestContext, fixtures, fs};
 
 /// What `git status` and the index say of a worktree: unchanged by a build.
 fn worktree_state(dir: &Path) -> (String, String, Vec<u8>) {
@@ -25,6 +25,9 @@ fn worktree_state(dir: &Path) -> (String, String, Vec<u8>) {
 #[test]
 #[ignore = "builds kernels: scripts/test.sh"]
 fn a_worktree_builds_as_it_is_and_the_guest_runs_the_edit() {
+    // The same config as the gcc fixture: compiled after it, from the ccache it warmed (in
+    // parallel with it, it was a third cold compile).
+    fixtures::tiny_gcc();
     let ctx = TestContext::with_private_mirror("devloop");
     let dev = ctx.path().join("dev");
     let dev_s = dev.to_str().unwrap();

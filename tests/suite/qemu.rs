@@ -87,12 +87,13 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
     ] {
         assert!(first.configure_args.iter().any(|a| a == arg), "{arg}");
     }
+    // The fixture's own options, in the order given.
+    let options = &first.inputs.configure_options;
     assert!(
-        first
-            .inputs
-            .configure_options
-            .iter()
-            .any(|o| o == "--disable-debug-info")
+        options
+            .windows(fixtures::QEMU_OPTIONS.len())
+            .any(|w| w == fixtures::QEMU_OPTIONS),
+        "{options:?}"
     );
     assert!(
         first
@@ -209,7 +210,14 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         let node = run_windmill_flow(
             f.kforge_env(),
             "windmill/f/qemu/build.flow/flow.yaml",
-            r#"{"git_ref": "debian/latest", "configure_options": ["--disable-debug-info"], "target_list": ["x86_64-softmmu", "aarch64-softmmu"], "reuse": false, "b4_series": ""}"#,
+            &serde_json::json!({
+                "git_ref": "debian/latest",
+                "configure_options": fixtures::QEMU_OPTIONS,
+                "target_list": ["x86_64-softmmu", "aarch64-softmmu"],
+                "reuse": false,
+                "b4_series": "",
+            })
+            .to_string(),
         )
         .success()
         .stderr_has("[run-local] configure done")
