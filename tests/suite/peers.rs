@@ -231,7 +231,7 @@ fn a_qemu_comes_from_a_peer_verified_and_runs() {
             .success();
     }
     let r = dst
-        .kforge(fixtures::QEMU_BUILD)
+        .kforge(fixtures::qemu_build())
         .arg("--use-peers")
         .run()
         .success()

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::fixtures::{self, QEMU_BUILD};
+use crate::support::fixtures::{self, qemu_build};
 use crate::support::git::git;
 use crate::support::procs::LockHolder;
 use crate::support::systemd::assert_units_verify;
@@ -158,12 +158,12 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
         let holder = LockHolder::hold(&lock, "-x");
         let tools = ToolLog::new(ctx.path(), &["meson", "ninja"]);
         let r = f
-            .kforge(QEMU_BUILD)
+            .kforge(qemu_build())
             .path_prepend(tools.bin())
             .run()
             .success()
             .stderr_has("is in the store: answered without the slot");
-        f.kforge(QEMU_BUILD)
+        f.kforge(qemu_build())
             .arg("--wipe-build")
             .run()
             .code(4)
@@ -194,7 +194,7 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
             .code(1)
             .stdout_has("usr/local/share/qemu/trace-events-all: sha256 differs from the record");
         let r = f
-            .kforge(QEMU_BUILD)
+            .kforge(qemu_build())
             .run()
             .success()
             .stderr_has("is damaged, rebuilding")
@@ -238,7 +238,7 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
                 "#!/bin/sh\n[ \"$1\" = --version ] && exec '{real}' \"$@\"\necho 'ninja: broken on purpose' >&2\nexit 1\n"
             ),
         );
-        f.kforge(QEMU_BUILD)
+        f.kforge(qemu_build())
             .arg("--reuse=false")
             .path_prepend(&broken)
             .run()
@@ -270,7 +270,7 @@ fn qemu_from_debian_source_builds_is_reused_and_boots_a_kforge_kernel() {
     let own_entry = ctx.store().join("run").join(&first.identity);
     let own_binary = own_entry.join("usr/local/bin/qemu-system-x86_64");
     assert_eq!(fs::sha256(&own_binary), fs::sha256(&binary));
-    let here: QemuManifest = ctx.kforge(QEMU_BUILD).run().success().json();
+    let here: QemuManifest = ctx.kforge(qemu_build()).run().success().json();
     assert_eq!(here.reused.as_deref(), Some("store"));
     assert_eq!(here.qemu_binary.as_deref(), own_binary.to_str());
 

@@ -207,21 +207,25 @@ pub const QEMU_OPTIONS: [&str; 4] = [
     "--disable-debug-mutex",
 ];
 
-/// `kforge qemu build` of the fixture (see [`QEMU_OPTIONS`]).
-pub const QEMU_BUILD: [&str; 9] = [
-    "qemu",
-    "build",
-    "debian/latest",
-    "--configure-option=--disable-debug-info",
-    "--configure-option=--enable-debug",
-    "--configure-option=--disable-debug-tcg",
-    "--configure-option=--disable-debug-mutex",
-    "--for-arch",
-    "arm64",
-];
+/// `kforge qemu build` of the fixture, with [`QEMU_OPTIONS`].
+pub fn qemu_build() -> Vec<String> {
+    let mut args: Vec<String> = ["qemu", "build", "debian/latest", "--for-arch", "arm64"]
+        .map(String::from)
+        .into();
+    args.extend(
+        QEMU_OPTIONS
+            .iter()
+            .map(|o| format!("--configure-option={o}")),
+    );
+    args
+}
 
 /// QEMU from Debian's source package (`kforge qemu build`, slot 0 of the fixture home).
 pub fn qemu() -> &'static Fixture<QemuManifest> {
     static F: OnceLock<Fixture<QemuManifest>> = OnceLock::new();
-    F.get_or_init(|| ensure("qemu", 0, &QEMU_BUILD, true, QemuManifest::entry))
+    F.get_or_init(|| {
+        let args = qemu_build();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ensure("qemu", 0, &args, true, QemuManifest::entry)
+    })
 }
