@@ -1,11 +1,14 @@
 //! compile: `make --jobs=$(nproc)` (plus `targets`): vmlinux, the boot image, modules.
 
 use std::ffi::OsString;
+use std::path::Path;
 
 use super::figures::{self, BuildFigures};
 use super::{KernelRun, run_make_observed};
 use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
+use crate::fsutil::write_atomic;
+use crate::toolchain::ccache;
 
 pub struct Compile;
 
@@ -34,15 +37,39 @@ impl Step<KernelRun> for Compile {
             _ => {}
         }
         fs_err::create_dir_all(&ctx.plan.slot.state)?;
+        // ccache hashes the configuration without the identity (see `kconfig_key`), so a new
+        // identity of the same configuration hits the cache in direct mode.
+        let key_path = ctx.plan.slot.state.join("ccache-kconfig-key");
+        let key = ccache::kconfig_key(&config);
+        let mut env = vec![("CCACHE_STATSLOG", stats_log.as_path())];
+        if ctx.plan.request.ccache {
+            write_atomic(&key_path, key.as_bytes())?;
+            env.push(("CCACHE_IGNOREHEADERS", Path::new(ccache::KCONFIG_HEADER)));
+            env.push(("CCACHE_EXTRAFILES", key_path.as_path()));
+        }
         let mut fig = BuildFigures::default();
         run_make_observed(
             ctx,
             self.name(),
             &goals,
-            &[("CCACHE_STATSLOG", &stats_log)],
+            &env,
             &mut |line| fig.warnings.see(line),
             reporter,
         )?;
+        // make's syncconfig must have left the configuration as hashed: else objects could
+        // have come from the cache for another one.
+        let after = fs_err::read_to_string(ctx.config_path())?;
+        if ctx.plan.request.ccache && ccache::kconfig_key(&after) != key {
+            return Err(crate::error::ProductError::Unusable {
+                what: ctx.config_path().display().to_string(),
+                problem: "make's syncconfig changed it during the compile, so ccache's \
+                          configuration key did not describe the build (a bug in kforge's \
+                          configure step: please report the config); build again with \
+                          --ccache=false"
+                    .into(),
+            }
+            .into());
+        }
         if ctx.plan.request.ccache {
             fig.ccache = Some(figures::ccache_of(
                 &fs_err::read_to_string(&stats_log).unwrap_or_default(),

@@ -67,6 +67,8 @@ pub fn warning_of(line: &str) -> Option<(String, String)> {
 pub struct CcacheFigures {
     /// Answered from the cache (direct or preprocessed).
     pub hits: u32,
+    /// Of the hits, those answered in direct mode, without running the preprocessor.
+    pub direct_hits: u32,
     /// Compiled, then stored.
     pub misses: u32,
     /// Calls ccache passed to the compiler (links, preprocessor-only runs, ...).
@@ -80,9 +82,10 @@ pub fn ccache_of(log: &str) -> CcacheFigures {
     let mut call: Option<Vec<&str>> = None;
     let close = |counters: Option<Vec<&str>>, f: &mut CcacheFigures| {
         let Some(c) = counters else { return };
-        if c.iter()
-            .any(|x| *x == "direct_cache_hit" || *x == "preprocessed_cache_hit")
-        {
+        if c.contains(&"direct_cache_hit") {
+            f.hits += 1;
+            f.direct_hits += 1;
+        } else if c.contains(&"preprocessed_cache_hit") {
             f.hits += 1;
         } else if c.contains(&"cache_miss") {
             f.misses += 1;
@@ -180,6 +183,7 @@ mod tests {
             ccache_of(log),
             CcacheFigures {
                 hits: 2,
+                direct_hits: 1,
                 misses: 1,
                 uncacheable: 1
             }

@@ -62,6 +62,19 @@ fn a_worktree_builds_as_it_is_and_the_guest_runs_the_edit() {
     assert_eq!(w.base_commit, base);
     assert!(!w.local_changes && w.changed_paths.is_empty(), "{w:?}");
     assert_eq!(clean.commit, w.commit);
+    // A new identity of the fixture's configuration, in a fresh slot: ccache answers its
+    // objects in direct mode (it hashes the configuration without the identity), instead of
+    // preprocessing every file again to find them.
+    let log: serde_json::Value = ctx.kforge(["log", "1"]).run().success().json();
+    let c = &log["runs"][0]["figures"]["ccache"];
+    let (direct, misses) = (
+        c["direct_hits"].as_u64().unwrap(),
+        c["misses"].as_u64().unwrap(),
+    );
+    assert!(
+        direct > 500 && direct > 20 * misses && c["hits"].as_u64().unwrap() - direct < 20,
+        "{c}"
+    );
 
     // Edit a file the guest shows, add a new source file, leave an ignored one.
     let version_c = dev.join("init/version.c");
