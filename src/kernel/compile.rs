@@ -40,9 +40,13 @@ impl Step<KernelRun> for Compile {
         // ccache hashes the configuration without the identity (see `kconfig_key`), so a new
         // identity of the same configuration hits the cache in direct mode.
         let key_path = ctx.plan.slot.state.join("ccache-kconfig-key");
-        let key = ccache::kconfig_key(&config);
+        let key = ctx
+            .plan
+            .request
+            .ccache
+            .then(|| ccache::kconfig_key(&config));
         let mut env = vec![("CCACHE_STATSLOG", stats_log.as_path())];
-        if ctx.plan.request.ccache {
+        if let Some(key) = &key {
             write_atomic(&key_path, key.as_bytes())?;
             env.push(("CCACHE_IGNOREHEADERS", Path::new(ccache::KCONFIG_HEADER)));
             env.push(("CCACHE_EXTRAFILES", key_path.as_path()));
@@ -58,8 +62,9 @@ impl Step<KernelRun> for Compile {
         )?;
         // make's syncconfig must have left the configuration as hashed: else objects could
         // have come from the cache for another one.
-        let after = fs_err::read_to_string(ctx.config_path())?;
-        if ctx.plan.request.ccache && ccache::kconfig_key(&after) != key {
+        if let Some(key) = key
+            && ccache::kconfig_key(&fs_err::read_to_string(ctx.config_path())?) != key
+        {
             return Err(crate::error::ProductError::Unusable {
                 what: ctx.config_path().display().to_string(),
                 problem: "make's syncconfig changed it during the compile, so ccache's \

@@ -130,8 +130,8 @@ pub const KCONFIG_HEADER: &str = "include/generated/autoconf.h";
 /// identity, even one with the same configuration and sources (a fresh slot's compile of the
 /// tiny guest took 95 s finding them by their preprocessed text, 23 s for direct hits, and in
 /// `depend_mode` there is no preprocessed fallback). The compile tells ccache to leave
-/// `autoconf.h` out of its manifests
-/// (`ignore_headers_in_manifest`) and to hash this text instead (`extra_files_to_hash`).
+/// `autoconf.h` out of its manifests (`ignore_headers_in_manifest`) and to hash this text
+/// instead (`extra_files_to_hash`).
 /// That is exact because `autoconf.h` is Kconfig's rewriting of a `.config` that the configure
 /// step left consistent with the tree (olddefconfig), and no kernel source reads
 /// `CONFIG_LOCALVERSION` (the release reaches the code through `utsrelease.h`, which ccache
