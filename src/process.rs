@@ -513,14 +513,19 @@ impl Background {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Kills the process group, reaps the child and waits (at most 5 s) until no live
-    /// process of the group is left: a namespaced virtiofsd's sandboxed worker is its
-    /// grandchild, reaped by init, and may still be exiting when its parent is gone.
-    pub fn kill(&mut self) {
+    /// Sends SIGKILL to the process group without waiting for it.
+    fn signal(&self) {
         // SAFETY: signals the process group of our own child.
         unsafe {
             libc::kill(-self.pgid, libc::SIGKILL);
         }
+    }
+
+    /// Kills the process group, reaps the child and waits (at most 5 s) until no live
+    /// process of the group is left: a namespaced virtiofsd's sandboxed worker is its
+    /// grandchild, reaped by init, and may still be exiting when its parent is gone.
+    pub fn kill(&mut self) {
+        self.signal();
         let _ = self.child.wait();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while group_alive(self.pgid) && std::time::Instant::now() < deadline {
@@ -529,6 +534,18 @@ impl Background {
         if let Ok(mut groups) = CHILDREN.lock() {
             groups.retain(|&p| p != self.pgid);
         }
+    }
+}
+
+/// Kills several children at once: every group is signalled before any is waited for, so
+/// their exits overlap (a guest's QEMU and its virtiofsd daemons).
+pub fn kill_together<'a>(all: impl IntoIterator<Item = &'a mut Background>) {
+    let mut all: Vec<&mut Background> = all.into_iter().collect();
+    for b in &all {
+        b.signal();
+    }
+    for b in &mut all {
+        b.kill();
     }
 }
 

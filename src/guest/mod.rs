@@ -199,41 +199,53 @@ pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), GuestError> {
     Ok((image, modules))
 }
 
-/// Starts virtiofsd sharing `dir` on `socket` and waits until it serves (the socket exists);
-/// the one place that waits for virtiofsd, for checks and foreground guests alike. A
-/// virtiofsd that exits first is reported with its status and output.
-pub fn serve(
+/// One directory to share with a guest: virtiofsd's arguments, the socket it serves on, and
+/// the directory (named in errors).
+pub struct Share {
+    pub args: Vec<std::ffi::OsString>,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// Starts one virtiofsd per share, all at once, and waits until every one serves (its socket
+/// exists); the one place that waits for virtiofsd, for checks and foreground guests alike.
+/// Started together, the daemons' start-up times overlap instead of adding up. A virtiofsd
+/// that exits first is reported with its status and output; the others are then stopped.
+pub fn serve_all(
     virtiofsd: &Path,
-    args: Vec<std::ffi::OsString>,
-    socket: &Path,
-    dir: &Path,
+    shares: &[Share],
     reporter: &dyn Reporter,
-) -> Result<crate::process::Background, Error> {
-    let _ = fs_err::remove_file(socket);
-    let cmd = Cmd::new(virtiofsd.as_os_str()).args(args);
-    reporter.event(&Event::Command {
-        step: "boot",
-        command: &cmd.display(),
-    });
-    let start = Instant::now();
-    let mut vfs = cmd.spawn_background()?;
-    while !socket.exists() {
-        if let Some(status) = vfs.try_wait() {
-            let tail: Vec<String> =
-                std::iter::from_fn(|| vfs.next_line(Duration::from_millis(10)).ok()).collect();
-            return Err(GuestError::VirtiofsdExited {
-                status: crate::process::describe_status(status),
-                dir: dir.to_owned(),
-                tail: tail.join("\n"),
-            }
-            .into());
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            return Err(GuestError::VirtiofsdSilent(dir.to_owned()).into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
+) -> Result<Vec<crate::process::Background>, Error> {
+    let mut daemons = Vec::with_capacity(shares.len());
+    for share in shares {
+        let _ = fs_err::remove_file(&share.socket);
+        let cmd = Cmd::new(virtiofsd.as_os_str()).args(share.args.iter().cloned());
+        reporter.event(&Event::Command {
+            step: "boot",
+            command: &cmd.display(),
+        });
+        daemons.push(cmd.spawn_background()?);
     }
-    Ok(vfs)
+    let start = Instant::now();
+    for (share, vfs) in shares.iter().zip(&mut daemons) {
+        while !share.socket.exists() {
+            if let Some(status) = vfs.try_wait() {
+                let tail: Vec<String> =
+                    std::iter::from_fn(|| vfs.next_line(Duration::from_millis(10)).ok()).collect();
+                return Err(GuestError::VirtiofsdExited {
+                    status: crate::process::describe_status(status),
+                    dir: share.dir.clone(),
+                    tail: tail.join("\n"),
+                }
+                .into());
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(GuestError::VirtiofsdSilent(share.dir.clone()).into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Ok(daemons)
 }
 
 /// Boots the manifest's kernel and checks it.
@@ -264,24 +276,20 @@ pub fn boot_check(
     let socket = opts.workdir.join("modules.sock");
 
     let start = Instant::now();
-    let mut vfs = serve(
-        &virtiofsd,
-        qemu::virtiofsd_args(&socket, &modules),
-        &socket,
-        &modules,
-        reporter,
-    )?;
     let rootfs_socket = opts.workdir.join("rootfs.sock");
-    let mut root_vfs = match &opts.rootfs {
-        Some(r) => Some(serve(
-            &virtiofsd,
-            qemu::virtiofsd_rootfs_args(&rootfs_socket, &r.dir),
-            &rootfs_socket,
-            &r.dir,
-            reporter,
-        )?),
-        None => None,
-    };
+    let mut shares = vec![Share {
+        args: qemu::virtiofsd_args(&socket, &modules),
+        socket: socket.clone(),
+        dir: modules.clone(),
+    }];
+    if let Some(r) = &opts.rootfs {
+        shares.push(Share {
+            args: qemu::virtiofsd_rootfs_args(&rootfs_socket, &r.dir),
+            socket: rootfs_socket.clone(),
+            dir: r.dir.clone(),
+        });
+    }
+    let mut daemons = serve_all(&virtiofsd, &shares, reporter)?;
     let spec = qemu::GuestSpec {
         arch: m.arch,
         kernel: image,
@@ -314,7 +322,6 @@ pub fn boot_check(
         module: opts.module.clone(),
         ready: opts.rootfs.as_ref().map(|r| r.ready.clone()),
     });
-    let mut verdict = None;
     let end = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -328,10 +335,7 @@ pub fn boot_check(
                 });
                 match console.feed(&line) {
                     console::Feed::More => {}
-                    stop => {
-                        verdict = Some(stop);
-                        break console::End::Stopped;
-                    }
+                    console::Feed::Done | console::Feed::Failed => break console::End::Stopped,
                 }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -340,18 +344,9 @@ pub fn boot_check(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break console::End::Exited,
         }
     };
-    if verdict == Some(console::Feed::Done) && opts.rootfs.is_none() {
-        // /init rebooted: with -no-reboot QEMU exits; give it a moment, then make sure.
-        let until = Instant::now() + Duration::from_secs(5);
-        while vm.try_wait().is_none() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    vm.kill();
-    vfs.kill();
-    if let Some(v) = root_vfs.as_mut() {
-        v.kill();
-    }
+    // The verdict is whole once the console said so; what the guest does next (its reboot)
+    // cannot change it, so QEMU is stopped now rather than waited for.
+    crate::process::kill_together(std::iter::once(&mut vm).chain(&mut daemons));
     let failure = console.failure(end);
     let report = BootReport {
         passed: failure.is_none(),

@@ -388,11 +388,10 @@ struct Prepared {
 }
 
 impl Prepared {
-    /// Stops the daemons; the command's status from the results share.
-    fn finish(&mut self) -> Option<i32> {
-        for d in &mut self.daemons {
-            d.kill();
-        }
+    /// Stops the guest's QEMU (if still running) and the daemons, all at once; the
+    /// command's status from the results share.
+    fn finish(&mut self, vm: Option<&mut crate::process::Background>) -> Option<i32> {
+        crate::process::kill_together(vm.into_iter().chain(&mut self.daemons));
         fs_err::read_to_string(self.results.join("status"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -426,33 +425,31 @@ fn prepare(
     )?;
 
     let start = Instant::now();
-    let mut daemons = Vec::new();
     let mut shares = Vec::new();
+    let mut served = Vec::new();
     let mut share = |tag: &'static str, dir: &Path, args: fn(&Path, &Path) -> _| {
         let socket = opts.workdir.join(format!("{tag}.sock"));
-        daemons.push(super::serve(
-            &virtiofsd,
-            args(&socket, dir),
-            &socket,
-            dir,
-            reporter,
-        )?);
+        served.push(super::Share {
+            args: args(&socket, dir),
+            socket: socket.clone(),
+            dir: dir.to_owned(),
+        });
         shares.push((tag, socket));
-        Ok::<_, Error>(())
     };
-    share(qemu::MODULES_TAG, &modules, qemu::virtiofsd_args)?;
-    share(RESULTS_TAG, &results, qemu::virtiofsd_rootfs_args)?;
+    share(qemu::MODULES_TAG, &modules, qemu::virtiofsd_args);
+    share(RESULTS_TAG, &results, qemu::virtiofsd_rootfs_args);
     let cwd_args = if opts.writable {
         qemu::virtiofsd_rootfs_args
     } else {
         qemu::virtiofsd_args
     };
-    share(CWD_TAG, &opts.cwd, cwd_args)?;
+    share(CWD_TAG, &opts.cwd, cwd_args);
     match &opts.root {
         Root::Initramfs => {}
-        Root::Dir(dir) => share(qemu::ROOTFS_TAG, dir, qemu::virtiofsd_rootfs_args)?,
-        Root::Host => share(qemu::ROOTFS_TAG, Path::new("/"), qemu::virtiofsd_args)?,
+        Root::Dir(dir) => share(qemu::ROOTFS_TAG, dir, qemu::virtiofsd_rootfs_args),
+        Root::Host => share(qemu::ROOTFS_TAG, Path::new("/"), qemu::virtiofsd_args),
     }
+    let daemons = super::serve_all(&virtiofsd, &served, reporter)?;
     let mut append = vec!["quiet".to_owned()];
     if opts.gdb.is_some() {
         // Symbols at the addresses vmlinux says.
@@ -599,16 +596,10 @@ pub fn run_watched(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    if status.is_some() {
-        // /init reboots: with -no-reboot QEMU exits; give it a moment, then make sure.
-        let until = Instant::now() + Duration::from_secs(5);
-        while vm.try_wait().is_none() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    vm.kill();
+    // With a status, /init has synced the shares before printing it: what the guest does
+    // next (its reboot) changes nothing on the host, so QEMU is stopped now, not awaited.
     // The status file is the command's own word; the console line only its echo.
-    let status = guest.finish().or(status);
+    let status = guest.finish(Some(&mut vm)).or(status);
     for f in &mut follow {
         f.drain()?;
     }
@@ -697,7 +688,7 @@ pub fn shell(m: &Manifest, opts: &RunOptions, reporter: &dyn Reporter) -> Result
         let _terminal = TerminalGuard::save();
         guest.qemu.run_on_terminal()
     };
-    let status = guest.finish();
+    let status = guest.finish(None);
     ended?;
     status.ok_or_else(|| {
         GuestError::Died {

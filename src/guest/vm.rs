@@ -398,23 +398,19 @@ pub fn run(
     on_line: &mut dyn FnMut(&str),
 ) -> Result<(), Error> {
     let quiet = crate::flow::Silent;
-    let mut vfs = super::serve(
-        &def.virtiofsd,
-        qemu::virtiofsd_args(&def.socket, &def.modules_dir),
-        &def.socket,
-        &def.modules_dir,
-        &quiet,
-    )?;
-    let mut root_vfs = match (&def.rootfs, &def.rootfs_socket) {
-        (Some(root), Some(sock)) => Some(super::serve(
-            &def.virtiofsd,
-            qemu::virtiofsd_rootfs_args(sock, &root.dir),
-            sock,
-            &root.dir,
-            &quiet,
-        )?),
-        _ => None,
-    };
+    let mut shares = vec![super::Share {
+        args: qemu::virtiofsd_args(&def.socket, &def.modules_dir),
+        socket: def.socket.clone(),
+        dir: def.modules_dir.clone(),
+    }];
+    if let (Some(root), Some(sock)) = (&def.rootfs, &def.rootfs_socket) {
+        shares.push(super::Share {
+            args: qemu::virtiofsd_rootfs_args(sock, &root.dir),
+            socket: sock.clone(),
+            dir: root.dir.clone(),
+        });
+    }
+    let mut daemons = super::serve_all(&def.virtiofsd, &shares, &quiet)?;
     let start = Instant::now();
     let (qemu_cmd, handed) = super::sandbox::qemu_command(&def.qemu, &def.spec(), |a| a)?;
     let mut vm = qemu_cmd.spawn_background()?;
@@ -431,11 +427,7 @@ pub fn run(
             Err(_) => break,
         }
     }
-    vm.kill();
-    vfs.kill();
-    if let Some(v) = root_vfs.as_mut() {
-        v.kill();
-    }
+    crate::process::kill_together(std::iter::once(&mut vm).chain(&mut daemons));
     Ok(())
 }
 
