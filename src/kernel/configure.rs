@@ -330,7 +330,6 @@ fn bake_identity(
     {
         let step = "configure";
         let slot = ctx.plan.slot.clone();
-        let config_path = slot.build.join(".config");
         fs_err::create_dir_all(&slot.build)?;
         let config_sha256 = hex::encode(Sha256::digest(config_for_digest(text).as_bytes()));
         let flags = ctx.flags();
@@ -356,10 +355,17 @@ fn bake_identity(
         let localversion = &uts_release[version.len()..];
         // In place, as Kconfig itself would write it: the next make's syncconfig then finds
         // nothing to rewrite, and the file stays byte-for-byte what configure produced.
-        fs_err::write(
-            &config_path,
-            replace_in_place(text, "CONFIG_LOCALVERSION", &format!("\"{localversion}\"")),
+        let brought = super::config_file::write(
+            &slot.build,
+            replace_in_place(text, "CONFIG_LOCALVERSION", &format!("\"{localversion}\""))
+                .as_bytes(),
         )?;
+        if brought {
+            reporter.event(&Event::Info {
+                step,
+                message: "only CONFIG_LOCALVERSION changed: Kbuild's synced files brought along, make runs no syncconfig",
+            });
+        }
         reporter.event(&Event::Info {
             step,
             message: &format!("identity {uts_release}"),

@@ -165,8 +165,8 @@ impl Recalled {
     /// Puts the recalled `.config` at `dest` (a slot's build/.config) unless it is there.
     pub fn restore(&self, dest: &Path) -> Result<(), Error> {
         if sha256_of(dest).as_deref() != Some(self.entry.config_sha256.as_str()) {
-            fs_err::create_dir_all(dest.parent().expect("a .config has a directory"))?;
-            write_atomic(dest, &fs_err::read(&self.config)?)?;
+            let build = dest.parent().expect("a .config has a directory");
+            super::config_file::write(build, &fs_err::read(&self.config)?)?;
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod request;
 mod build_flags;
 mod collect;
 mod compile;
+mod config_file;
 mod configure;
 mod deploy_worktree;
 mod devtools;

@@ -22,6 +22,19 @@ fn worktree_state(dir: &Path) -> (String, String, Vec<u8>) {
     )
 }
 
+/// The files Kconfig's syncconfig writes from a build directory's `.config`.
+fn kconfig_derived(build: &Path) -> Vec<String> {
+    [
+        "include/config/auto.conf",
+        "include/config/auto.conf.cmd",
+        "include/generated/autoconf.h",
+        "include/generated/rustc_cfg",
+    ]
+    .iter()
+    .map(|name| fs::read_string(build.join(name)))
+    .collect()
+}
+
 #[test]
 #[ignore = "builds kernels: scripts/test.sh"]
 fn a_worktree_builds_as_it_is_and_the_guest_runs_the_edit() {
@@ -88,12 +101,11 @@ fn a_worktree_builds_as_it_is_and_the_guest_runs_the_edit() {
     let before = worktree_state(&dev);
     let clean_config = fs::read_string(&clean.config);
     let out = build().success();
-    // Kconfig reads nothing the edit changed: the base .config of the clean tree serves.
-    assert!(
-        out.stderr.contains("what Kconfig reads is unchanged"),
-        "{}",
-        out.stderr
-    );
+    // Kconfig reads nothing the edit changed: the base .config of the clean tree serves,
+    // and the new identity is all that changed in the slot's synced configuration.
+    for said in ["what Kconfig reads is unchanged", "make runs no syncconfig"] {
+        assert!(out.stderr.contains(said), "{}", out.stderr);
+    }
     let dirty: Manifest = out.json();
     let without_localversion = |text: &str| -> Vec<String> {
         text.lines()
@@ -110,6 +122,18 @@ fn a_worktree_builds_as_it_is_and_the_guest_runs_the_edit() {
         before,
         "the build left the worktree's status, HEAD and index as they were"
     );
+    // The new identity reached make without Kconfig: the files syncconfig writes from the
+    // .config were brought along (and are compared with Kconfig's own below).
+    let build_dir = Path::new(&dirty.build_dir);
+    let synced = kconfig_derived(build_dir);
+    let localversion = &dirty.uts_release[dirty.version.len()..];
+    assert!(
+        synced[0].contains(&format!("\nCONFIG_LOCALVERSION={localversion}\n")),
+        "{}",
+        synced[0]
+    );
+    let modified = |name: &str| fs::mtime(build_dir.join(name));
+    assert!(modified("include/config/auto.conf") >= modified(".config"));
     assert_eq!(dirty.label, "dev-loop-dirty");
     assert_ne!(dirty.digest, clean.digest);
     assert!(dirty.reused.is_none(), "the edit was compiled");
@@ -141,6 +165,18 @@ fn a_worktree_builds_as_it_is_and_the_guest_runs_the_edit() {
     let again: Manifest = build().success().json();
     assert_eq!(again.uts_release, dirty.uts_release);
     assert!(again.reused.is_some(), "{again:?}");
+
+    // Built again from Kconfig on (no memory, no store), the same identity's build
+    // directory holds byte for byte what kforge wrote in Kconfig's place.
+    let rebuilt: Manifest = ctx
+        .kforge(["build", "--preset", "tiny_guest_defconfig", "--reuse=false"])
+        .cwd(&dev)
+        .run()
+        .success()
+        .json();
+    assert_eq!(rebuilt.uts_release, dirty.uts_release);
+    assert!(rebuilt.reused.is_none(), "{rebuilt:?}");
+    assert_eq!(kconfig_derived(Path::new(&rebuilt.build_dir)), synced);
 
     // Revert the edits: the earlier identity, answered without compiling.
     fs::write(&version_c, &original);
