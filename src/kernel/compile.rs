@@ -60,6 +60,9 @@ impl Step<KernelRun> for Compile {
             &mut |line| fig.warnings.see(line),
             reporter,
         )?;
+        if key.is_some() {
+            recompile_embedding_hits(ctx, self.name(), &goals, &env, &stats_log, reporter)?;
+        }
         // make's syncconfig must have left the configuration as hashed: else objects could
         // have come from the cache for another one.
         if let Some(key) = key
@@ -119,4 +122,46 @@ impl Step<KernelRun> for Compile {
         }
         Ok(Outcome::Ran)
     }
+}
+
+/// Objects ccache answered although they embed a generated file (see
+/// [`ccache::embedding_hits`]) are compiled again: their inputs made newer than the objects,
+/// a second make with `CCACHE_RECACHE` (compile, and store the result over the old one),
+/// which rebuilds them and what contains them (vmlinux, the boot image) and nothing else.
+fn recompile_embedding_hits(
+    ctx: &mut KernelRun,
+    step: &'static str,
+    goals: &[OsString],
+    env: &[(&str, &Path)],
+    stats_log: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
+    let log = fs_err::read_to_string(stats_log).unwrap_or_default();
+    let inputs = ccache::embedding_hits(&log, &ctx.plan.slot.build);
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    let build = &ctx.plan.slot.build;
+    let shown: Vec<String> = inputs
+        .iter()
+        .map(|p| p.strip_prefix(build).unwrap_or(p).display().to_string())
+        .collect();
+    reporter.event(&crate::flow::Event::Info {
+        step,
+        message: &format!(
+            "ccache answered {} from its cache, but it cannot check what `.incbin` embeds there: compiled again",
+            shown.join(", ")
+        ),
+    });
+    for input in &inputs {
+        fs_err::File::options()
+            .append(true)
+            .open(input)?
+            .file()
+            .set_modified(std::time::SystemTime::now())?;
+    }
+    let mut env = env.to_vec();
+    env.push(("CCACHE_RECACHE", Path::new("1")));
+    run_make_observed(ctx, step, goals, &env, &mut |_| {}, reporter)?;
+    Ok(())
 }

@@ -79,9 +79,7 @@ pub struct CcacheFigures {
 /// counters it moved.
 pub fn ccache_of(log: &str) -> CcacheFigures {
     let mut f = CcacheFigures::default();
-    let mut call: Option<Vec<&str>> = None;
-    let close = |counters: Option<Vec<&str>>, f: &mut CcacheFigures| {
-        let Some(c) = counters else { return };
+    for (_, c) in crate::toolchain::ccache::stats_calls(log) {
         if c.contains(&"direct_cache_hit") {
             f.hits += 1;
             f.direct_hits += 1;
@@ -92,16 +90,7 @@ pub fn ccache_of(log: &str) -> CcacheFigures {
         } else {
             f.uncacheable += 1;
         }
-    };
-    for line in log.lines() {
-        if line.starts_with("# ") {
-            close(call.take(), &mut f);
-            call = Some(Vec::new());
-        } else if let Some(c) = call.as_mut() {
-            c.push(line.trim());
-        }
     }
-    close(call, &mut f);
     f
 }
 

@@ -9,7 +9,8 @@
 //! on 2 cores). What it gives up is the preprocessed fallback, a hit for a file whose
 //! includes changed but whose preprocessed text did not; the one case where that mattered,
 //! a new identity of the same configuration, the kernel's compile keys without the identity
-//! (see [`kconfig_key`]).
+//! (see [`kconfig_key`]). It also gives up ccache's refusal of inputs that `.incbin` another
+//! file, which the kernel's compile makes up for (see [`embedding_hits`]).
 
 use std::path::{Path, PathBuf};
 
@@ -145,6 +146,47 @@ pub fn kconfig_key(config: &str) -> String {
         .collect()
 }
 
+/// The calls a ccache stats log (`CCACHE_STATSLOG`) records: the input file as the compiler
+/// was given it, and the counters the call moved (`direct_cache_hit`, `cache_miss`, ...).
+pub fn stats_calls(log: &str) -> Vec<(&str, Vec<&str>)> {
+    let mut calls: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in log.lines() {
+        if let Some(input) = line.strip_prefix("# ") {
+            calls.push((input, Vec::new()));
+        } else if let Some((_, counters)) = calls.last_mut() {
+            counters.push(line.trim());
+        }
+    }
+    calls
+}
+
+/// Inputs of a stats log that ccache answered from the cache although they embed another
+/// file with the assembler's `.incbin`, resolved against the compile's directory `cwd`.
+///
+/// ccache cannot see what `.incbin` reads and refuses such inputs, but it finds the directive
+/// only in preprocessed text, which `depend_mode` never makes (fixed upstream in 2026, after
+/// the ccache Debian 12 ships). So a kernel object that embeds a generated file (x86's
+/// compressed kernel in `piggy.o`, `/proc/config.gz` in `configs.o`, a vDSO, the built-in
+/// initramfs) can come back from the cache holding another build's bytes when its source text
+/// is the same: seen as a bisect candidate booting its neighbour's kernel, both compressed
+/// kernels being of one size. The compile step compiles these again.
+pub fn embedding_hits(log: &str, cwd: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    for (input, counters) in stats_calls(log) {
+        let hit = counters
+            .iter()
+            .any(|c| matches!(*c, "direct_cache_hit" | "preprocessed_cache_hit"));
+        let path = cwd.join(input);
+        if hit
+            && !found.contains(&path)
+            && fs_err::read(&path).is_ok_and(|b| b.windows(7).any(|w| w == b".incbin"))
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// The environment a ccache-wrapped build needs.
 pub fn env_for(conf: &Path) -> Vec<(String, String)> {
     vec![(
@@ -167,6 +209,67 @@ mod tests {
             "CONFIG_X=y\n# CONFIG_LOCALVERSION_AUTO is not set\n"
         );
         assert_ne!(kconfig_key(a), kconfig_key(&a.replace("X=y", "X=m")));
+    }
+
+    #[test]
+    fn stats_log_calls_and_hits_that_embed_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::write(dir.path().join("piggy.S"), ".incbin \"vmlinux.bin.gz\"\n").unwrap();
+        fs_err::write(dir.path().join("a.c"), "int a;\n").unwrap();
+        let log = "# piggy.S\ndirect_cache_hit\nlocal_storage_hit\n# a.c\ndirect_cache_hit\n\
+                   # /dev/null\ndirect_cache_hit\n# piggy.S\ndirect_cache_hit\n";
+        let calls = stats_calls(log);
+        assert_eq!(calls.len(), 4);
+        assert_eq!(
+            calls[0],
+            ("piggy.S", vec!["direct_cache_hit", "local_storage_hit"])
+        );
+        assert_eq!(
+            embedding_hits(log, dir.path()),
+            vec![dir.path().join("piggy.S")]
+        );
+        // A miss is compiled, whatever it embeds.
+        assert!(embedding_hits("# piggy.S\ncache_miss\n", dir.path()).is_empty());
+    }
+
+    /// The ccache this project installs, in the mode kforge runs it: an assembler file that
+    /// embeds another comes back from the cache after the embedded file changed (same size,
+    /// so the same source text), and [`embedding_hits`] names it.
+    #[test]
+    fn depend_mode_serves_a_stale_incbin_and_it_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let conf = write_ccache_conf(&CcacheSettings {
+            cache_dir: d.join("cache"),
+            max_size: "100M".into(),
+            base_dir: d.to_owned(),
+            remote: None,
+        })
+        .unwrap();
+        fs_err::write(d.join("x.S"), ".section .rodata\n.incbin \"blob.bin\"\n").unwrap();
+        let compile = |blob: &[u8]| {
+            fs_err::write(d.join("blob.bin"), blob).unwrap();
+            let _ = fs_err::remove_file(d.join("x.o"));
+            let st = std::process::Command::new("ccache")
+                .args(["gcc", "-Wp,-MMD,x.d", "-c", "x.S", "-o", "x.o"])
+                .current_dir(d)
+                .env("CCACHE_CONFIGPATH", &conf)
+                .env("CCACHE_STATSLOG", d.join("stats.log"))
+                .status()
+                .expect("ccache and gcc are installed (scripts/install-deps.sh)");
+            assert!(st.success());
+            fs_err::read(d.join("x.o")).unwrap()
+        };
+        let first = compile(b"kernel-one");
+        let second = compile(b"kernel-two");
+        let log = fs_err::read_to_string(d.join("stats.log")).unwrap();
+        let calls = stats_calls(&log);
+        assert!(calls[1].1.contains(&"direct_cache_hit"), "{log}");
+        assert_eq!(
+            first, second,
+            "ccache served the first object for the second blob"
+        );
+        assert_eq!(embedding_hits(&log, d), vec![d.join("x.S")]);
     }
 
     #[test]

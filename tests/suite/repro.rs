@@ -80,6 +80,18 @@ fn repro_proves_a_tiny_kernel_reproducible_and_names_what_a_non_reproducible_one
         assert!(varied.contains(&what), "{what} not in {varied:?}");
     }
     assert!(r.stderr.contains("rebuilding"), "{}", r.stderr);
+    // The same identity through the same ccache: the compressed kernel's piggy.S has the same
+    // text, so ccache answers it, but it cannot see what `.incbin` embeds; the compile step
+    // compiled it again (and the boot image still matched, above).
+    let said = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("cannot check what `.incbin` embeds there: compiled again"));
+    assert!(
+        said.is_some_and(|l| l.contains("arch/x86/boot/compressed/piggy.S")),
+        "{}",
+        r.stderr
+    );
     // From now on the manifest carries the verdict.
     let after: Manifest = ctx
         .kforge(["build", "--request", request.to_str().unwrap()])
