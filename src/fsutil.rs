@@ -25,6 +25,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `touch`: sets `path`'s modification time, making an empty file where there is none.
+pub fn touch(path: &Path, time: std::time::SystemTime) -> std::io::Result<()> {
+    fs_err::File::options()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .file()
+        .set_modified(time)
+}
+
 /// An exclusive advisory lock (flock) held for the lifetime of the value; the kernel drops
 /// it when the process dies, so a killed build never leaves a slot locked.
 #[derive(Debug)]

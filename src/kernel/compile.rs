@@ -1,13 +1,13 @@
 //! compile: `make --jobs=$(nproc)` (plus `targets`): vmlinux, the boot image, modules.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::figures::{self, BuildFigures};
 use super::{KernelRun, run_make_observed};
 use crate::error::Error;
 use crate::flow::{Outcome, Reporter, Step};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{touch, write_atomic};
 use crate::toolchain::ccache;
 
 pub struct Compile;
@@ -60,9 +60,14 @@ impl Step<KernelRun> for Compile {
             &mut |line| fig.warnings.see(line),
             reporter,
         )?;
-        if key.is_some() {
-            recompile_embedding_hits(ctx, self.name(), &goals, &env, &stats_log, reporter)?;
-        }
+        // Read before a second make appends its recache calls: the figures count the build's
+        // own calls, a recompiled object as a miss.
+        let log = fs_err::read_to_string(&stats_log).unwrap_or_default();
+        let recompiled = if key.is_some() {
+            recompile_embedding_hits(ctx, self.name(), &goals, &env, &log, reporter)?
+        } else {
+            Vec::new()
+        };
         // make's syncconfig must have left the configuration as hashed: else objects could
         // have come from the cache for another one.
         if let Some(key) = key
@@ -79,9 +84,7 @@ impl Step<KernelRun> for Compile {
             .into());
         }
         if ctx.plan.request.ccache {
-            fig.ccache = Some(figures::ccache_of(
-                &fs_err::read_to_string(&stats_log).unwrap_or_default(),
-            ));
+            fig.ccache = Some(figures::ccache_of(&log, &ctx.plan.slot.build, &recompiled));
         }
         let build = &ctx.plan.slot.build;
         fig.sizes.boot_image = fs_err::metadata(build.join(ctx.plan.request.arch.boot_image()))
@@ -128,20 +131,20 @@ impl Step<KernelRun> for Compile {
 /// [`ccache::embedding_hits`]) are compiled again: their inputs made newer than the objects,
 /// a second make with `CCACHE_RECACHE` (compile, and store the result over the old one),
 /// which rebuilds them and what contains them (vmlinux, the boot image) and nothing else.
+/// Returns the inputs compiled again.
 fn recompile_embedding_hits(
     ctx: &mut KernelRun,
     step: &'static str,
     goals: &[OsString],
     env: &[(&str, &Path)],
-    stats_log: &Path,
+    log: &str,
     reporter: &dyn Reporter,
-) -> Result<(), Error> {
-    let log = fs_err::read_to_string(stats_log).unwrap_or_default();
-    let inputs = ccache::embedding_hits(&log, &ctx.plan.slot.build);
-    if inputs.is_empty() {
-        return Ok(());
-    }
+) -> Result<Vec<PathBuf>, Error> {
     let build = &ctx.plan.slot.build;
+    let inputs = ccache::embedding_hits(log, build);
+    if inputs.is_empty() {
+        return Ok(inputs);
+    }
     let shown: Vec<String> = inputs
         .iter()
         .map(|p| p.strip_prefix(build).unwrap_or(p).display().to_string())
@@ -154,14 +157,10 @@ fn recompile_embedding_hits(
         ),
     });
     for input in &inputs {
-        fs_err::File::options()
-            .append(true)
-            .open(input)?
-            .file()
-            .set_modified(std::time::SystemTime::now())?;
+        touch(input, std::time::SystemTime::now())?;
     }
     let mut env = env.to_vec();
     env.push(("CCACHE_RECACHE", Path::new("1")));
     run_make_observed(ctx, step, goals, &env, &mut |_| {}, reporter)?;
-    Ok(())
+    Ok(inputs)
 }

@@ -14,7 +14,7 @@ use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{touch, write_atomic};
 use crate::identity::config_for_digest;
 
 /// The files `syncconfig` derives from `.config` that carry `CONFIG_LOCALVERSION`, with the
@@ -56,11 +56,7 @@ pub fn write(build: &Path, text: &[u8]) -> io::Result<bool> {
     let brought = derived.is_some();
     if let Some(files) = derived {
         for name in TOUCHED {
-            let file = fs_err::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(build.join(name))?;
-            file.file().set_modified(SystemTime::now())?;
+            touch(&build.join(name), SystemTime::now())?;
         }
         for (name, bytes) in files {
             write_atomic(&build.join(name), bytes.as_bytes())?;
@@ -159,13 +155,7 @@ mod tests {
             fs_err::write(b.join(name), text).unwrap();
         }
         let hour_ago = SystemTime::now() - Duration::from_hours(1);
-        fs_err::File::options()
-            .append(true)
-            .open(b.join(".config"))
-            .unwrap()
-            .file()
-            .set_modified(hour_ago)
-            .unwrap();
+        touch(&b.join(".config"), hour_ago).unwrap();
         dir
     }
 
@@ -227,13 +217,11 @@ mod tests {
         let dir = synced();
         let b = dir.path();
         // .config newer than auto.conf: make would sync it anyway, from the whole file.
-        fs_err::File::options()
-            .append(true)
-            .open(b.join(".config"))
-            .unwrap()
-            .file()
-            .set_modified(SystemTime::now() + Duration::from_mins(1))
-            .unwrap();
+        touch(
+            &b.join(".config"),
+            SystemTime::now() + Duration::from_mins(1),
+        )
+        .unwrap();
         assert!(!write(b, NEW.as_bytes()).unwrap());
         assert!(read(b, "include/config/auto.conf").contains("-old-1"));
         // auto.conf does not hold the old value: not synced with it.

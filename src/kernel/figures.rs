@@ -4,7 +4,7 @@
 //! compilations, not the cache's global counters), and the sizes of what it made.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -75,12 +75,15 @@ pub struct CcacheFigures {
     pub uncacheable: u32,
 }
 
-/// Reads a ccache stats log (`CCACHE_STATSLOG`): one `# <file>` line per call, then the
-/// counters it moved.
-pub fn ccache_of(log: &str) -> CcacheFigures {
+/// Reads a ccache stats log (`CCACHE_STATSLOG`): one `# <file>` line per call (relative to
+/// `cwd`), then the counters it moved. A call on an input in `recompiled` (a hit the compile
+/// step compiled again) counts as a miss.
+pub fn ccache_of(log: &str, cwd: &Path, recompiled: &[PathBuf]) -> CcacheFigures {
     let mut f = CcacheFigures::default();
-    for (_, c) in crate::toolchain::ccache::stats_calls(log) {
-        if c.contains(&"direct_cache_hit") {
+    for (input, c) in crate::toolchain::ccache::stats_calls(log) {
+        if recompiled.contains(&cwd.join(input)) {
+            f.misses += 1;
+        } else if c.contains(&"direct_cache_hit") {
             f.hits += 1;
             f.direct_hits += 1;
         } else if c.contains(&"preprocessed_cache_hit") {
@@ -168,8 +171,9 @@ mod tests {
                    # a.c\ndirect_cache_hit\nlocal_storage_hit\n\
                    # b.c\npreprocessed_cache_hit\n\
                    # vmlinux\ncalled_for_link\n";
+        let cwd = Path::new("/b");
         assert_eq!(
-            ccache_of(log),
+            ccache_of(log, cwd, &[]),
             CcacheFigures {
                 hits: 2,
                 direct_hits: 1,
@@ -177,6 +181,16 @@ mod tests {
                 uncacheable: 1
             }
         );
-        assert_eq!(ccache_of(""), CcacheFigures::default());
+        // b.c was compiled again after its hit: a miss, not a hit.
+        assert_eq!(
+            ccache_of(log, cwd, &[PathBuf::from("/b/b.c")]),
+            CcacheFigures {
+                hits: 1,
+                direct_hits: 1,
+                misses: 2,
+                uncacheable: 1
+            }
+        );
+        assert_eq!(ccache_of("", cwd, &[]), CcacheFigures::default());
     }
 }

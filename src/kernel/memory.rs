@@ -209,9 +209,7 @@ impl Memory {
         if entry.key != key {
             return None;
         }
-        if let Ok(f) = std::fs::File::open(&path) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
+        let _ = crate::fsutil::touch(&path, std::time::SystemTime::now());
         Some(entry)
     }
 
@@ -249,9 +247,7 @@ impl Memory {
             return None;
         }
         // Recently used: the last to be forgotten.
-        if let Ok(f) = std::fs::File::open(&path) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
+        let _ = crate::fsutil::touch(&path, std::time::SystemTime::now());
         Some(Recalled { entry, config })
     }
 
