@@ -343,6 +343,35 @@ fn guest_qemu(g: &cli::MachineArgs, dirs: &Dirs) -> Result<Option<std::path::Pat
         .transpose()
 }
 
+/// A guest run on `machine` for `timeout` seconds, in a work directory named `<what>-<pid>`
+/// (shared read-only, `command` runs there), kforge's initramfs as root.
+fn run_options(
+    machine: &cli::MachineArgs,
+    timeout: u64,
+    what: &str,
+    command: Vec<String>,
+    dirs: &Dirs,
+) -> Result<kforge::guest::run::RunOptions, Error> {
+    let workdir = dirs
+        .system_dir
+        .join("guests")
+        .join(format!("{what}-{}", std::process::id()));
+    Ok(kforge::guest::run::RunOptions {
+        accel: machine.accel,
+        timeout: std::time::Duration::from_secs(timeout),
+        memory_mib: machine.memory,
+        cpus: machine.cpus,
+        qemu: guest_qemu(machine, dirs)?,
+        cwd: workdir.clone(),
+        workdir,
+        writable: false,
+        root: kforge::guest::run::Root::Initramfs,
+        append: Vec::new(),
+        gdb: None,
+        command,
+    })
+}
+
 fn mirror(args: &cli::MirrorArgs, dirs: &Dirs, ui: &dyn Reporter) -> Result<(), Error> {
     let path = match args.project {
         cli::Project::Linux => &dirs.mirror,
@@ -652,18 +681,7 @@ fn guest_run(
     let g = &a.guest;
     let (manifest, _) = manifest_or_identity(a.manifest.as_deref(), dirs)?;
     let hold = hold_entry(&manifest, dirs)?;
-    let qemu = guest_qemu(&g.machine, dirs)?;
     let opts = run::RunOptions {
-        accel: g.machine.accel,
-        timeout: std::time::Duration::from_secs(a.timeout),
-        memory_mib: g.machine.memory,
-        cpus: g.machine.cpus,
-        qemu,
-        workdir: dirs
-            .system_dir
-            .join("guests")
-            .join(format!("run-{}", std::process::id())),
-        cwd: std::env::current_dir()?,
         writable: g.rw,
         root: match (&g.rootfs, g.host_root) {
             (Some(d), _) => run::Root::Dir(kforge::dirs::absolute(d)),
@@ -672,7 +690,8 @@ fn guest_run(
         },
         append: g.append.clone(),
         gdb: g.gdb,
-        command,
+        cwd: std::env::current_dir()?,
+        ..run_options(&g.machine, a.timeout, "run", command, dirs)?
     };
     Ok((manifest, opts, hold))
 }
@@ -790,27 +809,14 @@ fn run_kunit(
 ) -> Result<kforge::verdict::db::Shown, Error> {
     use kforge::verdict::{db::Db, kunit};
     let _hold = hold_entry(manifest, dirs)?;
-    let workdir = dirs
-        .system_dir
-        .join("guests")
-        .join(format!("kunit-{}", std::process::id()));
-    fs_err::create_dir_all(&workdir)?;
+    let guest = run_options(k.machine, k.timeout, "kunit", Vec::new(), dirs)?;
+    fs_err::create_dir_all(&guest.workdir)?;
     let opts = kunit::KunitOptions {
         suite: k.suite.to_owned(),
         suite_timeout: std::time::Duration::from_secs(k.suite_timeout),
         guest: kforge::guest::run::RunOptions {
-            accel: k.machine.accel,
-            timeout: std::time::Duration::from_secs(k.timeout),
-            memory_mib: k.machine.memory,
-            cpus: k.machine.cpus,
-            qemu: guest_qemu(k.machine, dirs)?,
-            cwd: workdir.clone(),
-            workdir,
-            writable: false,
-            root: kforge::guest::run::Root::Initramfs,
             append: k.append.to_vec(),
-            gdb: None,
-            command: Vec::new(),
+            ..guest
         },
     };
     let mut db = Db::open(&dirs.system_dir)?;
@@ -886,11 +892,6 @@ fn run_kselftest(
         targets: a.targets.to_vec(),
         wait: a.wait,
         guest: RunOptions {
-            accel: a.machine.accel,
-            timeout: std::time::Duration::from_secs(a.timeout),
-            memory_mib: a.machine.memory,
-            cpus: a.machine.cpus,
-            qemu: guest_qemu(a.machine, dirs)?,
             cwd: workdir.clone(),
             workdir,
             writable: true,
@@ -899,8 +900,7 @@ fn run_kselftest(
                 None => Root::Host,
             },
             append: a.append.to_vec(),
-            gdb: None,
-            command: Vec::new(),
+            ..run_options(a.machine, a.timeout, "kselftest", Vec::new(), dirs)?
         },
     };
     let mut db = Db::open(&dirs.system_dir)?;
@@ -1318,22 +1318,10 @@ fn bisect_run_check(
     use kforge::bisect::Verdict;
     use kforge::guest::run;
     let _hold = hold_entry(manifest, dirs)?;
+    let command = vec!["/bin/sh".into(), "-c".into(), cmd.to_owned()];
     let opts = run::RunOptions {
-        accel: g.machine.accel,
-        timeout: std::time::Duration::from_secs(g.timeout),
-        memory_mib: g.machine.memory,
-        cpus: g.machine.cpus,
-        qemu: guest_qemu(&g.machine, dirs)?,
-        workdir: dirs
-            .system_dir
-            .join("guests")
-            .join(format!("bisect-{}", std::process::id())),
         cwd: std::env::current_dir()?,
-        writable: false,
-        root: run::Root::Initramfs,
-        append: Vec::new(),
-        gdb: None,
-        command: vec!["/bin/sh".into(), "-c".into(), cmd.to_owned()],
+        ..run_options(&g.machine, g.timeout, "bisect", command, dirs)?
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let result = run::run(manifest, &opts, &mut out, &mut err, ui);
