@@ -76,6 +76,19 @@ pub fn run_user_program(c: &mut Command) -> Result<ExitStatus, RunError> {
         .map_err(|source| RunError::Spawn { command, source })
 }
 
+/// A piped child's stdout and stderr, to be read on threads of their own.
+fn outputs(child: &mut std::process::Child) -> impl Iterator<Item = Box<dyn Read + Send>> {
+    let out = child
+        .stdout
+        .take()
+        .map(|s| Box::new(s) as Box<dyn Read + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|s| Box::new(s) as Box<dyn Read + Send>);
+    out.into_iter().chain(err)
+}
+
 /// Waits for a child spawned in a process group of its own (stdout piped, stdin closed),
 /// stopping it with kforge: its status and everything it printed on stdout.
 pub fn wait_capturing(mut child: std::process::Child) -> std::io::Result<(ExitStatus, Vec<u8>)> {
@@ -353,6 +366,20 @@ impl Cmd {
         Ok(c)
     }
 
+    /// The command started with stdout and stderr piped.
+    fn spawn_piped(&self) -> Result<std::process::Child, RunError> {
+        let mut c = self.command()?;
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.spawn().map_err(|source| self.spawn_error(source))
+    }
+
+    fn spawn_error(&self, source: std::io::Error) -> RunError {
+        RunError::Spawn {
+            command: self.display(),
+            source,
+        }
+    }
+
     fn status_error(&self, status: ExitStatus, tail: Vec<String>) -> RunError {
         let hint = (self.hints)(&tail);
         RunError::Failed(ProcessError {
@@ -365,17 +392,11 @@ impl Cmd {
 
     /// Runs to completion, capturing stdout; fails on a non-zero exit with stderr's tail.
     pub fn output(&self) -> Result<String, RunError> {
-        let mut c = self.command()?;
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let child = c.spawn().map_err(|source| RunError::Spawn {
-            command: self.display(),
-            source,
-        })?;
+        let child = self.spawn_piped()?;
         let _guard = ChildGuard::register(child.id());
-        let out = child.wait_with_output().map_err(|source| RunError::Spawn {
-            command: self.display(),
-            source,
-        })?;
+        let out = child
+            .wait_with_output()
+            .map_err(|source| self.spawn_error(source))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -425,41 +446,25 @@ impl Cmd {
     /// Runs to completion, handing every stdout/stderr line to `on_line` as it comes and
     /// keeping the last lines for the error report.
     pub fn stream(&self, on_line: &mut dyn FnMut(&str)) -> Result<(), RunError> {
-        let mut c = self.command()?;
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|source| RunError::Spawn {
-            command: self.display(),
-            source,
-        })?;
+        let mut child = self.spawn_piped()?;
         let guard = ChildGuard::register(child.id());
         let (tx, rx) = mpsc::channel::<String>();
-        let readers: Vec<_> = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|r| {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(r);
-                let mut buf = Vec::new();
-                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
-                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                    if tx.send(line).is_err() {
-                        break;
+        let readers: Vec<_> = outputs(&mut child)
+            .map(|r| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(r);
+                    let mut buf = Vec::new();
+                    while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                        let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                        buf.clear();
                     }
-                    buf.clear();
-                }
+                })
             })
-        })
-        .collect();
+            .collect();
         drop(tx);
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
         for line in rx {
@@ -472,10 +477,7 @@ impl Cmd {
         for r in readers {
             let _ = r.join();
         }
-        let status = child.wait().map_err(|source| RunError::Spawn {
-            command: self.display(),
-            source,
-        })?;
+        let status = child.wait().map_err(|source| self.spawn_error(source))?;
         guard.disarm();
         if status.success() {
             Ok(())
@@ -584,30 +586,13 @@ impl Drop for Background {
 impl Cmd {
     /// Starts the command in the background (see [`Background`]).
     pub fn spawn_background(&self) -> Result<Background, RunError> {
-        let mut c = self.command()?;
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|source| RunError::Spawn {
-            command: self.display(),
-            source,
-        })?;
+        let mut child = self.spawn_piped()?;
         let pgid = i32::try_from(child.id()).unwrap_or(i32::MAX);
         if let Ok(mut groups) = CHILDREN.lock() {
             groups.push(pgid);
         }
         let (tx, rx) = mpsc::channel::<String>();
-        for r in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for r in outputs(&mut child) {
             let tx = tx.clone();
             // Raw chunks go to an assembler that cuts lines, and also hands on a partial line
             // that stays unfinished for a second: a login prompt never ends in a newline.

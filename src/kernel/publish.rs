@@ -2,13 +2,14 @@
 //! `lib/modules/<release>`) and devel layer (what an out-of-tree module build or an editor
 //! needs from build/) to the store. The manifest then points at the store's copy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{KernelRun, collect};
 use crate::error::Error;
 use crate::flow::Reused;
 use crate::flow::{Event, Outcome, Reporter, Step};
-use crate::store::{Layer, Published, Source, sources_under};
+use crate::kernel::manifest::Manifest;
+use crate::store::{Layer, Published, Release, Source, Store, sources_under};
 
 pub struct Publish;
 
@@ -76,39 +77,12 @@ impl Step<KernelRun> for Publish {
             Some(&slot.build),
             ctx.state.modules_dir.as_deref(),
         )?;
-        let entry = store.layer_dir(Layer::Run, &release);
-        let mut manifest = collect::manifest_of(ctx)?;
-        manifest.bz_image = Some(
-            entry
-                .join(format!("boot/vmlinuz-{release}"))
-                .display()
-                .to_string(),
-        );
-        manifest.modules_dir = ctx.state.modules_dir.as_ref().map(|_| {
-            entry
-                .join("lib/modules")
-                .join(&release)
-                .display()
-                .to_string()
-        });
-        manifest.store_entry = Some(entry.display().to_string());
-        let (what, path) = store.publish(
-            Layer::Run,
-            &release,
-            &manifest.digest,
-            &manifest,
-            &sources,
-            "local",
-        )?;
+        let modules = ctx.state.modules_dir.is_some();
+        let manifest = collect::manifest_of(ctx)?;
+        let (path, message) = publish_run(&store, &release, manifest, modules, &sources)?;
         reporter.event(&Event::Info {
             step: self.name(),
-            message: &match what {
-                Published::Added => format!("added {}", path.display()),
-                Published::AlreadyPresent => {
-                    format!("{} was already published (intact)", path.display())
-                }
-                Published::Replaced => format!("replaced the damaged {}", path.display()),
-            },
+            message: &message,
         });
         ctx.state.bz_image = Some(path.join(format!("boot/vmlinuz-{release}")));
         if ctx.state.modules_dir.is_some() {
@@ -125,11 +99,9 @@ impl Step<KernelRun> for Publish {
 /// is not: build/ may hold another identity's objects by now.)
 fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<Outcome, Error> {
     let hit = ctx.state.reused.clone().expect("a destdir hit");
-    let release: crate::store::Release = hit.manifest.uts_release.parse()?;
+    let release: Release = hit.manifest.uts_release.parse()?;
     let store = ctx.store()?;
-    if store
-        .record::<crate::kernel::manifest::Manifest>(Layer::Run, &release)?
-        .is_some()
+    if store.record::<Manifest>(Layer::Run, &release)?.is_some()
         && store.verify(Layer::Run, &release)?.is_empty()
     {
         return Ok(Outcome::Skipped(format!(
@@ -143,43 +115,14 @@ fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<
         None,
         hit.modules_dir.as_deref(),
     )?;
-    let entry = store.layer_dir(Layer::Run, &release);
     let mut manifest = hit.manifest.clone();
-    manifest.bz_image = Some(
-        entry
-            .join(format!("boot/vmlinuz-{release}"))
-            .display()
-            .to_string(),
-    );
-    manifest.modules_dir = hit.modules_dir.as_ref().map(|_| {
-        entry
-            .join("lib/modules")
-            .join(&release)
-            .display()
-            .to_string()
-    });
-    manifest.store_entry = Some(entry.display().to_string());
     manifest.store_devel = None;
     manifest.reused = None;
-    let (what, path) = store.publish(
-        Layer::Run,
-        &release,
-        &manifest.digest,
-        &manifest,
-        &sources,
-        "local",
-    )?;
+    let modules = hit.modules_dir.is_some();
+    let (path, message) = publish_run(&store, &release, manifest, modules, &sources)?;
     reporter.event(&Event::Info {
         step: "publish",
-        message: &format!(
-            "{} {} from this slot's destdir",
-            if what == Published::Replaced {
-                "replaced the damaged"
-            } else {
-                "added"
-            },
-            path.display()
-        ),
+        message: &format!("{message} from this slot's destdir"),
     });
     let mut hit = hit;
     hit.bz_image = path.join(format!("boot/vmlinuz-{release}"));
@@ -190,6 +133,32 @@ fn publish_from_destdir(ctx: &mut KernelRun, reporter: &dyn Reporter) -> Result<
     ctx.state.reused = Some(hit);
     ctx.state.store_entry = Some(path);
     Ok(Outcome::Ran)
+}
+
+/// Publishes an identity's run layer from `sources`, with `manifest` pointed at the store's
+/// copy on its record: the entry, and what happened, said for the user.
+fn publish_run(
+    store: &Store,
+    release: &Release,
+    mut manifest: Manifest,
+    modules: bool,
+    sources: &[Source],
+) -> Result<(PathBuf, String), Error> {
+    let entry = store.layer_dir(Layer::Run, release);
+    let shown = |p: PathBuf| Some(p.display().to_string());
+    manifest.bz_image = shown(entry.join(format!("boot/vmlinuz-{release}")));
+    manifest.modules_dir = modules
+        .then(|| shown(entry.join("lib/modules").join(release.as_str())))
+        .flatten();
+    manifest.store_entry = shown(entry);
+    let digest = manifest.digest.clone();
+    let (what, path) = store.publish(Layer::Run, release, &digest, &manifest, sources, "local")?;
+    let message = match what {
+        Published::Added => format!("added {}", path.display()),
+        Published::AlreadyPresent => format!("{} was already published (intact)", path.display()),
+        Published::Replaced => format!("replaced the damaged {}", path.display()),
+    };
+    Ok((path, message))
 }
 
 /// The parts of build/ that an out-of-tree module build (with the source tree at the same

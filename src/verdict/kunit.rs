@@ -120,6 +120,21 @@ struct Reader {
     stopped: Option<String>,
 }
 
+impl Reader {
+    fn new(suite_timeout: Duration) -> Self {
+        Self {
+            ktap: Ktap::new(),
+            console: Vec::new(),
+            loading: None,
+            loaded: Vec::new(),
+            said_ktap: false,
+            last_progress: Duration::ZERO,
+            suite_timeout,
+            stopped: None,
+        }
+    }
+}
+
 impl Watch for Reader {
     fn line(&mut self, line: &str, at: Duration) {
         self.console.extend_from_slice(line.as_bytes());
@@ -192,16 +207,7 @@ pub fn run(
             .push(format!("kunit.filter_glob={}", opts.suite));
         guest.append.push("loglevel=7".into());
     }
-    let mut reader = Reader {
-        ktap: Ktap::new(),
-        console: Vec::new(),
-        loading: None,
-        loaded: Vec::new(),
-        said_ktap: false,
-        last_progress: Duration::ZERO,
-        suite_timeout: opts.suite_timeout,
-        stopped: None,
-    };
+    let mut reader = Reader::new(opts.suite_timeout);
     reporter.event(&Event::Info {
         step: "kunit",
         message: &format!(
@@ -324,16 +330,7 @@ mod tests {
 
     #[test]
     fn the_reader_stops_a_suite_that_says_nothing() {
-        let mut r = Reader {
-            ktap: Ktap::new(),
-            console: Vec::new(),
-            loading: None,
-            loaded: Vec::new(),
-            said_ktap: false,
-            last_progress: Duration::ZERO,
-            suite_timeout: Duration::from_secs(10),
-            stopped: None,
-        };
+        let mut r = Reader::new(Duration::from_secs(10));
         let at = Duration::from_secs;
         assert_eq!(r.stop(at(100)), None, "nothing under way: not a hang");
         r.line("[    1.0] kforge-kunit: loading list-test", at(1));
