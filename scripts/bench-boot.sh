@@ -68,7 +68,7 @@ section=$(
     echo "| $((i + 1)) | ${k_times[$i]} | ${v_times[$i]} |"
   done
   echo
-  echo "kforge also checks that a module (vsock_loopback) loads from the virtiofs modules share;"
+  echo "kforge also checks that a module (nls_utf8) loads from the virtiofs modules share;"
   echo "virtme-ng ($vng_version, ${vng_accel[*]:-with KVM}) runs the host's root filesystem."
 )
 write_section "$root/docs/benchmarks.md" "$section"

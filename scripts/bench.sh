@@ -173,7 +173,7 @@ t=$(now)
 if kf nocache1 boot --check "$work/nocache1/workers/0/main/linux.manifest.json" >"$work/boot.json" 2>"$work/boot.log" \
   && [[ $(jq -r .guest_release "$work/boot.json") == "$release" ]]; then
   secs[boot_kforge]=$(elapsed "$t")
-  notes[boot_kforge]="guest uname -r = $release, vsock_loopback loaded from virtiofs, accel $(jq -r .accel "$work/boot.json")"
+  notes[boot_kforge]="guest uname -r = $release, nls_utf8 loaded from virtiofs, accel $(jq -r .accel "$work/boot.json")"
 else
   secs[boot_kforge]="failed"
   notes[boot_kforge]="$(tail -n 1 "$work/boot.log" | cut -c1-160)"

@@ -888,7 +888,7 @@ pub struct GuestArgs {
     )]
     pub timeout: u64,
     /// The module that must load from the modules share.
-    #[arg(long, default_value = "vsock_loopback", help_heading = "Guest")]
+    #[arg(long, default_value = "nls_utf8", help_heading = "Guest")]
     pub module: String,
     /// A command the guest runs (busybox sh) before it powers off.
     #[arg(long, value_name = "CMD", help_heading = "Guest")]

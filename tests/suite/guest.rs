@@ -47,7 +47,7 @@ fn built_kernels_boot_with_their_identity_and_modules() {
     );
     assert_eq!(report.expected_release, gcc.uts_release);
     assert!(report.modules_mounted && report.module_loaded);
-    assert_eq!(report.module, "vsock_loopback");
+    assert_eq!(report.module, "nls_utf8");
     assert_eq!(report.accel, "tcg");
     assert!(report.seconds > 0.0);
     assert!(
@@ -152,13 +152,13 @@ fn built_kernels_boot_with_their_identity_and_modules() {
     });
     let r = boot(&ctx, &wrong, &[])
         .code(1)
-        .stderr_has("module vsock_loopback did not load")
+        .stderr_has("module nls_utf8 did not load")
         .stderr_has("--- guest console");
     let report: BootReport = r.json();
     assert!(!report.passed && report.modules_mounted && !report.module_loaded);
     assert_eq!(
         report.failure.as_deref(),
-        Some("module vsock_loopback did not load from the modules share")
+        Some("module nls_utf8 did not load from the modules share")
     );
     // A guest that does not finish in time is stopped, and nothing is left running.
     boot(&ctx, &manifest, &["--timeout", "1"])

@@ -64,7 +64,7 @@ fn a_real_systemd_runs_the_guest_as_qemu_system_at_vm_service() {
         "{console}"
     );
     assert!(
-        console.contains("KFORGE-MODULE-LOADED vsock_loopback"),
+        console.contains("KFORGE-MODULE-LOADED nls_utf8"),
         "{console}"
     );
     let status: VmStatus = kf(&["status", "g1"]).success().json();
@@ -190,7 +190,7 @@ fn units_verify_and_vm_run_needs_no_systemd() {
         .run()
         .success()
         .stdout_has(&format!("KFORGE-UNAME {}", def.uts_release))
-        .stdout_has("KFORGE-MODULE-LOADED vsock_loopback");
+        .stdout_has("KFORGE-MODULE-LOADED nls_utf8");
     assert_no_guests(ctx.path());
 
     // A guest on a root directory share: a third unit, bound to the guest, that verifies;
