@@ -887,9 +887,10 @@ pub struct GuestArgs {
         help_heading = "Guest"
     )]
     pub timeout: u64,
-    /// The module that must load from the modules share.
-    #[arg(long, default_value = "nls_utf8", help_heading = "Guest")]
-    pub module: String,
+    /// The module that must load from the modules share [default: nls_utf8, or
+    /// vsock_loopback in a kernel that has it and not nls_utf8].
+    #[arg(long, help_heading = "Guest")]
+    pub module: Option<String>,
     /// A command the guest runs (busybox sh) before it powers off.
     #[arg(long, value_name = "CMD", help_heading = "Guest")]
     pub command: Option<String>,
@@ -919,6 +920,14 @@ pub struct GuestArgs {
 }
 
 impl GuestArgs {
+    /// `--module`, else the default for the kernel of `m` (see [`kforge::guest::default_module`]).
+    pub fn module_for(&self, m: &kforge::kernel::manifest::Manifest) -> String {
+        self.module.clone().unwrap_or_else(|| {
+            kforge::guest::default_module(m.modules_dir.as_deref().map(std::path::Path::new))
+                .to_owned()
+        })
+    }
+
     pub fn rootfs(&self) -> Option<kforge::guest::RootFs> {
         self.rootfs.as_ref().map(|d| kforge::guest::RootFs {
             dir: kforge::dirs::absolute(d),

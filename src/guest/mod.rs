@@ -161,6 +161,30 @@ pub fn preflight(arch: Arch, given_qemu: Option<&Path>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The modules a boot check loads when none is named, in order: `nls_utf8` (kforge's presets
+/// build it; modprobe resolves its dependency `nls_base`), else `vsock_loopback` (what the
+/// presets had before they dropped networking).
+pub const DEFAULT_MODULES: [&str; 2] = ["nls_utf8", "vsock_loopback"];
+
+/// The module a boot check of the modules tree `modules_dir` loads when none is named: the
+/// first of [`DEFAULT_MODULES`] its `modules.dep` lists, else the first.
+pub fn default_module(modules_dir: Option<&Path>) -> &'static str {
+    let dep = modules_dir
+        .and_then(|d| fs_err::read_to_string(d.join("modules.dep")).ok())
+        .unwrap_or_default();
+    // A module's name is its file's without `.ko` (and a compression suffix), `-` read as `_`.
+    let names: Vec<String> = dep
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter_map(|f| f.rsplit('/').next()?.split(".ko").next())
+        .map(|stem| stem.replace('-', "_"))
+        .collect();
+    DEFAULT_MODULES
+        .into_iter()
+        .find(|m| names.iter().any(|n| n == m))
+        .unwrap_or(DEFAULT_MODULES[0])
+}
+
 /// Checks a manifest before booting: the image exists and the modules tree is this
 /// release's.
 pub fn precheck(m: &Manifest) -> Result<(PathBuf, PathBuf), GuestError> {
@@ -368,6 +392,25 @@ pub fn boot_check(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_default_module_is_one_the_kernel_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let dep = dir.path().join("modules.dep");
+        let module = || default_module(Some(dir.path()));
+        assert_eq!(default_module(None), "nls_utf8");
+        assert_eq!(module(), "nls_utf8", "no modules.dep");
+        fs_err::write(&dep, "kernel/net/vmw_vsock/vsock_loopback.ko: kernel/net/vmw_vsock/vsock.ko\nkernel/net/vmw_vsock/vsock.ko:\n").unwrap();
+        assert_eq!(module(), "vsock_loopback", "a kernel built before nls_utf8");
+        fs_err::write(&dep, "kernel/fs/nls/nls_base.ko.xz:\nkernel/fs/nls/nls_utf8.ko.xz: kernel/fs/nls/nls_base.ko.xz\nkernel/net/vmw_vsock/vsock_loopback.ko:\n").unwrap();
+        assert_eq!(module(), "nls_utf8", "compressed modules count");
+        fs_err::write(&dep, "kernel/lib/crc-ccitt.ko:\n").unwrap();
+        assert_eq!(
+            module(),
+            "nls_utf8",
+            "none of them: the first, which the check then names"
+        );
+    }
     use super::*;
 
     #[test]

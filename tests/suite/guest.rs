@@ -160,6 +160,17 @@ fn built_kernels_boot_with_their_identity_and_modules() {
         report.failure.as_deref(),
         Some("module nls_utf8 did not load from the modules share")
     );
+    // A kernel built before the presets had nls_utf8 (its modules.dep lists vsock_loopback
+    // instead): the check loads that one when no --module is given.
+    fs::write(
+        fake.join("modules.dep"),
+        "kernel/net/vmw_vsock/vsock_loopback.ko: kernel/net/vmw_vsock/vsock.ko\n",
+    );
+    let report: BootReport = boot(&ctx, &wrong, &[])
+        .code(1)
+        .stderr_has("module vsock_loopback did not load")
+        .json();
+    assert_eq!(report.module, "vsock_loopback");
     // A guest that does not finish in time is stopped, and nothing is left running.
     boot(&ctx, &manifest, &["--timeout", "1"])
         .code(1)
