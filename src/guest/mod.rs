@@ -392,6 +392,7 @@ pub fn boot_check(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn the_default_module_is_one_the_kernel_has() {
@@ -411,7 +412,6 @@ mod tests {
             "none of them: the first, which the check then names"
         );
     }
-    use super::*;
 
     #[test]
     fn a_given_qemu_boots_another_arch_with_its_sibling_emulator() {
