@@ -94,15 +94,6 @@ impl Arch {
         })
     }
 
-    /// The Debian package of the gcc cross compiler.
-    pub fn cross_package(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "gcc-x86-64-linux-gnu",
-            Arch::Arm64 => "gcc-aarch64-linux-gnu",
-            Arch::Riscv64 => "gcc-riscv64-linux-gnu",
-        }
-    }
-
     /// The boot image make builds by default, relative to the build directory.
     pub fn boot_image(self) -> &'static str {
         match self {

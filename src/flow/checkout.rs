@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{Event, Reporter};
+use super::{Event, Outcome, Reporter, Step};
 use crate::error::Error;
 use crate::series::Applied;
 use crate::slot::{Mirror, ResolvedRef, Slot};
@@ -63,5 +63,28 @@ impl Checkout<'_> {
             series,
             tree: slot.head_tree()?,
         })
+    }
+}
+
+/// A flow's run, as the prepare_worktree step sees it.
+pub trait Checks {
+    /// What the run's plan asks of the checkout.
+    fn checkout(&self) -> Checkout<'_>;
+    /// Keeps the checkout's result (and pins the ref it checked out) in the run's state.
+    fn checked_out(&mut self, done: CheckedOut);
+}
+
+/// The prepare_worktree step of every flow.
+pub struct PrepareWorktree;
+
+impl<C: Checks> Step<C> for PrepareWorktree {
+    fn name(&self) -> &'static str {
+        "prepare_worktree"
+    }
+
+    fn run(&self, ctx: &mut C, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+        let done = ctx.checkout().run(Step::<C>::name(self), reporter)?;
+        ctx.checked_out(done);
+        Ok(Outcome::Ran)
     }
 }

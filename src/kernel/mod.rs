@@ -23,7 +23,6 @@ mod install;
 mod install_modules;
 mod known;
 mod memory;
-mod prepare_worktree;
 pub(crate) mod publish;
 mod reuse_check;
 
@@ -107,6 +106,25 @@ pub struct KernelState {
     /// Warnings, ccache and sizes of the build compile made (see [`figures`]).
     pub figures: Option<figures::BuildFigures>,
     pub manifest: Option<Manifest>,
+}
+
+impl flow::checkout::Checks for KernelRun {
+    fn checkout(&self) -> flow::checkout::Checkout<'_> {
+        let plan = &self.plan;
+        flow::checkout::Checkout {
+            slot: &plan.slot,
+            mirror: &plan.mirror,
+            resolved: &plan.resolved,
+            series: plan.series.as_ref(),
+            recreate_build_worktree: plan.request.recreate_build_worktree,
+            wipe_build: plan.request.wipe_build,
+        }
+    }
+    fn checked_out(&mut self, done: flow::checkout::CheckedOut) {
+        self.state.series = done.series;
+        self.state.tree = Some(done.tree);
+        self.state.pinned = Some(self.plan.resolved.clone());
+    }
 }
 
 impl flow::Stateful for KernelRun {
@@ -298,7 +316,7 @@ pub enum Until {
 
 /// Every step of the kernel flow, in the spec's order.
 pub const STEPS: &[&dyn Step<KernelRun>] = &[
-    &prepare_worktree::PrepareWorktree,
+    &flow::checkout::PrepareWorktree,
     &build_flags::BuildFlagsStep,
     &configure::Configure,
     &fetch_identity::FetchIdentity,

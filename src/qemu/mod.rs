@@ -15,7 +15,6 @@ mod configure;
 mod fetch_identity;
 mod install;
 mod known;
-mod prepare_worktree;
 mod publish;
 pub mod request;
 mod reuse_check;
@@ -167,6 +166,25 @@ pub struct QemuState {
     pub manifest: Option<QemuManifest>,
 }
 
+impl flow::checkout::Checks for QemuRun {
+    fn checkout(&self) -> flow::checkout::Checkout<'_> {
+        let plan = &self.plan;
+        flow::checkout::Checkout {
+            slot: &plan.slot,
+            mirror: &plan.mirror,
+            resolved: &plan.resolved,
+            series: plan.series.as_ref(),
+            recreate_build_worktree: plan.request.recreate_build_worktree,
+            wipe_build: plan.request.wipe_build,
+        }
+    }
+    fn checked_out(&mut self, done: flow::checkout::CheckedOut) {
+        self.state.series = done.series;
+        self.state.tree = Some(done.tree);
+        self.state.pinned = Some(self.plan.resolved.clone());
+    }
+}
+
 impl flow::Stateful for QemuRun {
     type State = QemuState;
     fn state(&self) -> &QemuState {
@@ -298,7 +316,7 @@ pub fn plan(request: QemuRequest, dirs: &Dirs) -> Result<Plan, Error> {
 
 /// Every step of the QEMU flow, in order.
 pub const STEPS: &[&dyn Step<QemuRun>] = &[
-    &prepare_worktree::PrepareWorktree,
+    &flow::checkout::PrepareWorktree,
     &build_flags::BuildFlags,
     &fetch_identity::FetchIdentity,
     &reuse_check::ReuseCheck,
