@@ -74,6 +74,53 @@ pub trait Checks {
     fn checked_out(&mut self, done: CheckedOut);
 }
 
+/// Implements [`Checks`] and [`Stateful`](super::Stateful) for a run (`plan`, `hold`, `state`)
+/// whose plan has `slot`, `mirror`, `resolved`, `series` and a request with
+/// `recreate_build_worktree` and `wipe_build`, and whose state has `series`, `tree` and
+/// `pinned` (the kernel's and QEMU's runs). A macro because the runs share those fields by
+/// name, not by type: a trait cannot reach them without the same wiring per flow.
+macro_rules! checks_by_fields {
+    ($run:ty, $state:ty) => {
+        impl $crate::flow::checkout::Checks for $run {
+            fn checkout(&self) -> $crate::flow::checkout::Checkout<'_> {
+                let plan = &self.plan;
+                $crate::flow::checkout::Checkout {
+                    slot: &plan.slot,
+                    mirror: &plan.mirror,
+                    resolved: &plan.resolved,
+                    series: plan.series.as_ref(),
+                    recreate_build_worktree: plan.request.recreate_build_worktree,
+                    wipe_build: plan.request.wipe_build,
+                }
+            }
+            fn checked_out(&mut self, done: $crate::flow::checkout::CheckedOut) {
+                self.state.series = done.series;
+                self.state.tree = Some(done.tree);
+                self.state.pinned = Some(self.plan.resolved.clone());
+            }
+        }
+
+        impl $crate::flow::Stateful for $run {
+            type State = $state;
+            fn state(&self) -> &$state {
+                &self.state
+            }
+            fn state_mut(&mut self) -> &mut $state {
+                &mut self.state
+            }
+            /// The ref moved after prepare_worktree: keep building what it checked out.
+            fn restored(&mut self) {
+                if let Some(p) = &self.state.pinned
+                    && p.commit != self.plan.resolved.commit
+                {
+                    self.plan.resolved = p.clone();
+                }
+            }
+        }
+    };
+}
+pub(crate) use checks_by_fields;
+
 /// The prepare_worktree step of every flow.
 pub struct PrepareWorktree;
 

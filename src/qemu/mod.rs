@@ -166,42 +166,7 @@ pub struct QemuState {
     pub manifest: Option<QemuManifest>,
 }
 
-impl flow::checkout::Checks for QemuRun {
-    fn checkout(&self) -> flow::checkout::Checkout<'_> {
-        let plan = &self.plan;
-        flow::checkout::Checkout {
-            slot: &plan.slot,
-            mirror: &plan.mirror,
-            resolved: &plan.resolved,
-            series: plan.series.as_ref(),
-            recreate_build_worktree: plan.request.recreate_build_worktree,
-            wipe_build: plan.request.wipe_build,
-        }
-    }
-    fn checked_out(&mut self, done: flow::checkout::CheckedOut) {
-        self.state.series = done.series;
-        self.state.tree = Some(done.tree);
-        self.state.pinned = Some(self.plan.resolved.clone());
-    }
-}
-
-impl flow::Stateful for QemuRun {
-    type State = QemuState;
-    fn state(&self) -> &QemuState {
-        &self.state
-    }
-    fn state_mut(&mut self) -> &mut QemuState {
-        &mut self.state
-    }
-    /// The ref moved after prepare_worktree: keep building what it checked out.
-    fn restored(&mut self) {
-        if let Some(p) = &self.state.pinned
-            && p.commit != self.plan.resolved.commit
-        {
-            self.plan.resolved = p.clone();
-        }
-    }
-}
+flow::checkout::checks_by_fields!(QemuRun, QemuState);
 
 impl QemuRun {
     fn new(plan: Plan) -> Self {
