@@ -127,7 +127,7 @@ notes[kforge_ccache_warm]="another slot, same identity: $(jq -r .uts_release "$w
 # 5. The store. The same request again in that home: answered from the store.
 t=$(now)
 CCACHE_FOR=$work/shared-ccache kf ccache-warm build "$tag" --preset "$preset" >"$work/repeat.json" 2>"$work/repeat.log"
-secs[store_repeat]=$(elapsed "$t")
+secs[store_repeat]=$(BENCH_DIGITS=3 elapsed "$t") # answered in tens of ms: 0.1 s would round it to 0
 notes[store_repeat]="reused: $(jq -r .reused "$work/repeat.json"), no make run"
 # A -> B -> A: B is another ref (one file differs), then A again.
 t=$(now)
@@ -136,7 +136,7 @@ secs[switch_to_b]=$(elapsed "$t")
 notes[switch_to_b]="B = branch test/comment (one file differs): incremental compile, $(jq -r .uts_release "$work/switch-b.json")"
 t=$(now)
 CCACHE_FOR=$work/shared-ccache kf ccache-warm build "$tag" --preset "$preset" >"$work/switch-a.json" 2>"$work/switch-a.log"
-secs[switch_back_to_a]=$(elapsed "$t")
+secs[switch_back_to_a]=$(BENCH_DIGITS=3 elapsed "$t")
 notes[switch_back_to_a]="reused: $(jq -r .reused "$work/switch-a.json")"
 
 # 5./6. tuxmake and virtme-ng, from PyPI, on fresh trees with kforge's .config.
@@ -245,5 +245,6 @@ overhead=$(awk -v a="${secs[kforge_nocache]}" -v b="$base" 'BEGIN{printf "%+.1f%
 touch "$root/docs/benchmarks.md"
 awk '/^## / { keep = ($0 !~ /^## (Cold build: |The store: |Boot to a verified )/); if (keep) print "" }
      keep' "$root/docs/benchmarks.md" >>"$root/docs/benchmarks.md.new"
-mv "$root/docs/benchmarks.md.new" "$root/docs/benchmarks.md"
+cat -s "$root/docs/benchmarks.md.new" >"$root/docs/benchmarks.md"
+rm "$root/docs/benchmarks.md.new"
 cat "$root/docs/benchmarks.md"
