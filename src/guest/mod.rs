@@ -161,6 +161,19 @@ pub fn preflight(arch: Arch, given_qemu: Option<&Path>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The name modprobe takes for a module file of modules.dep (`kernel/fs/nls/nls_utf8.ko.xz`:
+/// `nls_utf8`): the file's name up to its first dot.
+pub fn module_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map(|f| f.to_string_lossy())
+        .unwrap_or_default()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The modules a boot check loads when none is named, in order: `nls_utf8` (kforge's presets
 /// build it; modprobe resolves its dependency `nls_base`), else `vsock_loopback` (what the
 /// presets had before they dropped networking).
@@ -172,12 +185,10 @@ pub fn default_module(modules_dir: Option<&Path>) -> &'static str {
     let dep = modules_dir
         .and_then(|d| fs_err::read_to_string(d.join("modules.dep")).ok())
         .unwrap_or_default();
-    // A module's name is its file's without `.ko` (and a compression suffix), `-` read as `_`.
     let names: Vec<String> = dep
         .lines()
         .filter_map(|l| l.split(':').next())
-        .filter_map(|f| f.rsplit('/').next()?.split(".ko").next())
-        .map(|stem| stem.replace('-', "_"))
+        .map(module_name)
         .collect();
     DEFAULT_MODULES
         .into_iter()

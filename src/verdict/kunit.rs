@@ -12,6 +12,7 @@ use super::ktap::Ktap;
 use super::{CaseResult, Status};
 use crate::error::{Error, GuestError};
 use crate::flow::{Event, Reporter};
+use crate::guest::module_name;
 use crate::guest::run::{self, Root, RunOptions, Watch};
 use crate::kernel::manifest::Manifest;
 use crate::process::shell_quote;
@@ -38,17 +39,6 @@ pub struct KunitModules {
     pub builtin: bool,
     /// Test modules (names as modprobe takes them), in modules.dep order.
     pub tests: Vec<String>,
-}
-
-fn module_name(path: &str) -> String {
-    Path::new(path)
-        .file_name()
-        .map(|f| f.to_string_lossy())
-        .unwrap_or_default()
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Reads a build's modules.dep and modules.builtin: which modules are KUnit tests (those that
