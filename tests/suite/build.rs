@@ -227,6 +227,8 @@ fn gcc_builds_are_reproducible_across_slots_and_incremental_within_one() {
         "recreate kept destdir"
     );
     assert!(!b_installed.exists());
+    // This test was the fixture slot's only reader.
+    fixture.drop_slot();
 }
 
 #[test]
@@ -245,6 +247,8 @@ fn clang_build_uses_llvm_and_has_its_own_identity() {
     let gcc = &fixtures::tiny_gcc().manifest;
     assert_ne!(gcc.digest, m.digest);
     assert_eq!(gcc.identity.tree, m.identity.tree);
+    // This test was the fixture slot's only reader.
+    f.drop_slot();
 }
 
 #[test]

@@ -4,6 +4,11 @@
 //! into its own store with [`super::TestContext::adopt`], so what it damages or collects is
 //! its own copy.
 //!
+//! A fixture's kernel slot (1.7 GB, the checkout mostly) is kept only for the test whose
+//! subject is that build, which drops it when done ([`Fixture::drop_slot`]); the other
+//! architectures' slots, which no test looks into, are dropped as soon as they are built.
+//! The suite must fit on a CI disk it does not own.
+//!
 //! The key is the kforge binary's size and modification time: a rebuilt kforge builds its
 //! fixtures anew (from the shared ccache), an unchanged one takes them in seconds.
 //! `scripts/test.sh` starts every suite with no fixtures.
@@ -28,6 +33,15 @@ pub struct Fixture<M> {
     entry: String,
     lock: PathBuf,
     qemu: bool,
+}
+
+/// What becomes of the slot that built a fixture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Kept for the test that checks the build in it (or builds in it again).
+    Kept,
+    /// Dropped once built: tests take the store entry only.
+    Dropped,
 }
 
 impl<M> Fixture<M> {
@@ -63,6 +77,12 @@ impl<M> Fixture<M> {
         f(self)
     }
 
+    /// Drops the fixture's kernel slot (its checkout, build and state), for the test whose
+    /// subject the slot was, once it has looked: no other test reads it, and it is 1.7 GB.
+    pub fn drop_slot(&self) {
+        self.exclusive(|f| f.home.drop_kernel_slot(f.slot));
+    }
+
     /// Holds the fixture shared (no [`Fixture::exclusive`] user meanwhile), for a copy.
     pub(super) fn shared(&self) -> kforge::fsutil::FileLock {
         kforge::fsutil::FileLock::shared(&self.lock).unwrap()
@@ -85,6 +105,7 @@ fn ensure<M: DeserializeOwned>(
     slot: u32,
     args: &[&str],
     qemu: bool,
+    after: Slot,
     entry: impl Fn(&M) -> String,
 ) -> Fixture<M> {
     let root = fixture_root();
@@ -109,6 +130,9 @@ fn ensure<M: DeserializeOwned>(
             let text = format!("`{}` exited {}:\n{}", out.command, out.status, out.stderr);
             kforge::fsutil::write_atomic(&failed, text.as_bytes()).unwrap();
             panic!("the fixture {name} failed to build: {text}");
+        }
+        if after == Slot::Dropped {
+            home.drop_kernel_slot(slot);
         }
         kforge::fsutil::write_atomic(&done, out.stdout.as_bytes()).unwrap();
         eprintln!("fixture {name}: built in {:?}", start.elapsed());
@@ -136,6 +160,7 @@ pub fn tiny_gcc() -> &'static Fixture<Manifest> {
             0,
             &["build", tag(), TINY[0], TINY[1]],
             false,
+            Slot::Kept,
             |m: &Manifest| m.entry(),
         )
     })
@@ -150,13 +175,15 @@ pub fn tiny_clang() -> &'static Fixture<Manifest> {
             1,
             &["build", tag(), TINY[0], TINY[1], "--compiler", "clang"],
             false,
+            Slot::Kept,
             |m: &Manifest| m.entry(),
         )
     })
 }
 
 /// The tiny guest preset for another arch (the arch's own `tiny_guest_defconfig`), cross
-/// compiled with `compiler`, in a slot of its own.
+/// compiled with `compiler`, in a slot of its own, dropped once built (the tests read its
+/// store entry).
 fn tiny_for(name: &str, slot: u32, arch: &str, compiler: &str) -> Fixture<Manifest> {
     ensure(
         name,
@@ -172,6 +199,7 @@ fn tiny_for(name: &str, slot: u32, arch: &str, compiler: &str) -> Fixture<Manife
             compiler,
         ],
         false,
+        Slot::Dropped,
         |m: &Manifest| m.entry(),
     )
 }
@@ -226,6 +254,6 @@ pub fn qemu() -> &'static Fixture<QemuManifest> {
     F.get_or_init(|| {
         let args = qemu_build();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ensure("qemu", 0, &args, true, QemuManifest::entry)
+        ensure("qemu", 0, &args, true, Slot::Kept, QemuManifest::entry)
     })
 }

@@ -148,6 +148,21 @@ impl Home {
         self.workers()
             .join(format!("{index}/main/qemu.manifest.json"))
     }
+    /// Removes kernel slot `index` as if it had never been used: its checkout and build, the
+    /// manifest beside it and its state (the QEMU slot beside it stays).
+    pub fn drop_kernel_slot(&self, index: u32) {
+        let main = self.workers().join(index.to_string()).join("main");
+        for dir in [self.slot(index), main.join(".kforge/linux")] {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    panic!("removing {}: {e}", dir.display())
+                }
+                _ => {}
+            }
+        }
+        let _ = std::fs::remove_file(self.slot_manifest(index));
+    }
+
     /// A kernel slot's run record.
     pub fn run_record(&self, index: u32) -> PathBuf {
         self.workers()
