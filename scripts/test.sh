@@ -48,8 +48,8 @@ mkdir -p target/kforge-test
 find target/kforge-test -mindepth 1 -maxdepth 1 ! -name ccache -exec rm -rf {} +
 
 # The suite's files (fixtures, test homes, the shared ccache) all go to target/kforge-test.
-# Its peak was 19 GB before fixture slots were dropped after use; say what there is, so a
-# run that fills the disk says so at its start.
+# Its peak is about 8 GB (README, The test suite); say what there is, so a run that fills
+# the disk says so at its start.
 free_gb=$(df --output=avail -BG target/kforge-test | tail -1 | tr -dc 0-9)
 echo "test.sh: ${free_gb} GB free for target/kforge-test" >&2
 
