@@ -48,10 +48,13 @@ mkdir -p target/kforge-test
 find target/kforge-test -mindepth 1 -maxdepth 1 ! -name ccache -exec rm -rf {} +
 
 # The suite's files (fixtures, test homes, the shared ccache) all go to target/kforge-test.
-# Its peak is about 8 GB (README, The test suite); say what there is, so a run that fills
-# the disk says so at its start.
+# Its peak is about 8 GB (README, The test suite); say what there is, and warn below 10 GB,
+# so a run that fills the disk says so at its start.
 free_gb=$(df --output=avail -BG target/kforge-test | tail -1 | tr -dc 0-9)
 echo "test.sh: ${free_gb} GB free for target/kforge-test" >&2
+if ((free_gb < 10)); then
+  echo "test.sh: warning: the suite needs about 8 GB there at its peak; tests may fail with a full disk" >&2
+fi
 
 t0=$SECONDS
 cargo nextest run --locked --profile ci --run-ignored all "$@"
